@@ -1,0 +1,87 @@
+"""hls4ml settings of a layer and of a whole build: reuse factor, strategy, precisions, io type.
+
+These are plain values. The planner chooses them, the plan file records them, and the hls
+module writes them into each board's hls4ml config, so the same numbers flow from estimate to
+firmware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import PlanError
+from .fixed import FixedType
+
+STRATEGIES = ("Latency", "Resource")
+IO_TYPES = ("io_parallel", "io_stream")
+
+#: Default precision of weights, biases and accumulators (hls4ml's own default).
+DEFAULT_PRECISION = FixedType(16, 6)
+#: Default precision of every layer result: rounding and saturation cut the truncation error
+#: about 40x against plain ``ap_fixed<16,6>`` (checked on these machines, see DESIGN.md).
+DEFAULT_RESULT_PRECISION = FixedType(16, 6, rounding="RND_CONV", saturation="SAT")
+
+
+@dataclass(frozen=True)
+class LayerPrecision:
+    """The concrete fixed-point types of one layer (never ``auto``)."""
+
+    weight: FixedType = DEFAULT_PRECISION
+    bias: FixedType = DEFAULT_PRECISION
+    result: FixedType = DEFAULT_RESULT_PRECISION
+    accum: FixedType = DEFAULT_PRECISION
+
+    def as_dict(self) -> dict[str, str]:
+        return {"weight": str(self.weight), "bias": str(self.bias), "result": str(self.result),
+                "accum": str(self.accum)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str], where: str = "precision") -> LayerPrecision:
+        unknown = set(d) - {"weight", "bias", "result", "accum"}
+        if unknown:
+            raise PlanError(f"{where}: unknown precision field(s) {sorted(unknown)}; use weight, bias, result, accum")
+        base = cls()
+        try:
+            return cls(
+                weight=FixedType.parse(d.get("weight", base.weight)),
+                bias=FixedType.parse(d.get("bias", base.bias)),
+                result=FixedType.parse(d.get("result", base.result)),
+                accum=FixedType.parse(d.get("accum", base.accum)),
+            )
+        except PlanError as exc:
+            raise PlanError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """hls4ml settings of one layer."""
+
+    reuse_factor: int = 1
+    strategy: str = "Latency"
+    precision: LayerPrecision = field(default_factory=LayerPrecision)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise PlanError(f"strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if int(self.reuse_factor) < 1:
+            raise PlanError(f"reuse_factor must be >= 1, got {self.reuse_factor}")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Settings shared by every board of a plan."""
+
+    io_type: str = "io_parallel"
+    default_precision: FixedType = DEFAULT_PRECISION
+    result_precision: FixedType = DEFAULT_RESULT_PRECISION
+    accum_precision: FixedType = DEFAULT_PRECISION
+    #: Type of the model input (what the first board receives); defaults to the result precision.
+    input_precision: FixedType = DEFAULT_RESULT_PRECISION
+
+    def __post_init__(self) -> None:
+        if self.io_type not in IO_TYPES:
+            raise PlanError(f"io_type {self.io_type!r} is not one of {IO_TYPES}")
+
+    def layer_precision(self) -> LayerPrecision:
+        return LayerPrecision(weight=self.default_precision, bias=self.default_precision,
+                              result=self.result_precision, accum=self.accum_precision)

@@ -1,0 +1,44 @@
+import pytest
+
+from split4ml.boards import catalogue, get_board, load_board_file
+from split4ml.errors import BoardError
+
+
+def test_builtin_catalogue_has_the_issue_boards():
+    cat = catalogue()
+    for name in ("pynq-z2", "zcu102", "alveo-u200", "alveo-u250"):
+        assert name in cat
+    z = cat["pynq-z2"]
+    assert (z.part, z.lut, z.ff, z.dsp, z.bram18, z.uram) == ("xc7z020clg400-1", 53200, 106400, 220, 280, 0)
+    assert z.clock_mhz == 100 and z.backend == "VivadoAccelerator" and z.hls4ml_board == "pynq-z2"
+    assert z.link.bandwidth_mbps > 0 and z.link.latency_us > 0
+
+
+def test_link_times():
+    z = get_board("pynq-z2")
+    # 940 Mb/s: 1,000 bytes = 8,000 bits = 8.51 us
+    assert z.link.transfer_us(1000) == pytest.approx(8000 / 940)
+    assert z.link.hop_us(1000) == pytest.approx(z.link.latency_us + 8000 / 940)
+
+
+def test_user_board_file(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text(
+        "boards:\n"
+        "  - name: tiny\n    part: xc7z010clg400-1\n    resources: {lut: 17600, ff: 35200, dsp: 80, bram18: 120}\n"
+        "    clock_mhz: 100\n    backend: VivadoAccelerator\n    hls4ml_board: null\n"
+        "    link: {bandwidth_mbps: 100, latency_us: 500}\n"
+    )
+    b = get_board("tiny", [f])
+    assert b.lut == 17600 and b.link.bandwidth_mbps == 100
+    assert get_board(str(f)).name == "tiny"  # a path in place of a name
+
+
+def test_board_errors_name_the_field(tmp_path):
+    with pytest.raises(BoardError, match="unknown board 'nope'.*pynq-z2"):
+        get_board("nope")
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: bad\npart: x\nresources: {lut: 1, ff: 1, dsp: 1}\nclock_mhz: 100\n"
+                 "link: {bandwidth_mbps: 1, latency_us: 1}\n")
+    with pytest.raises(BoardError, match=r"resources: missing field 'bram18'"):
+        load_board_file(f)
