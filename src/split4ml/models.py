@@ -1,0 +1,108 @@
+"""Example Keras models used by the tests and the demo.
+
+Every builder names all its layers explicitly (Keras' automatic names depend on how many layers
+the process created before) and seeds every initializer, so the same ``seed`` gives the same
+layer names and the same weights in any process, with no global random state touched.
+Keras is imported lazily inside the builders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .errors import Split4mlError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = ["deep_mlp", "mnist_fcnn", "small_cnn"]
+
+
+def _keras() -> ModuleType:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    return keras
+
+
+def _init(keras: ModuleType, seed: int, index: int) -> dict[str, Any]:
+    """Seeded Glorot kernel and small uniform bias for layer number ``index`` (1-based).
+
+    Biases are non-zero on purpose so that fixed-point tests exercise the bias path.
+    """
+    base = 1000 * int(seed) + 2 * index
+    return {
+        "kernel_initializer": keras.initializers.GlorotUniform(seed=base),
+        "bias_initializer": keras.initializers.RandomUniform(-0.05, 0.05, seed=base + 1),
+    }
+
+
+def mnist_fcnn(seed: int = 0) -> keras.Model:
+    """The fully connected MNIST network: 784 -> 16 relu -> 32 relu -> 10 -> softmax.
+
+    Layers: Input ``x`` (784,), Dense ``fc1`` (16, relu), Dense ``fc2`` (32, relu), Dense ``fc3``
+    (10, linear), Activation ``softmax``. 13,434 parameters. Untrained, seeded weights.
+    """
+    keras = _keras()
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(784,), name="x"),
+            layers.Dense(16, activation="relu", name="fc1", **_init(keras, seed, 1)),
+            layers.Dense(32, activation="relu", name="fc2", **_init(keras, seed, 2)),
+            layers.Dense(10, name="fc3", **_init(keras, seed, 3)),
+            layers.Activation("softmax", name="softmax"),
+        ],
+        name="mnist_fcnn",
+    )
+
+
+def deep_mlp(
+    widths: Sequence[int] = (64, 64, 32, 32, 16, 16), n_in: int = 32, n_out: int = 10, seed: int = 0
+) -> keras.Model:
+    """A deeper MLP: Input ``x`` (n_in,), Dense ``fc1``..``fcK`` (``widths``, relu), Dense ``fc{K+1}``
+    (n_out, linear), Activation ``softmax``. Untrained, seeded weights.
+
+    Raises:
+        Split4mlError: empty ``widths`` or a non-positive size.
+    """
+    sizes = [int(w) for w in widths]
+    if not sizes or min(sizes) < 1 or n_in < 1 or n_out < 1:
+        raise Split4mlError(
+            f"deep_mlp needs at least one hidden width and positive sizes, got widths={tuple(widths)}, "
+            f"n_in={n_in}, n_out={n_out}"
+        )
+    keras = _keras()
+    layers = keras.layers
+    body: list[Any] = [keras.Input(shape=(int(n_in),), name="x")]
+    for i, width in enumerate(sizes, start=1):
+        body.append(layers.Dense(width, activation="relu", name=f"fc{i}", **_init(keras, seed, i)))
+    k = len(sizes) + 1
+    body.append(layers.Dense(int(n_out), name=f"fc{k}", **_init(keras, seed, k)))
+    body.append(layers.Activation("softmax", name="softmax"))
+    return keras.Sequential(body, name="deep_mlp")
+
+
+def small_cnn(seed: int = 0) -> keras.Model:
+    """A small CNN for 8x8 grey images (scikit-learn ``load_digits``).
+
+    Layers: Input ``x`` (8, 8, 1), Conv2D ``conv1`` (4 filters, 3x3, relu) -> (6, 6, 4),
+    MaxPooling2D ``pool1`` (2) -> (3, 3, 4), Flatten ``flatten`` -> (36,), Dense ``fc1`` (10),
+    Activation ``softmax``. 410 parameters. Untrained, seeded weights.
+    """
+    keras = _keras()
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(8, 8, 1), name="x"),
+            layers.Conv2D(4, 3, activation="relu", name="conv1", **_init(keras, seed, 1)),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(10, name="fc1", **_init(keras, seed, 2)),
+            layers.Activation("softmax", name="softmax"),
+        ],
+        name="small_cnn",
+    )
