@@ -1,0 +1,398 @@
+"""The Plan: the contract between planner, user, builder and runtime, and its YAML file.
+
+A plan file is meant to be read and edited by a person. The smallest hand-written plan is::
+
+    split4ml_plan: 1
+    model: mnist.keras
+    board: pynq-z2
+    stages:
+      - layers: [fc1]
+      - layers: [fc2, fc3, softmax]
+
+Everything else has defaults: the board of every stage, the cap (0.85), the hls4ml settings of
+every layer (chosen as the planner would), the wire types (upstream result type) and the
+estimates. A generated plan writes all of it out, so the file documents itself. A layer entry may
+be a name or a mapping ``{name, reuse_factor, strategy, precision: {weight, bias, result, accum}}``.
+
+Generated and hand-written plans go through the same validation (:func:`spec_from_dict` here, then
+``plan.api.resolve_plan``); every error names its YAML path, e.g. ``stages[1].layers[0]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..boards import Board
+from ..errors import PlanError
+from ..estimate.base import Cost
+from ..fixed import FixedType
+from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
+from .metrics import PipelineMetrics
+
+PLAN_VERSION = 1
+OBJECTIVES = ("throughput", "latency", "boards")
+
+
+# ----------------------------------------------------------------------------- unresolved spec
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer entry of a plan file; ``None`` fields are chosen by the planner."""
+
+    name: str
+    reuse_factor: int | None = None
+    strategy: str | None = None
+    precision: LayerPrecision | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    layers: tuple[LayerSpec, ...]
+    board: str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A plan file as written, checked for form but not yet against the model."""
+
+    model: str
+    board: str
+    stages: tuple[StageSpec, ...]
+    cap: float = 0.85
+    objective: str = "throughput"
+    estimator: str = "analytic"
+    build: BuildSettings = field(default_factory=BuildSettings)
+    reuse_factor: int | None = None
+    strategy: str | None = None
+    model_sha256: str | None = None
+    board_files: tuple[str, ...] = ()
+    base_dir: Path = Path(".")
+
+    @property
+    def model_path(self) -> Path:
+        p = Path(self.model)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def _expect(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise PlanError(f"{where}: {msg}")
+
+
+def _fixed(value: Any, where: str) -> FixedType:
+    try:
+        return FixedType.parse(str(value))
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from exc
+
+
+def _int(value: Any, where: str, minimum: int = 1) -> int:
+    _expect(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, where,
+            f"expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _layer_spec(item: Any, where: str) -> LayerSpec:
+    if isinstance(item, str):
+        return LayerSpec(name=item, where=where)
+    _expect(isinstance(item, Mapping), where, f"expected a layer name or a mapping with 'name', got {item!r}")
+    unknown = set(item) - {"name", "reuse_factor", "strategy", "precision"}
+    _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; allowed: name, reuse_factor, strategy, precision")
+    _expect("name" in item and isinstance(item["name"], str), where, "missing 'name' (the layer name)")
+    rf = _int(item["reuse_factor"], f"{where}.reuse_factor") if item.get("reuse_factor") is not None else None
+    strategy = item.get("strategy")
+    if strategy is not None:
+        strategy = str(strategy).capitalize()
+        _expect(strategy in STRATEGIES, f"{where}.strategy", f"{item['strategy']!r} is not one of {STRATEGIES}")
+    precision = None
+    if item.get("precision") is not None:
+        p = item["precision"]
+        if isinstance(p, str):
+            t = _fixed(p, f"{where}.precision")
+            precision = LayerPrecision(weight=t, bias=t, result=t, accum=t)
+        else:
+            _expect(isinstance(p, Mapping), f"{where}.precision", "expected a type or {weight, bias, result, accum}")
+            precision = LayerPrecision.from_dict(dict(p), where=f"{where}.precision")
+    return LayerSpec(name=item["name"], reuse_factor=rf, strategy=strategy, precision=precision, where=where)
+
+
+def build_settings_from_dict(d: Mapping[str, Any] | None, where: str = "hls") -> BuildSettings:
+    """Read the ``hls:`` section of a plan file."""
+    base = BuildSettings()
+    if not d:
+        return base
+    _expect(isinstance(d, Mapping), where, "expected a mapping")
+    known = {"io_type", "default_precision", "result_precision", "accum_precision", "input_precision",
+             "reuse_factor", "strategy"}
+    unknown = set(d) - known
+    _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
+    io_type = d.get("io_type", base.io_type)
+    _expect(io_type in IO_TYPES, f"{where}.io_type", f"{io_type!r} is not one of {IO_TYPES}")
+    return BuildSettings(
+        io_type=io_type,
+        default_precision=_fixed(d.get("default_precision", base.default_precision), f"{where}.default_precision"),
+        result_precision=_fixed(d.get("result_precision", base.result_precision), f"{where}.result_precision"),
+        accum_precision=_fixed(d.get("accum_precision", base.accum_precision), f"{where}.accum_precision"),
+        input_precision=_fixed(d.get("input_precision", base.input_precision), f"{where}.input_precision"),
+    )
+
+
+def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
+    """Check the form of a plan mapping (as read from YAML); errors name the YAML path."""
+    _expect(isinstance(data, Mapping), "plan", "a plan file must be a YAML mapping with 'model', 'board', 'stages'")
+    version = data.get("split4ml_plan", PLAN_VERSION)
+    _expect(version == PLAN_VERSION, "split4ml_plan", f"unsupported plan version {version!r}; this is version 1")
+    _expect("model" in data, "model", "missing: the path of the model file (relative to the plan file)")
+    _expect("stages" in data, "stages", "missing: a list of stages, each with 'layers: [...]'")
+    board = data.get("board")
+    stages_raw = data["stages"]
+    _expect(isinstance(stages_raw, list) and len(stages_raw) > 0, "stages", "expected a non-empty list of stages")
+    stages = []
+    for i, st in enumerate(stages_raw):
+        w = f"stages[{i}]"
+        if isinstance(st, list):
+            st = {"layers": st}
+        _expect(isinstance(st, Mapping), w, "expected a mapping with 'layers' (and optionally 'board')")
+        allowed = {"layers", "board", "index", "input", "output", "estimate", "utilization", "interval_us",
+                   "latency_us"}
+        unknown = set(st) - allowed
+        _expect(not unknown, w, f"unknown field(s) {sorted(unknown)}; a stage has 'board' and 'layers'")
+        _expect("layers" in st, f"{w}.layers", "missing: the layers this board runs")
+        layers = st["layers"]
+        _expect(isinstance(layers, list) and len(layers) > 0, f"{w}.layers", "expected a non-empty list of layers")
+        stage_board = st.get("board", board)
+        _expect(stage_board is not None, f"{w}.board", "no board: give 'board' at the top level or per stage")
+        stages.append(StageSpec(layers=tuple(_layer_spec(x, f"{w}.layers[{j}]") for j, x in enumerate(layers)),
+                                board=str(stage_board), where=w))
+    if board is None:
+        board = stages[0].board
+    cap = data.get("cap", 0.85)
+    _expect(isinstance(cap, (int, float)) and 0 < float(cap) <= 1, "cap", f"expected 0 < cap <= 1, got {cap!r}")
+    objective = data.get("objective", "throughput")
+    _expect(objective in OBJECTIVES, "objective", f"{objective!r} is not one of {OBJECTIVES}")
+    hls = data.get("hls") or {}
+    build = build_settings_from_dict(hls)
+    rf = _int(hls["reuse_factor"], "hls.reuse_factor") if hls.get("reuse_factor") is not None else None
+    strategy = hls.get("strategy")
+    if strategy is not None:
+        strategy = str(strategy).capitalize()
+        _expect(strategy in STRATEGIES, "hls.strategy", f"{hls['strategy']!r} is not one of {STRATEGIES}")
+    board_files = data.get("board_files") or []
+    _expect(isinstance(board_files, list), "board_files", "expected a list of board YAML paths")
+    return PlanSpec(
+        model=str(data["model"]),
+        board=str(board),
+        stages=tuple(stages),
+        cap=float(cap),
+        objective=objective,
+        estimator=str(data.get("estimator", "analytic")),
+        build=build,
+        reuse_factor=rf,
+        strategy=strategy,
+        model_sha256=data.get("model_sha256"),
+        board_files=tuple(str(base_dir / f) if not Path(f).is_absolute() else str(f) for f in board_files),
+        base_dir=base_dir,
+    )
+
+
+def read_plan_spec(path: str | Path) -> PlanSpec:
+    """Read a plan YAML file (form only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError(f"plan file {p} does not exist; make one with 'split4ml plan MODEL -o {p.name}'")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise PlanError(f"plan file {p} is not valid YAML: {exc}") from exc
+    return spec_from_dict(data, base_dir=p.resolve().parent)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- resolved plan
+@dataclass(frozen=True)
+class Wire:
+    """An edge between boards: fixed-point type and shape of what crosses it, per sample."""
+
+    type: FixedType
+    shape: tuple[int, ...]
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return int(math.prod(self.shape)) * self.type.storage_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": str(self.type), "shape": list(self.shape), "bytes_per_sample": self.bytes_per_sample}
+
+
+@dataclass(frozen=True, eq=False)
+class StagePlan:
+    index: int
+    board: Board
+    layers: tuple[str, ...]
+    settings: Mapping[str, LayerSettings]
+    cost: Cost
+    input: Wire
+    output: Wire
+
+    def utilization(self) -> dict[str, float]:
+        return self.cost.utilization(self.board)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A validated plan: stages with boards, layers, settings, wires and estimates."""
+
+    model: str
+    model_sha256: str | None
+    board: Board
+    cap: float
+    objective: str
+    estimator: str
+    build: BuildSettings
+    stages: tuple[StagePlan, ...]
+    metrics: PipelineMetrics
+    board_files: tuple[str, ...] = ()
+    base_dir: Path = Path(".")
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def n_boards(self) -> int:
+        return len(self.stages)
+
+    @property
+    def model_path(self) -> Path:
+        p = Path(self.model)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def settings(self) -> dict[str, LayerSettings]:
+        out: dict[str, LayerSettings] = {}
+        for st in self.stages:
+            out.update(st.settings)
+        return out
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """The YAML form (a generated plan writes everything, so a person can read and edit it)."""
+        model = self.model_path
+        if relative_to is not None:
+            try:
+                model = model.resolve().relative_to(relative_to.resolve())
+            except ValueError:
+                model = model.resolve()
+        m = self.metrics
+        out: dict[str, Any] = {
+            "split4ml_plan": PLAN_VERSION,
+            "model": str(model),
+            "model_sha256": self.model_sha256,
+            "board": self.board.name,
+            "cap": self.cap,
+            "objective": self.objective,
+            "estimator": self.estimator,
+            "hls": {
+                "io_type": self.build.io_type,
+                "default_precision": str(self.build.default_precision),
+                "result_precision": str(self.build.result_precision),
+                "accum_precision": str(self.build.accum_precision),
+                "input_precision": str(self.build.input_precision),
+            },
+            "stages": [],
+            "summary": {
+                "n_stages": self.n_stages,
+                "n_boards": self.n_boards,
+                "bottleneck_stage": m.bottleneck_stage,
+                "bottleneck_ii_cycles": round(m.bottleneck_ii_cycles, 1),
+                "bottleneck_us": round(m.bottleneck_us, 3),
+                "latency_cycles": round(m.latency_cycles, 1),
+                "latency_us": round(m.latency_us, 3),
+                "throughput_per_s": round(m.throughput_per_s, 1),
+            },
+        }
+        if self.board_files:
+            out["board_files"] = list(self.board_files)
+        for st in self.stages:
+            layers = []
+            for name in st.layers:
+                s = st.settings[name]
+                layers.append({"name": name, "reuse_factor": s.reuse_factor, "strategy": s.strategy,
+                               "precision": s.precision.as_dict()})
+            out["stages"].append({
+                "index": st.index,
+                "board": st.board.name,
+                "layers": layers,
+                "input": st.input.as_dict(),
+                "output": st.output.as_dict(),
+                "estimate": st.cost.as_dict(),
+                "utilization": {k: round(v, 4) for k, v in st.utilization().items()},
+                "interval_us": round(m.stage_interval_us[st.index], 3),
+                "latency_us": round(m.stage_latency_us[st.index], 3),
+            })
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``plan --json`` contract (keys are stable; new keys may be added)."""
+        m = self.metrics
+        return {
+            "objective": self.objective,
+            "board": self.board.name,
+            "n_stages": self.n_stages,
+            "n_boards": self.n_boards,
+            "cap": self.cap,
+            "estimator": self.estimator,
+            "bottleneck_ii_cycles": m.bottleneck_ii_cycles,
+            "bottleneck_stage": m.bottleneck_stage,
+            "latency_cycles": m.latency_cycles,
+            "latency_us": m.latency_us,
+            "throughput_per_s": m.throughput_per_s,
+            "stages": [
+                {
+                    "index": st.index,
+                    "board": st.board.name,
+                    "layers": list(st.layers),
+                    "resources": st.cost.resources(),
+                    "utilization": st.utilization(),
+                    "ii_cycles": st.cost.ii_cycles,
+                    "latency_cycles": st.cost.latency_cycles,
+                    "interval_us": m.stage_interval_us[st.index],
+                    "input": st.input.as_dict(),
+                    "output": st.output.as_dict(),
+                    "layer_settings": [
+                        {"name": n, "reuse_factor": st.settings[n].reuse_factor,
+                         "strategy": st.settings[n].strategy,
+                         "precision": st.settings[n].precision.as_dict()}
+                        for n in st.layers
+                    ],
+                }
+                for st in self.stages
+            ],
+        }
+
+    def write(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.to_dict(relative_to=p.parent), sort_keys=False, width=110)
+        header = ("# split4ml plan: one stage per board. Edit 'layers' (and per-layer settings) to split by hand;\n"
+                  "# 'input', 'output', 'estimate', 'utilization' and 'summary' are recomputed when the plan is read.\n")
+        p.write_text(header + text)
+
+
+def stage_names(stages: Sequence[StagePlan]) -> list[tuple[str, ...]]:
+    return [st.layers for st in stages]

@@ -1,0 +1,508 @@
+"""Exact layer-wise partition of a chain of units onto a pipeline of identical boards.
+
+A *unit* is a layer with the standalone activation layers after it (:meth:`Graph.units`); a cut is
+allowed only between units. A partition cuts the chain ``0 .. U-1`` into contiguous stages, one
+board each. The cost of a stage is the board shell plus the sum of its units (:class:`Cost`
+addition: resources and latency add, the initiation interval is the largest), unless a
+``segment_cost`` callable gives whole-stage costs.
+
+The performance model is :mod:`split4ml.plan.metrics`: a stage ending after unit ``j`` sends
+``bytes_out[j]`` bytes per sample, so
+
+* ``interval_us(stage) = ii_cycles / clock_mhz + link.transfer_us(bytes_out[j])``;
+* ``latency_us = link.hop_us(bytes_in) + sum(latency_cycles / clock_mhz + link.hop_us(bytes_out[j]))``.
+
+A stage is feasible when every resource fits under ``cap`` x the board's capacity
+(:meth:`Cost.fits`).
+
+Objectives, each a lexicographic key (floating values tie within a relative 1e-9):
+
+* ``throughput``: smallest bottleneck interval, then fewest stages, then lowest latency;
+* ``latency``: lowest end-to-end latency, then fewest stages, then smallest bottleneck;
+* ``boards``: fewest stages, then smallest bottleneck, then lowest latency.
+
+The solution is exact. Every primitive is a dynamic programme over a table of the feasible stages
+``[i, j)``, stored per end ``j`` as a row of starts ``i = j-1-d`` (``d < W``, the longest feasible
+stage), so each DP step is one numpy operation over a row or a whole layer:
+
+* min-max DP (bottleneck), over the end index, or over (stages, end) when the stage count is bounded;
+* min-sum DP (latency) and lexicographic (count, latency) DP, under a mask "interval <= best";
+* for the latency objective's last key, bisection on the bottleneck value with an exact min-sum
+  feasibility DP.
+
+A greedy "fill each board as far as it goes" is not exact here: a stage's interval depends on the
+bytes its last unit sends, so where to cut matters, not only how many units fit.
+
+Costs: additive mode needs O(U log U) to find the feasible stages and O(U W) per DP pass (O(K U W)
+for K-stage layered passes). A 500-unit chain onto 64 boards takes a few tens of milliseconds;
+``benchmarks/planner_scaling.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..boards import RESOURCES, Board
+from ..errors import InfeasibleError, PlanError
+from ..estimate.base import Cost
+from .metrics import PipelineMetrics, pipeline_metrics
+
+OBJECTIVES = ("throughput", "latency", "boards")
+
+#: Relative and absolute (microseconds) tolerance under which two objective values tie.
+REL_TOL = 1e-9
+ABS_TOL_US = 1e-9
+
+_RES_LABEL = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A chain cut into stages, one board each.
+
+    Attributes:
+        bounds: unit index where each stage starts, plus ``U`` at the end: ``(0, b1, ..., U)``.
+        stage_costs: cost of every stage (board shell included).
+        metrics: bottleneck, latency and throughput of the pipeline (:func:`pipeline_metrics`).
+        objective: the objective this partition optimises.
+    """
+
+    bounds: tuple[int, ...]
+    stage_costs: tuple[Cost, ...]
+    metrics: PipelineMetrics
+    objective: str = "throughput"
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """``(start, end)`` unit indices of each stage, end exclusive."""
+        return tuple(zip(self.bounds[:-1], self.bounds[1:], strict=True))
+
+
+def shell_cost(board: Board) -> Cost:
+    """The fixed cost of one board's shell, from the board catalogue (no cycles)."""
+    return Cost(lut=board.shell_lut, ff=board.shell_ff, dsp=board.shell_dsp, bram18=board.shell_bram18)
+
+
+# --------------------------------------------------------------------------- the stage table
+@dataclass(frozen=True)
+class _Table:
+    """Feasible stages of the chain, one row per end ``j`` (0..U), one column per ``d``.
+
+    Column ``d`` of row ``j`` is the stage ``[j-1-d, j)``; ``start[j, d] = j-1-d`` (clipped at 0).
+    ``interval`` and ``latency`` are in microseconds and ``inf`` where the stage is infeasible.
+    ``latency`` is the stage's compute latency plus the hop to the next stage.
+    """
+
+    n_units: int
+    start: np.ndarray
+    ok: np.ndarray
+    interval: np.ndarray
+    latency: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.start.shape[1])
+
+
+def _grid(n_units: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    j = np.arange(n_units + 1)[:, None]
+    d = np.arange(width)[None, :]
+    raw = j - 1 - d
+    return raw, np.clip(raw, 0, None)
+
+
+def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float,
+                    send_us: np.ndarray, hop_us: np.ndarray) -> _Table:
+    n = len(units)
+    res = np.array([[float(getattr(c, r)) for r in RESOURCES] for c in units], dtype=float).reshape(n, len(RESOURCES))
+    prefix = np.vstack([np.zeros((1, len(RESOURCES))), np.cumsum(res, axis=0)])
+    # A stage [i, j) fits iff shell + prefix[j] - prefix[i] <= capped + 1e-9 (as Cost.fits), i.e.
+    # prefix[i] >= prefix[j] - room; prefix is non-decreasing so the fitting starts are i >= lo[j].
+    room = np.array([board.capped(r, cap) - float(getattr(shell, r)) + 1e-9 for r in RESOURCES])
+    lo = np.zeros(n + 1, dtype=int)
+    for k in range(len(RESOURCES)):
+        lo = np.maximum(lo, np.searchsorted(prefix[:, k], prefix[:, k] - room[k], side="left"))
+    ends = np.arange(n + 1)
+    width = max(1, int(np.max(ends - lo)))
+    raw, start = _grid(n, width)
+    ok = (raw >= 0) & (raw >= lo[:, None])
+    ok[0, :] = False
+
+    ii = np.array([float(c.ii_cycles) for c in units])
+    run_max = np.maximum.accumulate(ii[start], axis=1)  # max ii of units j-1-d .. j-1
+    stage_ii = np.maximum(run_max, float(shell.ii_cycles))
+    lat_prefix = np.concatenate([[0.0], np.cumsum([float(c.latency_cycles) for c in units])])
+    stage_lat = float(shell.latency_cycles) + lat_prefix[:, None] - lat_prefix[start]
+    interval = np.where(ok, board.cycles_to_us(stage_ii) + send_us[:, None], _INF)
+    latency = np.where(ok, board.cycles_to_us(stage_lat) + hop_us[:, None], _INF)
+    return _Table(n, start, ok, interval, latency)
+
+
+class _SegmentCache:
+    """Calls ``segment_cost(i, j)`` at most once per stage."""
+
+    def __init__(self, fn: Callable[[int, int], Cost]) -> None:
+        self._fn = fn
+        self.costs: dict[tuple[int, int], Cost] = {}
+
+    def __call__(self, i: int, j: int) -> Cost:
+        key = (i, j)
+        if key not in self.costs:
+            self.costs[key] = self._fn(i, j)
+        return self.costs[key]
+
+
+def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, send_us: np.ndarray,
+                    hop_us: np.ndarray) -> _Table:
+    """Evaluate stages from each start until the first one that does not fit.
+
+    Assumes a stage with more units never needs fewer resources (true of every sane estimator),
+    so a longer stage from the same start is not tried once one does not fit.
+    """
+    feasible: list[tuple[int, int, Cost]] = []
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            c = seg(i, j)
+            if not c.fits(board, cap):
+                break
+            feasible.append((i, j, c))
+    width = max([1] + [j - i for i, j, _ in feasible])
+    raw, start = _grid(n, width)
+    ok = np.zeros(raw.shape, dtype=bool)
+    interval = np.full(raw.shape, _INF)
+    latency = np.full(raw.shape, _INF)
+    for i, j, c in feasible:
+        d = j - 1 - i
+        ok[j, d] = True
+        interval[j, d] = board.cycles_to_us(float(c.ii_cycles)) + send_us[j]
+        latency[j, d] = board.cycles_to_us(float(c.latency_cycles)) + hop_us[j]
+    return _Table(n, start, ok, interval, latency)
+
+
+# --------------------------------------------------------------------------- DP primitives
+def _tie(value: float) -> float:
+    """Largest value that still ties with ``value``."""
+    return value + REL_TOL * abs(value) + ABS_TOL_US
+
+
+def _path(arg: np.ndarray, start: np.ndarray, n: int) -> tuple[int, ...]:
+    bounds = [n]
+    j = n
+    while j > 0:
+        j = int(start[j, int(arg[j])])
+        bounds.append(j)
+    return tuple(reversed(bounds))
+
+
+def _layered_path(args: list[np.ndarray], start: np.ndarray, n: int, k: int) -> tuple[int, ...]:
+    bounds = [n]
+    j = n
+    for layer in range(k, 0, -1):
+        j = int(start[j, int(args[layer][j])])
+        bounds.append(j)
+    if j != 0:  # pragma: no cover - guarded by the finite DP value
+        raise AssertionError("layered DP path does not start at unit 0")
+    return tuple(reversed(bounds))
+
+
+def _seq_minmax(tab: _Table, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest largest stage value over [0, j) for every j, any number of stages."""
+    n = tab.n_units
+    best = np.full(n + 1, _INF)
+    best[0] = 0.0
+    arg = np.zeros(n + 1, dtype=int)
+    for j in range(1, n + 1):
+        cand = np.maximum(best[tab.start[j]], values[j])
+        d = int(np.argmin(cand))
+        best[j] = cand[d]
+        arg[j] = d
+    return best, arg
+
+
+def _seq_count_sum(tab: _Table, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fewest stages, then smallest latency sum, over [0, j) using only ``mask`` stages."""
+    n = tab.n_units
+    count = np.full(n + 1, _INF)
+    total = np.full(n + 1, _INF)
+    count[0] = total[0] = 0.0
+    arg = np.zeros(n + 1, dtype=int)
+    lat = np.where(mask, tab.latency, _INF)
+    cnt_step = np.where(mask, 1.0, _INF)
+    for j in range(1, n + 1):
+        s = tab.start[j]
+        c = count[s] + cnt_step[j]
+        m = c.min()
+        if m == _INF:
+            continue
+        t = np.where(c == m, total[s] + lat[j], _INF)
+        d = int(np.argmin(t))
+        count[j], total[j], arg[j] = m, t[d], d
+    return count, total, arg
+
+
+def _seq_sum(tab: _Table, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest latency sum over [0, j), any number of stages."""
+    n = tab.n_units
+    total = np.full(n + 1, _INF)
+    total[0] = 0.0
+    arg = np.zeros(n + 1, dtype=int)
+    lat = np.where(mask, tab.latency, _INF)
+    for j in range(1, n + 1):
+        t = total[tab.start[j]] + lat[j]
+        d = int(np.argmin(t))
+        total[j], arg[j] = t[d], d
+    return total, arg
+
+
+def _layered(tab: _Table, values: np.ndarray, n_layers: int, combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
+             exact: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """DP over (stages k, end j): ``f_k[j] = min_d combine(f_{k-1}[start[j, d]], values[j, d])``.
+
+    Rows that cannot lie on a path of ``n_layers`` stages (``exact``) or at most ``n_layers`` stages
+    ending at U are skipped. Returns ``f_0..f_K`` and the argmin columns of every layer.
+    """
+    n, width = tab.n_units, tab.width
+    f0 = np.full(n + 1, _INF)
+    f0[0] = 0.0
+    fs, args = [f0], [np.zeros(n + 1, dtype=int)]
+    for k in range(1, n_layers + 1):
+        left = n_layers - k
+        lo = max(k, n - left * width)
+        hi = min(n, k * width, n - left if exact else n)
+        f = np.full(n + 1, _INF)
+        a = np.zeros(n + 1, dtype=int)
+        if lo <= hi:
+            cand = combine(fs[-1][tab.start[lo:hi + 1]], values[lo:hi + 1])
+            best = np.argmin(cand, axis=1)
+            f[lo:hi + 1] = cand[np.arange(hi + 1 - lo), best]
+            a[lo:hi + 1] = best
+        fs.append(f)
+        args.append(a)
+    return fs, args
+
+
+# --------------------------------------------------------------------------- messages
+def _unit_overflow_message(bad: list[tuple[str, Cost]], board: Board, cap: float) -> str:
+    parts = []
+    for name, cost in bad:
+        over = cost.overflow(board, cap)
+        items = ", ".join(
+            f"{_RES_LABEL[r]} {getattr(cost, r):,.0f} of {board.capped(r, cap):,.0f} allowed ({ratio:.0%})"
+            for r, ratio in sorted(over.items(), key=lambda kv: -kv[1]))
+        parts.append(f"unit {name!r} needs {items}")
+    return (
+        f"no partition fits: {len(bad)} unit(s) cannot fit on one {board.name} board even alone "
+        f"(board shell included, cap {cap:g} of each resource): " + "; ".join(parts) + ". "
+        "To make a unit fit: a larger reuse factor for its layer (fewer multipliers per clock), the "
+        "Resource strategy, lower precision (narrower weights and accumulators), a higher --cap, or a "
+        "bigger board (`split4ml boards` lists them); splitting one layer across boards will come with "
+        "intra-layer splits."
+    )
+
+
+def _validate(units: Sequence[Cost], bytes_out: Sequence[float], objective: str, max_boards: int | None,
+              n_stages: int | None, unit_names: Sequence[str] | None, cap: float, additive: bool) -> None:
+    n = len(units)
+    if n == 0:
+        raise PlanError("the model has no units (layers) to place on boards")
+    if len(bytes_out) != n:
+        raise ValueError(f"bytes_out has {len(bytes_out)} entries for {n} units")
+    if unit_names is not None and len(unit_names) != n:
+        raise ValueError(f"unit_names has {len(unit_names)} entries for {n} units")
+    if objective not in OBJECTIVES:
+        raise PlanError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if not 0 < cap <= 1:
+        raise PlanError(f"cap {cap!r} must be in (0, 1]: the fraction of each board resource a stage may use")
+    if max_boards is not None and max_boards < 1:
+        raise PlanError(f"max_boards must be at least 1, got {max_boards}")
+    if n_stages is not None and n_stages < 1:
+        raise PlanError(f"the number of stages must be at least 1, got {n_stages}")
+    if n_stages is not None and max_boards is not None and n_stages > max_boards:
+        raise PlanError(f"asked for exactly {n_stages} stages but at most {max_boards} boards")
+    if any(b < 0 for b in bytes_out):
+        raise ValueError("bytes_out must be non-negative")
+    if additive:
+        for i, c in enumerate(units):
+            vals = [getattr(c, r) for r in RESOURCES] + [c.latency_cycles, c.ii_cycles]
+            if any(v < 0 for v in vals):
+                raise ValueError(f"unit {i} has a negative cost {c}; costs must be non-negative")
+
+
+# --------------------------------------------------------------------------- the solver
+def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequence[float], board: Board,
+                    cap: float, objective: str = "throughput", max_boards: int | None = None,
+                    n_stages: int | None = None, unit_names: Sequence[str] | None = None,
+                    segment_cost: Callable[[int, int], Cost] | None = None,
+                    shell: Cost | None = None) -> Partition:
+    """Cut a chain of units into stages, one ``board`` each, optimally for ``objective``.
+
+    Args:
+        unit_costs: cost of each unit (layer plus its activations), without the board shell.
+        bytes_in: bytes per sample of the model input (sent to the first board).
+        bytes_out: bytes per sample each unit outputs (sent downstream if a stage ends there).
+        board: the board type of every stage.
+        cap: fraction (0, 1] of each board resource a stage may use.
+        objective: ``throughput``, ``latency`` or ``boards`` (see the module docstring).
+        max_boards: at most this many stages.
+        n_stages: exactly this many stages.
+        unit_names: names of the units for error messages (default ``unit 0``, ...).
+        segment_cost: ``segment_cost(i, j)`` = full cost (shell included) of units ``[i, j)``; replaces
+            the additive model (for non-additive estimators). Each stage is evaluated at most once,
+            and only stages from a start up to the first one that does not fit.
+        shell: cost of the board shell in additive mode; default the board catalogue's shell.
+
+    Raises:
+        InfeasibleError: no partition satisfies the resources and stage counts; the message names
+            the units that do not fit and what would help, or the minimum number of boards.
+    """
+    additive = segment_cost is None
+    _validate(unit_costs, bytes_out, objective, max_boards, n_stages, unit_names, cap, additive)
+    n = len(unit_costs)
+    names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
+    shell_c = shell if shell is not None else shell_cost(board)
+    out_arr = np.asarray([float(b) for b in bytes_out])
+    send_us = np.concatenate([[0.0], board.link.transfer_us(out_arr)])
+    hop_us = np.concatenate([[0.0], board.link.hop_us(out_arr)])
+
+    if n_stages is not None and n_stages > n:
+        raise InfeasibleError(
+            f"asked for exactly {n_stages} stages but the model has only {n} units (layers with their "
+            f"activations), so at most {n} stages without intra-layer splits; use at most {n} boards")
+
+    seg = _SegmentCache(segment_cost) if segment_cost is not None else None
+
+    def stage_cost(i: int, j: int) -> Cost:
+        if seg is not None:
+            return seg(i, j)
+        c = shell_c
+        for u in unit_costs[i:j]:
+            c = c + u
+        return c
+
+    if not shell_c.fits(board, cap) and seg is None:
+        over = ", ".join(f"{_RES_LABEL[r]} {100 * v:.0f}%" for r, v in shell_c.overflow(board, cap).items())
+        raise InfeasibleError(f"the {board.name} board shell alone exceeds cap {cap:g} ({over} of the allowed "
+                              "amount); raise --cap or correct the board's shell figures")
+
+    tab = (_additive_table(unit_costs, shell_c, board, cap, send_us, hop_us) if seg is None
+           else _callable_table(n, seg, board, cap, send_us, hop_us))
+
+    bad = [(names[j - 1], stage_cost(j - 1, j)) for j in range(1, n + 1) if not tab.ok[j, 0]]
+    if bad:
+        raise InfeasibleError(_unit_overflow_message(bad, board, cap))
+
+    min_count, _, _ = _seq_count_sum(tab, tab.ok)
+    n_min = min_count[n]
+    if n_min == _INF:  # only with a non-monotone segment_cost
+        raise InfeasibleError(f"no partition of the {n} units into {board.name} stages fits under cap {cap:g}, "
+                              "although every unit fits alone; the segment estimator is not monotone")
+    n_min = int(n_min)
+    limit = min(n, max_boards) if max_boards is not None else n
+    if n_stages is None and n_min > limit:
+        raise InfeasibleError(
+            f"the model needs at least {n_min} {board.name} boards under cap {cap:g}, but at most {max_boards} "
+            f"are allowed; allow {n_min} boards, raise the cap, use larger reuse factors or lower precision, "
+            "or pick a bigger board")
+    if n_stages is not None and n_stages < n_min:
+        raise InfeasibleError(
+            f"cannot use exactly {n_stages} {board.name} boards: the model needs at least {n_min} under "
+            f"cap {cap:g}; ask for {n_min} or more stages, or make the layers smaller (reuse factor, precision)")
+
+    lat_in = float(board.link.hop_us(float(bytes_in)))
+    if objective == "throughput":
+        bounds = _solve_throughput(tab, n_stages, limit)
+    elif objective == "boards":
+        bounds = _solve_boards(tab, n_stages if n_stages is not None else n_min)
+    else:
+        bounds = _solve_latency(tab, n_stages, limit, lat_in)
+    if bounds is None:
+        raise InfeasibleError(f"no partition into exactly {n_stages} {board.name} stages fits under cap {cap:g}")
+
+    costs = tuple(stage_cost(i, j) for i, j in zip(bounds[:-1], bounds[1:], strict=True))
+    metrics = pipeline_metrics(costs, [board] * len(costs), float(bytes_in),
+                               [float(bytes_out[j - 1]) for j in bounds[1:]])
+    return Partition(bounds=bounds, stage_costs=costs, metrics=metrics, objective=objective)
+
+
+def _min_sum_exact(tab: _Table, mask: np.ndarray, k: int) -> tuple[float, tuple[int, ...] | None]:
+    lat = np.where(mask, tab.latency, _INF)
+    fs, args = _layered(tab, lat, k, np.add, exact=True)
+    val = float(fs[k][tab.n_units])
+    if val == _INF:
+        return val, None
+    return val, _layered_path(args, tab.start, tab.n_units, k)
+
+
+def _solve_throughput(tab: _Table, n_stages: int | None, limit: int) -> tuple[int, ...] | None:
+    n = tab.n_units
+    if n_stages is not None:
+        fs, _ = _layered(tab, tab.interval, n_stages, np.maximum, exact=True)
+        best = float(fs[n_stages][n])
+        if best == _INF:
+            return None
+        mask = tab.ok & (tab.interval <= _tie(best))
+        return _min_sum_exact(tab, mask, n_stages)[1]
+    best_any, _ = _seq_minmax(tab, tab.interval)
+    best = float(best_any[n])
+    count, _, arg = _seq_count_sum(tab, tab.ok & (tab.interval <= _tie(best)))
+    if count[n] > limit:
+        fs, _ = _layered(tab, tab.interval, limit, np.maximum, exact=False)
+        best = min(float(f[n]) for f in fs[1:])
+        count, _, arg = _seq_count_sum(tab, tab.ok & (tab.interval <= _tie(best)))
+    return _path(arg, tab.start, n)
+
+
+def _solve_boards(tab: _Table, k: int) -> tuple[int, ...] | None:
+    fs, _ = _layered(tab, tab.interval, k, np.maximum, exact=True)
+    best = float(fs[k][tab.n_units])
+    if best == _INF:
+        return None
+    return _min_sum_exact(tab, tab.ok & (tab.interval <= _tie(best)), k)[1]
+
+
+def _solve_latency(tab: _Table, n_stages: int | None, limit: int, lat_in: float) -> tuple[int, ...] | None:
+    n = tab.n_units
+    if n_stages is not None:
+        fs, args = _layered(tab, tab.latency, n_stages, np.add, exact=True)
+        k = n_stages
+        best = float(fs[k][n])
+        if best == _INF:
+            return None
+    else:
+        total, arg = _seq_sum(tab, tab.ok)
+        k_opt = len(_path(arg, tab.start, n)) - 1
+        top = k_opt if k_opt <= limit else limit
+        fs, args = _layered(tab, tab.latency, top, np.add, exact=False)
+        best = min(float(f[n]) for f in fs[1:])
+        thr = _tie(best + lat_in) - lat_in
+        k = next(k for k in range(1, top + 1) if fs[k][n] <= thr)
+    thr = _tie(best + lat_in) - lat_in
+    # Last key: smallest bottleneck among k-stage partitions with latency <= thr. Bracket it by the
+    # unconstrained k-stage bottleneck and the bottleneck of one latency-optimal partition, then
+    # bisect over the interval values in between with an exact min-latency feasibility DP.
+    path = _layered_path(args, tab.start, n, k)
+    upper = max(float(tab.interval[j, j - 1 - i]) for i, j in zip(path[:-1], path[1:], strict=True))
+    fmm, _ = _layered(tab, tab.interval, k, np.maximum, exact=True)
+    lower = float(fmm[k][n])
+    if upper <= _tie(lower):
+        return path
+    cands = np.unique(tab.interval[tab.ok & (tab.interval >= lower) & (tab.interval < upper)])
+    lo_i, hi_i = 0, len(cands)  # answer index in [lo_i, hi_i]; hi_i means "upper" (path)
+    best_path = path
+    while lo_i < hi_i:
+        mid = (lo_i + hi_i) // 2
+        val, p = _min_sum_exact(tab, tab.ok & (tab.interval <= cands[mid]), k)
+        if p is not None and val <= thr:
+            hi_i, best_path = mid, p
+        else:
+            lo_i = mid + 1
+    return best_path
