@@ -139,6 +139,7 @@ _SEE_README = "see README: supported layers"
 def _import_keras() -> ModuleType:
     """Import Keras lazily, quieting TensorFlow's C++ logging unless the caller chose a level."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import keras
     except ImportError as exc:  # pragma: no cover - keras is a dependency

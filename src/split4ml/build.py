@@ -1,0 +1,71 @@
+"""Write one hls4ml project per stage of a plan, plus the vendor build scripts.
+
+``OUT/stage_<i>/`` holds stage i's hls4ml project (VivadoAccelerator for PYNQ boards, Vitis
+otherwise), ``OUT/stage_<i>/build.sh`` runs the vendor build where the tools exist, and
+``OUT/build_all.sh --jobs N`` runs them in parallel. ``OUT/plan.yaml`` is a copy of the plan and
+``OUT/manifest.json`` lists what was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ir import Graph
+from .plan.api import plan_stages
+from .plan.model import Plan
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class StageBuild:
+    index: int
+    board: str
+    backend: str
+    project_dir: Path
+    script: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "board": self.board, "backend": self.backend,
+                "project_dir": str(self.project_dir), "script": str(self.script)}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    stages: tuple[StageBuild, ...]
+    build_all: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "n_stages": len(self.stages),
+                "stages": [s.as_dict() for s in self.stages], "build_all": str(self.build_all)}
+
+
+def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress | None = None) -> BuildResult:
+    """Write every stage's hls4ml project and build scripts into ``out_dir``."""
+    from .hls.project import backend_for, convert_stage
+    from .hls.scripts import write_build_scripts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages, _ = plan_stages(plan, graph)
+    results = []
+    for i, st in enumerate(stages):
+        if progress:
+            progress("write hls4ml projects", i, len(stages))
+        pdir = out / f"stage_{st.index}"
+        convert_stage(st, pdir)
+        backend, _ = backend_for(st.board)
+        results.append(StageBuild(index=st.index, board=st.board.name, backend=backend, project_dir=pdir,
+                                  script=pdir / "build.sh"))
+    if progress:
+        progress("write hls4ml projects", len(stages), len(stages))
+    build_all = write_build_scripts(out, stages)
+    plan.write(out / "plan.yaml")
+    result = BuildResult(out_dir=out, stages=tuple(results), build_all=Path(build_all))
+    (out / "manifest.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return result

@@ -1,0 +1,399 @@
+"""The ``split4ml`` command line: a thin layer over the Python API.
+
+Every command has ``--json`` (only JSON on stdout). Exit codes: 0 ok, 1 verification mismatch,
+2 bad input (the message goes to stderr, without a traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import Split4mlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Split a neural network that is too big for one FPGA into a pipeline of boards.")
+# Wide tables when piped (rich would otherwise fold them to 80 columns); COLUMNS still wins.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (for scripts).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+BoardOpt = Annotated[str, typer.Option("--board", "-b", help="Board name (see 'split4ml boards') or a board YAML.")]
+BoardFileOpt = Annotated[list[Path] | None, typer.Option("--board-file", help="Extra board catalogue YAML file(s).")]
+CapOpt = Annotated[float, typer.Option("--cap", help="Utilisation cap of every resource (0-1].")]
+RfOpt = Annotated[int | None, typer.Option("--reuse-factor", "-r", help="hls4ml reuse factor for every layer.")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="hls4ml strategy: Latency or Resource.")]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    "--precision", help="Default precision, e.g. 'ap_fixed<16,6>' (results are rounded and saturated).")]
+IoOpt = Annotated[str, typer.Option("--io-type", help="io_parallel or io_stream.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="hls4ml-style config YAML (Model / LayerName).")]
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr, driven by the library's ``progress(step, done, total)`` callback."""
+    if not enabled:
+        yield None
+        return
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        def cb(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total)
+            bar.update(tasks[step], completed=done, total=total)
+
+        yield cb
+
+
+def _build_settings(precision: str | None, io_type: str) -> Any:
+    from .fixed import FixedType
+    from .plan.api import precision_family
+    from .settings import BuildSettings
+
+    if precision:
+        b = precision_family(FixedType.parse(precision))
+        return BuildSettings(io_type=io_type, default_precision=b.default_precision,
+                             result_precision=b.result_precision, accum_precision=b.accum_precision,
+                             input_precision=b.input_precision)
+    return BuildSettings(io_type=io_type)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    import yaml
+
+    if not path.is_file():
+        raise Split4mlError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise Split4mlError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def _pct_style(frac: float, cap: float) -> str:
+    if frac > cap:
+        return "bold red"
+    if frac > 0.8 * cap:
+        return "yellow"
+    return "green"
+
+
+# --------------------------------------------------------------------------------------------- commands
+@app.command()
+def boards(json_out: JsonOpt = False, board_file: BoardFileOpt = None) -> None:
+    """List the board catalogue."""
+    from .boards import catalogue
+
+    cat = catalogue(tuple(board_file or ()))
+    rows = [{"name": b.name, "part": b.part, "lut": b.lut, "ff": b.ff, "dsp": b.dsp, "bram18": b.bram18,
+             "uram": b.uram, "clock_mhz": b.clock_mhz, "backend": b.backend,
+             "link": {"bandwidth_mbps": b.link.bandwidth_mbps, "latency_us": b.link.latency_us,
+                      "medium": b.link.medium}} for b in sorted(cat.values(), key=lambda b: b.name)]
+    if json_out:
+        _emit_json({"boards": rows})
+        return
+    t = Table(title="Boards")
+    for c in ("name", "part", "LUT", "FF", "DSP", "BRAM18", "clock", "backend", "link"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], r["part"], f"{r['lut']:,}", f"{r['ff']:,}", f"{r['dsp']:,}", f"{r['bram18']:,}",
+                  f"{r['clock_mhz']:g} MHz", r["backend"],
+                  f"{r['link']['bandwidth_mbps']:g} Mb/s + {r['link']['latency_us']:g} us/hop")
+    out.print(t)
+
+
+@app.command()
+def inspect(model: Path, json_out: JsonOpt = False) -> None:
+    """Show a model's layers, shapes and parameters as split4ml reads them."""
+    from .frontends import load_model
+
+    g = load_model(model)
+    layers = [{"name": lyr.name, "type": lyr.kind, "input_shape": list(lyr.input_shape),
+               "output_shape": list(lyr.output_shape), "activation": lyr.activation, "params": lyr.n_params}
+              for lyr in g.layers]
+    data = {"model": g.name, "n_layers": len(g.body), "n_params": g.n_params,
+            "input_shape": list(g.input.output_shape), "output_shape": list(g.layers[-1].output_shape),
+            "layers": layers, "units": [[lyr.name for lyr in u] for u in g.units()]}
+    if json_out:
+        _emit_json(data)
+        return
+    t = Table(title=f"{g.name}: {len(g.body)} layers, {g.n_params:,} parameters")
+    for c in ("layer", "type", "input", "output", "activation", "params"):
+        t.add_column(c, justify="right" if c == "params" else "left")
+    for r in layers:
+        t.add_row(r["name"], r["type"], str(tuple(r["input_shape"])), str(tuple(r["output_shape"])),
+                  r["activation"] or "", f"{r['params']:,}")
+    out.print(t)
+    out.print(f"cut points: between {len(data['units'])} units (a layer stays with the activations after it)")
+
+
+@app.command()
+def estimate(model: Path, board: BoardOpt = "pynq-z2", reuse_factor: RfOpt = None, strategy: StrategyOpt = None,
+             precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", config: ConfigOpt = None,
+             cap: CapOpt = 0.85, board_file: BoardFileOpt = None, json_out: JsonOpt = False) -> None:
+    """Estimate each layer's cost on a board (settings chosen as the planner would)."""
+    from .boards import get_board
+    from .frontends import load_model
+    from .plan.api import get_estimator, parse_hls_config
+    from .plan.reuse import choose_settings
+
+    g = load_model(model)
+    b = get_board(board, tuple(board_file or ()))
+    build = _build_settings(precision, io_type)
+    overrides: dict[str, Any] = {}
+    if config:
+        build, crf, cst, overrides = parse_hls_config(_read_yaml(config, "--config"), build)
+        reuse_factor = reuse_factor if reuse_factor is not None else crf
+        strategy = strategy if strategy is not None else cst
+    est = get_estimator("analytic")
+    settings = choose_settings(g, b, cap, est, build, reuse_factor=reuse_factor, strategy=strategy,
+                               overrides=overrides)
+    rows = []
+    for lyr in g.body:
+        c = est.layer_cost(lyr, settings[lyr.name], build.io_type, b)
+        s = settings[lyr.name]
+        rows.append({"name": lyr.name, "type": lyr.kind, "lut": c.lut, "ff": c.ff, "dsp": c.dsp, "bram18": c.bram18,
+                     "latency_cycles": c.latency_cycles, "ii_cycles": c.ii_cycles, "reuse_factor": s.reuse_factor,
+                     "strategy": s.strategy, "source": est.name})
+    tot = est.segment_cost(list(g.body), settings, build.io_type, b)
+    shell = est.shell_cost(b)
+    total = {**tot.resources(), "latency_cycles": tot.latency_cycles, "ii_cycles": tot.ii_cycles,
+             "utilization": tot.utilization(b), "fits_one_board": tot.fits(b, cap), "shell": shell.resources()}
+    data = {"board": b.name, "estimator": est.name, "cap": cap, "layers": rows, "total": total}
+    if json_out:
+        _emit_json(data)
+        return
+    t = Table(title=f"{g.name} on {b.name} ({est.name} estimate)")
+    for c in ("layer", "type", "RF", "strategy", "LUT", "FF", "DSP", "BRAM18", "latency", "II"):
+        t.add_column(c, justify="left" if c in ("layer", "type", "strategy") else "right")
+    for r in rows:
+        t.add_row(r["name"], r["type"], str(r["reuse_factor"]), r["strategy"], f"{r['lut']:,.0f}",
+                  f"{r['ff']:,.0f}", f"{r['dsp']:,.0f}", f"{r['bram18']:,.1f}", f"{r['latency_cycles']:,.0f}",
+                  f"{r['ii_cycles']:,.0f}")
+    util = tot.utilization(b)
+    t.add_section()
+    t.add_row("shell", "", "", "", f"{shell.lut:,.0f}", f"{shell.ff:,.0f}", f"{shell.dsp:,.0f}",
+              f"{shell.bram18:,.1f}", "", "")
+    t.add_row("[bold]total", "", "", "", *[f"[{_pct_style(util[r], cap)}]{util[r]:.0%}"
+                                           for r in ("lut", "ff", "dsp", "bram18")],
+              f"{tot.latency_cycles:,.0f}", f"{tot.ii_cycles:,.0f}")
+    out.print(t)
+    verdict = "fits" if tot.fits(b, cap) else "does NOT fit"
+    out.print(f"The whole model {verdict} one {b.name} under a {cap:.0%} cap.")
+
+
+def print_plan(plan: Any) -> None:
+    """Rich table of a plan: per-board utilisation, coloured as the cap nears."""
+    m = plan.metrics
+    t = Table(title=f"Plan: {plan.n_stages} x {plan.board.name}, objective {plan.objective}, cap {plan.cap:.0%}")
+    for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "II (cyc)", "interval (us)", "out wire"):
+        t.add_column(c, justify="left" if c in ("board", "layers", "out wire") else "right")
+    for st in plan.stages:
+        u = st.utilization()
+        mark = " *" if st.index == m.bottleneck_stage else ""
+        t.add_row(f"{st.index}{mark}", st.board.name, ", ".join(st.layers),
+                  *[f"[{_pct_style(u[r], plan.cap)}]{u[r]:.0%}" for r in ("lut", "ff", "dsp", "bram18")],
+                  f"{st.cost.ii_cycles:,.0f}", f"{m.stage_interval_us[st.index]:,.2f}",
+                  f"{st.output.type} x{list(st.output.shape)} ({st.output.bytes_per_sample} B)")
+    out.print(t)
+    out.print(f"bottleneck: stage {m.bottleneck_stage} (*), {m.bottleneck_us:,.2f} us "
+              f"= {m.bottleneck_ii_cycles:,.0f} cycles -> {m.throughput_per_s:,.0f} samples/s; "
+              f"latency {m.latency_us:,.1f} us")
+
+
+@app.command()
+def plan(model: Path, board: BoardOpt = "pynq-z2",
+         boards_: Annotated[int | None, typer.Option("--boards", help="At most this many boards.")] = None,
+         stages: Annotated[int | None, typer.Option("--stages", help="Exactly this many stages.")] = None,
+         objective: Annotated[str, typer.Option("--objective", help="throughput, latency or boards.")] = "throughput",
+         reuse_factor: RfOpt = None, strategy: StrategyOpt = None, config: ConfigOpt = None,
+         precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", cap: CapOpt = 0.85,
+         board_file: BoardFileOpt = None,
+         output: Annotated[Path, typer.Option("-o", "--output", help="Plan file to write.")] = Path("plan.yaml"),
+         json_out: JsonOpt = False) -> None:
+    """Choose the optimal pipeline of boards for MODEL and write it as a plan file."""
+    from .boards import get_board
+    from .frontends import load_model
+    from .plan.api import make_plan
+
+    if boards_ is not None and stages is not None and stages > boards_:
+        raise Split4mlError(f"--stages {stages} is more than --boards {boards_}; drop one of them")
+    g = load_model(model)
+    b = get_board(board, tuple(board_file or ()))
+    p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
+                  reuse_factor=reuse_factor, strategy=strategy,
+                  hls_config=_read_yaml(config, "--config") if config else None,
+                  build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()])
+    p.write(output)
+    if json_out:
+        _emit_json({**p.to_json(), "plan_file": str(output)})
+        return
+    print_plan(p)
+    out.print(f"wrote {output}")
+
+
+@app.command()
+def build(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+          output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")] = Path("build"),
+          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Write one hls4ml project per stage, and the vendor build scripts (run them where Vivado is)."""
+    from .build import build_plan
+    from .plan.api import load_plan
+
+    p, g = load_plan(plan_file)
+    with _progress(not (quiet or json_out)) as cb:
+        res = build_plan(p, g, output, progress=cb)
+    if json_out:
+        _emit_json(res.as_dict())
+        return
+    for s in res.stages:
+        out.print(f"stage {s.index} ({s.board}, {s.backend}): {s.project_dir}")
+    out.print(f"vendor build: {res.build_all} --jobs N   (needs Vivado/Vitis on PATH)")
+
+
+def _load_data(path: Path) -> tuple[Any, Any]:
+    import numpy as np
+
+    from .errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"--data {path} does not exist; pass an .npz with an array 'x' (and optionally 'y')")
+    try:
+        d = np.load(path)
+    except Exception as exc:
+        raise DataError(f"--data {path} is not a readable .npz file: {exc}") from exc
+    if "x" not in d:
+        raise DataError(f"--data {path} has no array 'x' (found {list(d.keys())}); save it with np.savez(f, x=..., y=...)")
+    return d["x"], (d["y"] if "y" in d else None)
+
+
+def run_verify(p: Any, g: Any, x: Any, y: Any, progress: Any) -> Any:
+    from .hls.keras_model import keras_model_from_graph
+    from .plan.api import plan_stages
+    from .verify import verify_stages
+
+    stages, whole = plan_stages(p, g)
+    float_model = None
+    if y is not None:
+        km = keras_model_from_graph(g)
+
+        def float_model(a: Any) -> Any:
+            return km.predict(a, verbose=0)
+
+    return verify_stages(stages, whole, x, y, float_model=float_model, progress=progress)
+
+
+@app.command()
+def verify(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+           data: Annotated[Path | None, typer.Option("--data", help=".npz with 'x' (and 'y' labels).")] = None,
+           samples: Annotated[int, typer.Option("--samples", "-n", help="Number of samples.")] = 200,
+           seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Check that the chained per-board C-simulations equal the whole model's, bit for bit."""
+    import numpy as np
+
+    from .errors import DataError
+    from .plan.api import load_plan
+    from .verify import random_inputs
+
+    if samples < 1:
+        raise DataError(f"--samples must be at least 1, got {samples}")
+    p, g = load_plan(plan_file)
+    in_shape = g.input.output_shape
+    if data is not None:
+        x, y = _load_data(data)
+        if tuple(x.shape[1:]) != tuple(in_shape):
+            if x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(in_shape)):
+                x = x.reshape((x.shape[0], *in_shape))
+            else:
+                raise DataError(f"--data x has sample shape {tuple(x.shape[1:])}, the model input is {tuple(in_shape)}")
+        x, y = x[:samples], (y[:samples] if y is not None else None)
+    else:
+        x, y = random_inputs(p.build.input_precision, in_shape, samples, seed=seed), None
+    with _progress(not (quiet or json_out)) as cb:
+        res = run_verify(p, g, x, y, cb)
+    d = res.as_dict()
+    if json_out:
+        _emit_json(d)
+    else:
+        _print_verify(d)
+    if not res.bit_exact:
+        raise typer.Exit(1)
+
+
+def _print_verify(d: dict[str, Any]) -> None:
+    ok = d["bit_exact"]
+    style = "bold green" if ok else "bold red"
+    out.print(f"[{style}]{'BIT-EXACT' if ok else 'MISMATCH'}[/]: {d['samples']} samples through {d['n_stages']} "
+              f"stages; {d['mismatched_samples']} mismatched, max |diff| {d['max_abs_diff']:g}")
+    if d.get("fixed_accuracy") is not None:
+        fa = d.get("float_accuracy")
+        out.print(f"accuracy: fixed-point {d['fixed_accuracy']:.2%}"
+                  + (f", float (Keras) {fa:.2%}" if fa is not None else ""))
+
+
+@app.command()
+def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working directory.")] = Path("split4ml-demo"),
+         samples: Annotated[int, typer.Option("--samples", "-n", help="Test samples to verify.")] = 500,
+         stages: Annotated[int, typer.Option("--stages", help="Pipeline stages (boards).")] = 3,
+         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """The original work's MNIST network, trained, planned, built and verified across PYNQ-Z2 boards."""
+    from .demo import run_demo
+
+    with _progress(not (quiet or json_out)) as cb:
+        res = run_demo(output, samples=samples, n_stages=stages, progress=cb,
+                       log=(lambda s: None) if (json_out or quiet) else (lambda s: err.print(s)))
+    if json_out:
+        _emit_json(res)
+    else:
+        from .plan.api import load_plan
+
+        print_plan(load_plan(res["plan_file"])[0])
+        _print_verify(res["verify"])
+        out.print(f"hls4ml projects: {res['build']['out_dir']}")
+    if not res["verify"]["bit_exact"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: run the app, turn split4ml errors into a message and exit code 2."""
+    import click
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's oneDNN notice is printed before its log level applies; the option also makes
+    # Keras float results reproducible run to run.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        rc = app(standalone_mode=False)
+    except Split4mlError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
