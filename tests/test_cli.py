@@ -198,3 +198,34 @@ def test_boards_json(monkeypatch, capsys):
     assert rc == 0
     names = {b["name"] for b in json.loads(out)["boards"]}
     assert {"pynq-z2", "zcu102", "alveo-u200", "alveo-u250"} <= names
+
+
+def test_flatten_takes_its_producers_type(tmp_path):
+    """A hand-written precision on a Flatten cannot change the wire: hls4ml's Flatten is a no-op."""
+    from split4ml.models import small_cnn
+    from split4ml.plan.api import load_plan
+
+    m = tmp_path / "cnn.keras"
+    small_cnn(seed=0).save(m)
+    f = tmp_path / "p.yaml"
+    f.write_text(f"model: {m}\nboard: pynq-z2\nstages:\n  - layers: [conv1, pool1, "
+                 "{name: flatten, precision: {result: 'ap_fixed<12,4>'}}]\n  - layers: [fc1, softmax]\n")
+    p, _ = load_plan(f)
+    assert p.stages[0].output.type == p.settings["pool1"].precision.result
+    assert p.stages[1].input.type == p.stages[0].output.type
+
+
+def test_fewer_boards_than_per_layer_choice_raises_reuse_floor(monkeypatch, capsys, mnist_file, tmp_path):
+    """Each layer alone would take a board; --boards 1 raises the free reuse factors until one board holds all."""
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(mnist_file), "--boards", "1", "-o", str(tmp_path / "p.yaml"),
+                     "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["n_stages"] == 1
+    assert all(v <= 0.85 + 1e-9 for v in d["stages"][0]["utilization"].values())
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(mnist_file), "-o", str(tmp_path / "q.yaml"), "--json")
+    free = json.loads(out)
+    assert free["n_stages"] > 1  # without the limit, the per-layer choice needs more boards
+    rf = {s["name"]: s["reuse_factor"] for s in d["stages"][0]["layer_settings"]}
+    rf_free = {s["name"]: s["reuse_factor"] for st in free["stages"] for s in st["layer_settings"]}
+    assert all(rf[n] >= rf_free[n] for n in ("fc1", "fc2", "fc3")) and rf != rf_free

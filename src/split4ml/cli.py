@@ -351,7 +351,8 @@ def _print_verify(d: dict[str, Any]) -> None:
 @app.command()
 def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working directory.")] = Path("split4ml-demo"),
          samples: Annotated[int, typer.Option("--samples", "-n", help="Test samples to verify.")] = 500,
-         stages: Annotated[int, typer.Option("--stages", help="Pipeline stages (boards).")] = 3,
+         stages: Annotated[int | None, typer.Option(
+             "--stages", help="Exactly this many stages (default: the planner's choice).")] = None,
          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """The original work's MNIST network, trained, planned, built and verified across PYNQ-Z2 boards."""
     from .demo import run_demo

@@ -49,7 +49,7 @@ def train_mnist_fcnn(path: Path, x: np.ndarray, y: np.ndarray, epochs: int = 15,
     return model
 
 
-def run_demo(out_dir: str | Path = "split4ml-demo", samples: int = 500, n_stages: int | None = 3,
+def run_demo(out_dir: str | Path = "split4ml-demo", samples: int = 500, n_stages: int | None = None,
              board: str = "pynq-z2", progress: Progress | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, plan, build and verify; returns a JSON-ready summary."""

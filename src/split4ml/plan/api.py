@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..boards import Board, get_board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost, Estimator
 from ..fixed import FixedType
-from ..ir import Graph, Layer
+from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
 from ..split import Stage, make_stages, whole_model_stage
 from .metrics import pipeline_metrics
@@ -103,6 +104,24 @@ def parse_hls_config(cfg: Mapping[str, Any], build: BuildSettings,
     return build, (int(rf) if rf is not None else None), strategy, overrides
 
 
+def align_passthrough(graph: Graph, settings: dict[str, LayerSettings]) -> dict[str, LayerSettings]:
+    """Give every Flatten the result type of its producer.
+
+    hls4ml's io_parallel Flatten only renames its input, so its output carries the producer's
+    type whatever its config says; a stage that ended at a Flatten with another declared type
+    would send a wire of the wrong type.
+    """
+    prev: Layer | None = None
+    for lyr in graph.body:
+        if lyr.kind == "Flatten" and prev is not None:
+            s = settings[lyr.name]
+            want = settings[prev.name].precision.result
+            if s.precision.result != want:
+                settings[lyr.name] = replace(s, precision=replace(s.precision, result=want))
+        prev = lyr
+    return settings
+
+
 def _unit_of(graph: Graph) -> dict[str, int]:
     return {lyr.name: i for i, unit in enumerate(graph.units()) for lyr in unit}
 
@@ -175,6 +194,46 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                 metrics=metrics, board_files=tuple(board_files), base_dir=base_dir)
 
 
+def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
+                       partition: Any) -> tuple[dict[str, LayerSettings], Any] | None:
+    """The smallest common reuse-factor floor (bisection) under which ``partition`` succeeds."""
+    from ..estimate import hls_rules
+
+    layers = [graph.layer(n) for n in free]
+
+    def at_floor(floor: int, strategy: str | None) -> dict[str, LayerSettings]:
+        out = dict(settings)
+        for lyr in layers:
+            s = settings[lyr.name]
+            st = strategy or s.strategy
+            valid = hls_rules.valid_reuse_factors(lyr, st, io_type)
+            rf = next((v for v in valid if v >= max(floor, s.reuse_factor)), valid[-1])
+            out[lyr.name] = replace(s, reuse_factor=rf, strategy=st)
+        return out
+
+    def attempt(sets: dict[str, LayerSettings]) -> Any:
+        try:
+            return partition(sets)
+        except InfeasibleError:
+            return None
+
+    for strategy in (None, "Resource"):
+        floors = sorted({v for lyr in layers
+                         for v in hls_rules.valid_reuse_factors(lyr, strategy or settings[lyr.name].strategy, io_type)})
+        if not floors or attempt(at_floor(floors[-1], strategy)) is None:
+            continue
+        lo, hi = 0, len(floors) - 1  # feasible at floors[hi]; find the smallest feasible floor
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if attempt(at_floor(floors[mid], strategy)) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        sets = at_floor(floors[lo], strategy)
+        return sets, partition(sets)
+    return None
+
+
 def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.85, objective: str = "throughput",
               max_boards: int | None = None, n_stages: int | None = None, reuse_factor: int | None = None,
               strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
@@ -197,19 +256,35 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         reuse_factor = reuse_factor if reuse_factor is not None else cfg_rf
         strategy = strategy if strategy is not None else cfg_strategy
     est = get_estimator(estimator)
-    settings = choose_settings(graph, board, cap, est, build, reuse_factor=reuse_factor, strategy=strategy,
-                               overrides=overrides)
+    settings = align_passthrough(graph, choose_settings(graph, board, cap, est, build, reuse_factor=reuse_factor,
+                                                        strategy=strategy, overrides=overrides))
     units = graph.units()
-    unit_costs = []
-    for unit in units:
-        c = Cost()
-        for lyr in unit:
-            c = c + est.layer_cost(lyr, settings[lyr.name], build.io_type, board)
-        unit_costs.append(c)
-    bytes_out = [math.prod(u[-1].output_shape) * _wire_type(settings, u[-1]).storage_bytes for u in units]
-    bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
-    part = partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective, max_boards=max_boards,
-                           n_stages=n_stages, unit_names=[u[0].name for u in units])
+    free = [lyr.name for lyr in graph.body
+            if lyr.kind in COMPUTE_KINDS and reuse_factor is None and "reuse_factor" not in overrides.get(lyr.name, {})]
+
+    def partition(sets: Mapping[str, LayerSettings]) -> Any:
+        unit_costs = []
+        for unit in units:
+            c = Cost()
+            for lyr in unit:
+                c = c + est.layer_cost(lyr, sets[lyr.name], build.io_type, board)
+            unit_costs.append(c)
+        bytes_out = [math.prod(u[-1].output_shape) * _wire_type(sets, u[-1]).storage_bytes for u in units]
+        bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
+        return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,
+                               max_boards=max_boards, n_stages=n_stages, unit_names=[u[0].name for u in units],
+                               shell=est.shell_cost(board))
+
+    try:
+        part = partition(settings)
+    except InfeasibleError:
+        # Each layer got the smallest reuse factor that fits a board alone. If --boards/--stages
+        # asks for fewer boards than that allows, raise the free reuse factors to a common floor,
+        # the smallest that admits a plan (joint search comes with the design-space planner).
+        found = _raise_reuse_floor(graph, settings, free, build.io_type, partition) if free else None
+        if found is None:
+            raise
+        settings, part = found
     stage_layers = [tuple(lyr.name for u in units[a:b] for lyr in u)
                     for a, b in zip(part.bounds, part.bounds[1:], strict=False)]
     model_path = Path(model)
@@ -256,6 +331,7 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
                                    strategy=spec.strategy, overrides=overrides)
     except PlanError as exc:
         raise PlanError(f"stages: {exc}") from exc
+    settings = align_passthrough(graph, settings)
     for st, b in zip(spec.stages, boards, strict=True):
         layers = [graph.layer(ls.name) for ls in st.layers]
         free = [ls.name for ls in st.layers if ls.name not in overrides or "reuse_factor" not in overrides[ls.name]]

@@ -1,0 +1,60 @@
+"""Issue 2 end to end, through the CLI: plan -> build -> verify, bit-exact through hls4ml C-sim."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from split4ml import cli
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["split4ml", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    return int(exc.value.code or 0), capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path):
+    from split4ml.models import deep_mlp
+
+    model = tmp_path / "deep.keras"
+    keras_model = deep_mlp(seed=3)
+    keras_model.save(model)
+    plan = tmp_path / "plan.yaml"
+    rc, out = run(monkeypatch, capsys, "plan", str(model), "--board", "pynq-z2", "--stages", "3", "-o", str(plan),
+                  "--json")
+    assert rc == 0
+    p = json.loads(out)
+    assert p["n_stages"] == 3
+    assert sum(1 for st in p["stages"] for n in st["layers"] if n.startswith("fc")) >= 6
+
+    rc, out = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "build"), "--json")
+    assert rc == 0
+    b = json.loads(out)
+    for st in b["stages"]:
+        assert (tmp_path / "build" / f"stage_{st['index']}" / "build_prj.tcl").is_file()
+        assert st["backend"] == "VivadoAccelerator"
+    assert (tmp_path / "build" / "build_all.sh").is_file()
+
+    # labelled data: verify also reports float and fixed accuracy
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, size=(200, 32)).astype(np.float32)
+    y = keras_model.predict(x, verbose=0).argmax(1)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=y)
+    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--data", str(data), "--json")
+    v = json.loads(out)
+    assert rc == 0, v
+    assert v == {**v, "bit_exact": True, "samples": 200, "mismatched_samples": 0, "max_abs_diff": 0.0, "n_stages": 3}
+    assert v["float_accuracy"] == 1.0  # labels are the float model's own predictions
+    assert 0.5 < v["fixed_accuracy"] <= 1.0
+
+    # and on random inputs spread over the input type's range (no --data)
+    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["samples"] == 300 and v["fixed_accuracy"] is None
