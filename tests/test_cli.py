@@ -229,3 +229,8 @@ def test_fewer_boards_than_per_layer_choice_raises_reuse_floor(monkeypatch, caps
     rf = {s["name"]: s["reuse_factor"] for s in d["stages"][0]["layer_settings"]}
     rf_free = {s["name"]: s["reuse_factor"] for st in free["stages"] for s in st["layer_settings"]}
     assert all(rf[n] >= rf_free[n] for n in ("fc1", "fc2", "fc3")) and rf != rf_free
+
+
+def test_usage_error_exits_2(monkeypatch, capsys):
+    rc, out, err = run(monkeypatch, capsys, "plan", "--no-such-option")
+    assert rc == 2 and out == "" and "Traceback" not in err

@@ -374,8 +374,6 @@ def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working di
 
 def main() -> None:
     """Entry point: run the app, turn split4ml errors into a message and exit code 2."""
-    import click
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # TensorFlow's oneDNN notice is printed before its log level applies; the option also makes
     # Keras float results reproducible run to run.
@@ -385,14 +383,18 @@ def main() -> None:
     except Split4mlError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code if exc.exit_code else 2)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
