@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py
 
 from split4ml.boards import Board, Link
 from split4ml.estimate.analytic import AnalyticEstimator
@@ -219,16 +220,6 @@ def print_table(title: str, results: dict[str, list[tuple[float, float]]]) -> No
             continue
         print(f"  {m:<15}{int(s['n']):>6}{int(s['n_zero']):>6}{s['mape']:>10.1f}{s['mdape']:>9.1f}"
               f"{s['r2']:>9.2f}{s['r2_log']:>9.2f}{s['bias']:>10.2f}")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,9 @@ import argparse
 import math
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py
 
 from split4ml.boards import get_board
 from split4ml.estimate.base import Cost
@@ -45,16 +45,6 @@ def random_chain(n_units: int, seed: int) -> tuple[list[Cost], float, list[float
         names.append(f"dense_{k}")
         n_in = n_out
     return costs, bytes_in, bytes_out, names
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -76,14 +76,9 @@ def _build_settings(precision: str | None, io_type: str) -> Any:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    import yaml
+    from .yamlio import read_yaml
 
-    if not path.is_file():
-        raise Split4mlError(f"{what} {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise Split4mlError(f"{what} {path} is not valid YAML: {exc}") from exc
+    return read_yaml(path, what)
 
 
 def _pct_style(frac: float, cap: float) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import BoardError
+from ..yamlio import read_yaml
 
 RESOURCES = ("lut", "ff", "dsp", "bram18")
 DEFAULT_CAP = 0.85
@@ -129,12 +130,7 @@ def _builtin() -> dict[str, Board]:
 def load_board_file(path: str | Path) -> dict[str, Board]:
     """Read one board, or ``boards: [...]``, from a user YAML file."""
     p = Path(path)
-    if not p.is_file():
-        raise BoardError(f"board file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise BoardError(f"board file {p} is not valid YAML: {exc}") from exc
+    data = read_yaml(p, "board file", BoardError)
     items = data.get("boards", [data]) if isinstance(data, Mapping) else data
     if not isinstance(items, list):
         raise BoardError(f"board file {p}: expected a board mapping or 'boards: [...]'")

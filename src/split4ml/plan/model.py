@@ -34,6 +34,7 @@ from ..errors import PlanError
 from ..estimate.base import Cost
 from ..fixed import FixedType
 from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
+from ..yamlio import read_yaml
 from .metrics import PipelineMetrics
 
 PLAN_VERSION = 1
@@ -206,12 +207,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
 def read_plan_spec(path: str | Path) -> PlanSpec:
     """Read a plan YAML file (form only)."""
     p = Path(path)
-    if not p.is_file():
-        raise PlanError(f"plan file {p} does not exist; make one with 'split4ml plan MODEL -o {p.name}'")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise PlanError(f"plan file {p} is not valid YAML: {exc}") from exc
+    data = read_yaml(p, "plan file", PlanError, hint=f"make one with 'split4ml plan MODEL -o {p.name}'")
     return spec_from_dict(data, base_dir=p.resolve().parent)
 
 
