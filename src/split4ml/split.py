@@ -9,7 +9,7 @@ boards unchanged: this is what makes the chained C-simulation bit-exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,3 +114,80 @@ def whole_model_stage(graph: Graph, board: Board, settings: Mapping[str, LayerSe
     sub = subgraph(graph, names, -1)
     return Stage(index=-1, board=board, graph=sub, settings={n: settings[n] for n in names},
                  input_type=build.input_precision, output_type=result_type(settings, names[-1]), build=build)
+
+
+# ----------------------------------------------------------------------------------- topology
+@dataclass(frozen=True)
+class Source:
+    """Where part of a node's input comes from: a slice of another node's output.
+
+    ``node`` is the producer's id (``None`` = the pipeline input). ``start``/``stop`` slice the
+    producer's **last axis** (features of a vector, channels of a feature map); ``stop=None`` means
+    to the end. A node's input is the concatenation, along the last axis and in order, of its
+    sources: that expresses a plain chain (one whole source), the fan-out of an input split (each
+    shard takes a slice), and the fan-in of a neuron split (the consumer concatenates the shards).
+    Concatenating and slicing raw fixed-point values is exact, so the host or a board's processor
+    may do it.
+    """
+
+    node: str | None
+    start: int = 0
+    stop: int | None = None
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        return values[..., self.start:self.stop]
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One board of a pipeline: its :class:`Stage` and where its input comes from."""
+
+    id: str
+    stage: Stage
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Pipeline:
+    """The boards of a plan as a DAG: nodes in topological order, and the pipeline output.
+
+    ``step`` groups nodes that run in parallel (the shards of one split layer share a step); a
+    plain chain has one node per step.
+    """
+
+    nodes: tuple[Node, ...]
+    outputs: tuple[Source, ...]
+    steps: tuple[tuple[str, ...], ...] = ()
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise PlanError(f"pipeline has no node {node_id!r}; nodes: {[n.id for n in self.nodes]}")
+
+    def consumers(self, node_id: str | None) -> list[Node]:
+        """Nodes that read (part of) ``node_id``'s output (``None``: the pipeline input)."""
+        return [n for n in self.nodes if any(s.node == node_id for s in n.sources)]
+
+    @staticmethod
+    def gather(sources: tuple[Source, ...], values: Mapping[str | None, np.ndarray]) -> np.ndarray:
+        """A node's input from its producers' outputs (``values[None]`` is the pipeline input)."""
+        parts = [s.take(values[s.node]) for s in sources]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+    def run(self, x: np.ndarray, predict: Mapping[str, Callable[[np.ndarray], np.ndarray]]) -> np.ndarray:
+        """Evaluate the DAG on a batch: ``predict[node_id]`` maps a node's input to its output."""
+        values: dict[str | None, np.ndarray] = {None: x}
+        for n in self.nodes:
+            values[n.id] = predict[n.id](self.gather(n.sources, values))
+        return self.gather(self.outputs, values)
+
+
+def linear_pipeline(stages: list[Stage]) -> Pipeline:
+    """The pipeline of a plain chain of stages: each node reads all of the previous one."""
+    nodes = []
+    prev: str | None = None
+    for st in stages:
+        nodes.append(Node(id=st.name, stage=st, sources=(Source(prev),)))
+        prev = st.name
+    return Pipeline(nodes=tuple(nodes), outputs=(Source(prev),), steps=tuple((n.id,) for n in nodes))

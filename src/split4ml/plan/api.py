@@ -18,7 +18,7 @@ from ..estimate.base import Cost, Estimator
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
-from ..split import Stage, make_stages, whole_model_stage
+from ..split import Pipeline, Stage, linear_pipeline, make_stages, whole_model_stage
 from .metrics import pipeline_metrics
 from .model import OBJECTIVES, Plan, PlanSpec, StagePlan, Wire, file_sha256, read_plan_spec
 
@@ -356,6 +356,15 @@ def load_plan(path: str | Path) -> tuple[Plan, Graph]:
         raise PlanError(f"model: {spec.model_path} does not exist; fix the 'model' path in {path}")
     graph = load_model(spec.model_path)
     return resolve_plan(spec, graph), graph
+
+
+def plan_pipeline(plan: Plan, graph: Graph) -> tuple[Pipeline, Stage]:
+    """The boards of a plan as a :class:`~split4ml.split.Pipeline`, and the whole-model reference stage.
+
+    Verify and the runtime both execute this topology, so what is checked is what runs.
+    """
+    stages, whole = plan_stages(plan, graph)
+    return linear_pipeline(stages), whole
 
 
 def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:
