@@ -54,10 +54,32 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class SplitSpec:
+    """A split of one compute layer into ``parts`` shards, run on ``parts`` boards in parallel.
+
+    ``kind`` is ``neuron`` (slices of output units / filters; merged by concatenation) or ``input``
+    (slices of input features / channels; partial sums merged by an adder layer in firmware).
+    """
+
+    layer: str
+    kind: str
+    parts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "kind": self.kind, "parts": self.parts}
+
+
+SPLIT_KINDS = ("neuron", "input")
+
+
+@dataclass(frozen=True)
 class StageSpec:
     layers: tuple[LayerSpec, ...]
     board: str | None = None
     where: str = ""
+    split: SplitSpec | None = None
+    #: per-shard layer settings given in the file: part -> layer specs (shard layer names)
+    shard_layers: tuple[tuple[LayerSpec, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,19 @@ def _layer_spec(item: Any, where: str) -> LayerSpec:
     return LayerSpec(name=item["name"], reuse_factor=rf, strategy=strategy, precision=precision, where=where)
 
 
+def _split_spec(d: Any, where: str) -> SplitSpec | None:
+    if d is None:
+        return None
+    _expect(isinstance(d, Mapping), where, "expected {layer: NAME, kind: neuron|input, parts: K}")
+    unknown = set(d) - {"layer", "kind", "parts"}
+    _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; a split has layer, kind, parts")
+    _expect(isinstance(d.get("layer"), str), f"{where}.layer", "missing: the name of the layer to split")
+    kind = d.get("kind")
+    _expect(kind in SPLIT_KINDS, f"{where}.kind", f"{kind!r} is not one of {SPLIT_KINDS}")
+    parts = _int(d.get("parts"), f"{where}.parts", minimum=2)
+    return SplitSpec(layer=d["layer"], kind=str(kind), parts=parts)
+
+
 def build_settings_from_dict(d: Mapping[str, Any] | None, where: str = "hls") -> BuildSettings:
     """Read the ``hls:`` section of a plan file."""
     base = BuildSettings()
@@ -163,7 +198,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
             st = {"layers": st}
         _expect(isinstance(st, Mapping), w, "expected a mapping with 'layers' (and optionally 'board')")
         allowed = {"layers", "board", "index", "input", "output", "estimate", "utilization", "interval_us",
-                   "latency_us"}
+                   "latency_us", "split", "shards", "merge"}
         unknown = set(st) - allowed
         _expect(not unknown, w, f"unknown field(s) {sorted(unknown)}; a stage has 'board' and 'layers'")
         _expect("layers" in st, f"{w}.layers", "missing: the layers this board runs")
@@ -171,8 +206,18 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
         _expect(isinstance(layers, list) and len(layers) > 0, f"{w}.layers", "expected a non-empty list of layers")
         stage_board = st.get("board", board)
         _expect(stage_board is not None, f"{w}.board", "no board: give 'board' at the top level or per stage")
+        split = _split_spec(st.get("split"), f"{w}.split")
+        shard_layers: list[tuple[LayerSpec, ...]] = []
+        if st.get("shards") is not None:
+            _expect(split is not None, f"{w}.shards", "shards are given but the stage has no 'split'")
+            _expect(isinstance(st["shards"], list), f"{w}.shards", "expected a list of shards")
+            for k, sh in enumerate(st["shards"]):
+                sw = f"{w}.shards[{k}]"
+                _expect(isinstance(sh, Mapping), sw, "expected a mapping with 'layers'")
+                shard_layers.append(tuple(_layer_spec(x, f"{sw}.layers[{j}]")
+                                          for j, x in enumerate(sh.get("layers") or [])))
         stages.append(StageSpec(layers=tuple(_layer_spec(x, f"{w}.layers[{j}]") for j, x in enumerate(layers)),
-                                board=str(stage_board), where=w))
+                                board=str(stage_board), where=w, split=split, shard_layers=tuple(shard_layers)))
     if board is None:
         board = stages[0].board
     cap = data.get("cap", 0.85)
@@ -236,8 +281,10 @@ class Wire:
 
 
 @dataclass(frozen=True, eq=False)
-class StagePlan:
-    index: int
+class ShardPlan:
+    """One board of a split stage."""
+
+    part: int
     board: Board
     layers: tuple[str, ...]
     settings: Mapping[str, LayerSettings]
@@ -246,6 +293,39 @@ class StagePlan:
     output: Wire
 
     def utilization(self) -> dict[str, float]:
+        return self.cost.utilization(self.board)
+
+
+@dataclass(frozen=True, eq=False)
+class StagePlan:
+    """One pipeline step: one board, or (``split``) a group of boards running shards in parallel.
+
+    ``layers`` and ``settings`` name the model's original layers. A split stage's ``cost`` is that
+    of its largest shard (each board must fit), and ``output`` the concatenated shard outputs.
+    ``merge`` names the split layer whose tail (merge adder, or softmax after a neuron split) this
+    stage runs first; ``tail`` lists those tail layers (they are not in the original model).
+    """
+
+    index: int
+    board: Board
+    layers: tuple[str, ...]
+    settings: Mapping[str, LayerSettings]
+    cost: Cost
+    input: Wire
+    output: Wire
+    split: SplitSpec | None = None
+    shards: tuple[ShardPlan, ...] = ()
+    merge: str | None = None
+    tail: tuple[str, ...] = ()
+
+    @property
+    def n_boards(self) -> int:
+        return len(self.shards) if self.split else 1
+
+    def utilization(self) -> dict[str, float]:
+        if self.shards:
+            per = [sh.utilization() for sh in self.shards]
+            return {r: max(u[r] for u in per) for r in per[0]}
         return self.cost.utilization(self.board)
 
 
@@ -271,7 +351,7 @@ class Plan:
 
     @property
     def n_boards(self) -> int:
-        return len(self.stages)
+        return sum(st.n_boards for st in self.stages)
 
     @property
     def model_path(self) -> Path:
@@ -330,10 +410,20 @@ class Plan:
                 s = st.settings[name]
                 layers.append({"name": name, "reuse_factor": s.reuse_factor, "strategy": s.strategy,
                                "precision": s.precision.as_dict()})
+            entry: dict[str, Any] = {"index": st.index, "board": st.board.name, "layers": layers}
+            if st.merge:
+                entry["merge"] = st.merge
+            if st.split:
+                entry["split"] = st.split.as_dict()
+                entry["shards"] = [
+                    {"part": sh.part, "board": sh.board.name,
+                     "layers": [{"name": n, "reuse_factor": sh.settings[n].reuse_factor,
+                                 "strategy": sh.settings[n].strategy, "precision": sh.settings[n].precision.as_dict()}
+                                for n in sh.layers],
+                     "input": sh.input.as_dict(), "output": sh.output.as_dict(), "estimate": sh.cost.as_dict()}
+                    for sh in st.shards]
             out["stages"].append({
-                "index": st.index,
-                "board": st.board.name,
-                "layers": layers,
+                **entry,
                 "input": st.input.as_dict(),
                 "output": st.output.as_dict(),
                 "estimate": st.cost.as_dict(),
@@ -370,6 +460,15 @@ class Plan:
                     "interval_us": m.stage_interval_us[st.index],
                     "input": st.input.as_dict(),
                     "output": st.output.as_dict(),
+                    "n_boards": st.n_boards,
+                    "merge": st.merge,
+                    "shards": [
+                        {"board": sh.board.name, "layer": st.split.layer, "kind": st.split.kind, "part": sh.part,
+                         "parts": st.split.parts, "layers": list(sh.layers), "resources": sh.cost.resources(),
+                         "utilization": sh.utilization(), "ii_cycles": sh.cost.ii_cycles,
+                         "latency_cycles": sh.cost.latency_cycles}
+                        for sh in st.shards
+                    ] if st.split else [],
                     "layer_settings": [
                         {"name": n, "reuse_factor": st.settings[n].reuse_factor,
                          "strategy": st.settings[n].strategy,
