@@ -187,7 +187,7 @@ def test_verify_mismatch_exits_1(monkeypatch, capsys, mnist_file, tmp_path):
             return {"bit_exact": False, "samples": 3, "mismatched_samples": 1, "max_abs_diff": 0.5, "n_stages": 2,
                     "fixed_accuracy": None, "float_accuracy": None}
 
-    monkeypatch.setattr(verify_mod, "verify_stages", lambda *a, **k: Fake())
+    monkeypatch.setattr(verify_mod, "verify_pipeline", lambda *a, **k: Fake())
     rc, out, _ = run(monkeypatch, capsys, "verify", str(plan_file), "--samples", "3", "--json")
     assert rc == 1
     assert json.loads(out)["mismatched_samples"] == 1

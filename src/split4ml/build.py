@@ -1,6 +1,6 @@
 """Write one hls4ml project per stage of a plan, plus the vendor build scripts.
 
-``OUT/stage_<i>/`` holds stage i's hls4ml project (VivadoAccelerator for PYNQ boards, Vitis
+``OUT/stage_<i>/`` (``OUT/stage_<i>.<part>/`` for the shards of a split layer) holds one board's hls4ml project (VivadoAccelerator for PYNQ boards, Vitis
 otherwise), ``OUT/stage_<i>/build.sh`` runs the vendor build where the tools exist, and
 ``OUT/build_all.sh --jobs N`` runs them in parallel. ``OUT/plan.yaml`` is a copy of the plan and
 ``OUT/manifest.json`` lists what was written.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .ir import Graph
-from .plan.api import plan_stages
+from .plan.api import plan_pipeline
 from .plan.model import Plan
 
 Progress = Callable[[str, int, int], None]
@@ -28,10 +28,12 @@ class StageBuild:
     backend: str
     project_dir: Path
     script: Path
+    node: str = ""
+    part: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "board": self.board, "backend": self.backend,
-                "project_dir": str(self.project_dir), "script": str(self.script)}
+        return {"index": self.index, "node": self.node, "part": self.part, "board": self.board,
+                "backend": self.backend, "project_dir": str(self.project_dir), "script": str(self.script)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class BuildResult:
     build_all: Path
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "n_stages": len(self.stages),
+        return {"out_dir": str(self.out_dir), "n_stages": len({s.index for s in self.stages}),
+                "n_boards": len(self.stages),
                 "stages": [s.as_dict() for s in self.stages], "build_all": str(self.build_all)}
 
 
@@ -52,16 +55,17 @@ def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stages, _ = plan_stages(plan, graph)
+    pipeline, _ = plan_pipeline(plan, graph)
+    stages = [node.stage for node in pipeline.nodes]  # one per board: shards and merge boards included
     results = []
     for i, st in enumerate(stages):
         if progress:
             progress("write hls4ml projects", i, len(stages))
-        pdir = out / f"stage_{st.index}"
+        pdir = out / st.name
         convert_stage(st, pdir)
         backend, _ = backend_for(st.board)
         results.append(StageBuild(index=st.index, board=st.board.name, backend=backend, project_dir=pdir,
-                                  script=pdir / "build.sh"))
+                                  script=pdir / "build.sh", node=st.name, part=st.part))
     if progress:
         progress("write hls4ml projects", len(stages), len(stages))
     build_all = write_build_scripts(out, stages)

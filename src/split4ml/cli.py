@@ -280,10 +280,10 @@ def _load_data(path: Path) -> tuple[Any, Any]:
 
 def run_verify(p: Any, g: Any, x: Any, y: Any, progress: Any) -> Any:
     from .hls.keras_model import keras_model_from_graph
-    from .plan.api import plan_stages
-    from .verify import verify_stages
+    from .plan.api import plan_pipeline
+    from .verify import verify_pipeline
 
-    stages, whole = plan_stages(p, g)
+    pipeline, whole = plan_pipeline(p, g)
     float_model = None
     if y is not None:
         km = keras_model_from_graph(g)
@@ -291,7 +291,7 @@ def run_verify(p: Any, g: Any, x: Any, y: Any, progress: Any) -> Any:
         def float_model(a: Any) -> Any:
             return km.predict(a, verbose=0)
 
-    return verify_stages(stages, whole, x, y, float_model=float_model, progress=progress)
+    return verify_pipeline(pipeline, whole, x, y, float_model=float_model, progress=progress)
 
 
 @app.command()

@@ -9,7 +9,7 @@ boards unchanged: this is what makes the chained C-simulation bit-exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,8 @@ class Stage:
         input_type: fixed-point type of the incoming wire.
         output_type: fixed-point type of the outgoing wire (result type of the last layer).
         build: io type and default precisions shared by the plan.
+        part: shard number when the stage is one of several boards running the shards of a split
+            layer in parallel (``None`` otherwise); it makes the name ``stage_<index>.<part>``.
     """
 
     index: int
@@ -42,10 +44,13 @@ class Stage:
     input_type: FixedType
     output_type: FixedType
     build: BuildSettings
+    part: int | None = None
 
     @property
     def name(self) -> str:
-        return "whole" if self.index < 0 else f"stage_{self.index}"
+        if self.index < 0:
+            return "whole"
+        return f"stage_{self.index}" if self.part is None else f"stage_{self.index}.{self.part}"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -84,6 +89,48 @@ def subgraph(graph: Graph, layer_names: tuple[str, ...] | list[str], index: int)
         prev = lyr.name
     return Graph(name=f"{graph.name}_{'whole' if index < 0 else f'stage{index}'}", layers=tuple(layers),
                  outputs=(prev,))
+
+
+def chain_graph(name: str, input_name: str, layers: Sequence[Layer],
+                input_shape: tuple[int, ...] | None = None) -> Graph:
+    """``layers`` (from any graphs, e.g. a split's tail followed by ordinary layers) as one chain behind
+    a fresh Input layer called ``input_name`` of ``input_shape`` (default: the first layer's input shape).
+
+    Each layer's ``inputs`` is rewired to the layer before it; shapes must chain.
+    """
+    if not layers:
+        raise PlanError(f"{name}: a stage needs at least one layer")
+    shape = tuple(input_shape) if input_shape is not None else layers[0].input_shape
+    inp = Layer(name=input_name, kind="Input", input_shape=shape, output_shape=shape)
+    out: list[Layer] = [inp]
+    prev = inp
+    for lyr in layers:
+        if lyr.input_shape != prev.output_shape:
+            raise PlanError(f"{name}: layer {lyr.name!r} takes shape {lyr.input_shape} but {prev.name!r} gives "
+                            f"{prev.output_shape}; the layers do not chain")
+        nxt = lyr.with_(inputs=(prev.name,))
+        out.append(nxt)
+        prev = nxt
+    return Graph(name=name, layers=tuple(out), outputs=(prev.name,))
+
+
+def chain_stage(index: int, board: Board, layers: Sequence[Layer], settings: Mapping[str, LayerSettings],
+                input_type: FixedType, build: BuildSettings, *, model_name: str = "model", part: int | None = None,
+                input_shape: tuple[int, ...] | None = None) -> Stage:
+    """A :class:`Stage` running ``layers`` in a chain (e.g. one shard of a split layer, or a split's tail
+    followed by the next layers), fed by a wire of ``input_type`` and ``input_shape``.
+
+    ``settings`` must hold every layer of ``layers`` (extra entries are ignored); the output type is
+    the last layer's result type.
+    """
+    tag = f"stage{index}" if part is None else f"stage{index}_{part}"
+    graph = chain_graph(f"{model_name}_{tag}", f"{tag}_input", layers, input_shape)
+    missing = [lyr.name for lyr in layers if lyr.name not in settings]
+    if missing:
+        raise PlanError(f"stage {index}{'' if part is None else f' part {part}'}: no settings for layer(s) {missing}")
+    st_settings = {lyr.name: settings[lyr.name] for lyr in layers}
+    return Stage(index=index, board=board, graph=graph, settings=st_settings, input_type=input_type,
+                 output_type=result_type(settings, layers[-1].name), build=build, part=part)
 
 
 def result_type(settings: Mapping[str, LayerSettings], layer_name: str) -> FixedType:

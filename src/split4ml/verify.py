@@ -1,7 +1,7 @@
 """Prove a split bit-exact: the chained stage C-simulations against the whole model's.
 
-The same samples go through the chain of per-board C-simulation libraries (each stage's output
-fed to the next, as the runtime does) and through the library of the whole model compiled with
+The same samples go through the per-board C-simulation libraries, run as the pipeline's DAG (each
+board's input gathered from its producers' outputs, sliced and concatenated, as the runtime does) and through the library of the whole model compiled with
 the same per-layer settings. The split is correct only if every output value is identical.
 Values crossing a board boundary are checked to be exactly representable in the wire type
 (:meth:`~split4ml.fixed.FixedType.to_int`), which is what the runtime sends.
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import BuildError, DataError, PlanError
 from .fixed import FixedType
-from .split import Stage
+from .split import Node, Pipeline, Source, Stage, linear_pipeline
 
 Progress = Callable[[str, int, int], None]
 
@@ -32,17 +32,18 @@ STEP_SIMULATE = "simulate samples"
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of :func:`verify_stages`.
+    """Outcome of :func:`verify_pipeline` (and :func:`verify_stages`).
 
     Attributes:
         bit_exact: every output value of the chain equals the whole model's.
         samples: number of samples compared.
         mismatched_samples: samples with at least one differing output value.
         max_abs_diff: largest absolute difference of any output value (0.0 when bit-exact).
-        n_stages: number of stages in the chain.
+        n_stages: number of pipeline steps (the shards of a split layer share one step).
         fixed_accuracy: accuracy of the whole model's C-simulation (labels given), else None.
         float_accuracy: accuracy of the float reference (labels and float model given), else None.
         mismatched_indices: indices of the mismatched samples.
+        n_boards: number of boards (pipeline nodes); ``None`` means one per step.
     """
 
     bit_exact: bool
@@ -53,6 +54,7 @@ class VerifyResult:
     fixed_accuracy: float | None = None
     float_accuracy: float | None = None
     mismatched_indices: tuple[int, ...] = ()
+    n_boards: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (keys are a stable interface of ``split4ml verify --json``)."""
@@ -62,6 +64,7 @@ class VerifyResult:
             "mismatched_samples": self.mismatched_samples,
             "max_abs_diff": self.max_abs_diff,
             "n_stages": self.n_stages,
+            "n_boards": self.n_boards if self.n_boards is not None else self.n_stages,
             "fixed_accuracy": self.fixed_accuracy,
             "float_accuracy": self.float_accuracy,
             "mismatched_indices": list(self.mismatched_indices[:100]),
@@ -110,29 +113,65 @@ def _check_wire(values: np.ndarray, wire: FixedType, where: str) -> None:
         ) from exc
 
 
-def _check_chain(stages: Sequence[Stage], whole: Stage) -> None:
-    if not stages:
+def _check_pipeline(pipeline: Pipeline, whole: Stage) -> None:
+    """Shapes must chain: each node's gathered input has its stage's size; the output, the whole model's."""
+    if not pipeline.nodes:
         raise BuildError("verify needs at least one stage")
-    for a, b in zip(stages, stages[1:], strict=False):
-        if int(np.prod(a.output_shape)) != int(np.prod(b.input_shape)):
-            raise BuildError(
-                f"{a.name} outputs shape {a.output_shape} but {b.name} takes {b.input_shape}; the stages do not chain"
-            )
-    if stages[0].input_shape != whole.input_shape:
-        raise BuildError(f"{stages[0].name} takes shape {stages[0].input_shape} but the whole model takes "
-                         f"{whole.input_shape}")
-    if int(np.prod(stages[-1].output_shape)) != int(np.prod(whole.output_shape)):
-        raise BuildError(f"{stages[-1].name} outputs shape {stages[-1].output_shape} but the whole model "
-                         f"outputs {whole.output_shape}")
+    shapes: dict[str | None, tuple[int, ...]] = {None: whole.input_shape}
+    names: dict[str | None, str] = {None: "the model input"}
+
+    def gathered(sources: Sequence[Source], who: str) -> tuple[int, ...]:
+        lead: tuple[int, ...] | None = None
+        width = 0
+        for src in sources:
+            if src.node not in shapes:
+                raise BuildError(f"{who} reads {src.node!r}, which is not a node before it in the pipeline")
+            shape = shapes[src.node]
+            stop = shape[-1] if src.stop is None else src.stop
+            if not 0 <= src.start < stop <= shape[-1]:
+                raise BuildError(f"{who} reads features {src.start}:{stop} of {names[src.node]}, which has "
+                                 f"{shape[-1]} (shape {shape})")
+            if lead is not None and shape[:-1] != lead:
+                raise BuildError(f"{who} concatenates outputs of shapes {lead} and {shape[:-1]} (all but the last "
+                                 "axis must agree)")
+            lead = shape[:-1]
+            width += stop - src.start
+        assert lead is not None
+        return (*lead, width)
+
+    for node in pipeline.nodes:
+        st = node.stage
+        if not node.sources:
+            raise BuildError(f"{node.id} on {st.board.name} has no input")
+        got = gathered(node.sources, f"{node.id} on {st.board.name}")
+        if math.prod(got) != math.prod(st.input_shape):
+            srcs = ", ".join(names[s.node] for s in node.sources)
+            raise BuildError(f"{srcs} output(s) shape {got} but {node.id} takes {st.input_shape}; the stages do not "
+                             "chain")
+        shapes[node.id] = st.output_shape
+        names[node.id] = node.id
+    out = gathered(pipeline.outputs, "the pipeline output")
+    if math.prod(out) != math.prod(whole.output_shape):
+        raise BuildError(f"the pipeline outputs shape {out} but the whole model outputs {whole.output_shape}")
 
 
-def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.ndarray | None = None,
-                  float_model: Callable[[np.ndarray], Any] | None = None,
-                  progress: Progress | None = None, batch_size: int = 256) -> VerifyResult:
-    """Compare the chained C-simulation of ``stages`` with the whole model's, sample by sample.
+def _pipeline_input_type(pipeline: Pipeline) -> FixedType:
+    types = {n.stage.input_type for n in pipeline.nodes if any(s.node is None for s in n.sources)}
+    if len(types) != 1:
+        raise BuildError(f"the boards reading the model input expect {len(types)} different input types "
+                         f"{sorted(str(t) for t in types)}; they must all take the model's input type")
+    return next(iter(types))
+
+
+def verify_pipeline(pipeline: Pipeline, whole: Stage, x: np.ndarray, y: np.ndarray | None = None,
+                    float_model: Callable[[np.ndarray], Any] | None = None,
+                    progress: Progress | None = None, batch_size: int = 256) -> VerifyResult:
+    """Compare the C-simulation of ``pipeline`` (every board's library, run as the DAG) with the whole
+    model's, sample by sample.
 
     Args:
-        stages: the pipeline, in order.
+        pipeline: the boards as a DAG (:func:`split4ml.plan.api.plan_pipeline`); nodes reading the
+            model input must all take the same input type.
         whole: the whole model as one stage (:func:`split4ml.split.whole_model_stage`).
         x: samples, ``(n, *input_shape)``; quantised to each model's input type first.
         y: optional labels (class indices or one-hot) for the accuracies.
@@ -140,8 +179,11 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
         progress: optional callback ``(step, done, total)``.
         batch_size: samples per batch between progress reports.
 
+    Every board's stage is compiled through the cache (in parallel, :func:`~split4ml.hls.csim.compile_stages`).
+    Every value a board outputs is checked to be representable in its output wire type.
+
     Raises:
-        BuildError: a stage fails to compile, the stages do not chain, or a value leaving a stage is
+        BuildError: a stage fails to compile, the nodes do not chain, or a value leaving a board is
             not representable in its wire type.
         DataError: ``x`` or ``y`` has the wrong shape.
     """
@@ -151,7 +193,8 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
         if progress is not None:
             progress(step, done, total)
 
-    _check_chain(stages, whole)
+    _check_pipeline(pipeline, whole)
+    in_type = _pipeline_input_type(pipeline)
     xa = np.asarray(x, dtype=np.float64)
     in_shape = whole.input_shape
     if xa.shape[1:] != in_shape:
@@ -162,32 +205,43 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
     n = int(xa.shape[0])
     labels = _labels(y, n) if y is not None else None
 
-    all_stages = [*stages, whole]
+    all_stages = [*(node.stage for node in pipeline.nodes), whole]
     report(STEP_COMPILE, 0, len(all_stages))
     models = csim.compile_stages(all_stages, progress=lambda done, total: report(STEP_COMPILE, done, total))
     report(STEP_COMPILE, len(all_stages), len(all_stages))
-    chain_models, whole_model = models[:-1], models[-1]
+    whole_model = models[-1]
 
-    x_chain = stages[0].input_type.quantize(xa)
+    x_pipe = in_type.quantize(xa)
     x_whole = whole.input_type.quantize(xa)
-    out_chain = np.zeros((n, *whole.output_shape), dtype=np.float64)
+    out_pipe = np.zeros((n, *whole.output_shape), dtype=np.float64)
     out_whole = np.zeros((n, *whole.output_shape), dtype=np.float64)
     report(STEP_SIMULATE, 0, n)
-    for start in range(0, n, max(1, int(batch_size))):
-        stop = min(n, start + max(1, int(batch_size)))
-        h = x_chain[start:stop]
-        for st, model in zip(stages, chain_models, strict=True):
-            h = model.predict(h)
-            _check_wire(h, st.output_type, f"{st.name} on {st.board.name} (samples {start}..{stop - 1})")
-        out_chain[start:stop] = h.reshape((stop - start, *whole.output_shape))
+    step = max(1, int(batch_size))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+
+        def runner(node: Node, model: Any, start: int = start, stop: int = stop) -> Callable[[np.ndarray], np.ndarray]:
+            st = node.stage
+
+            def run(h: np.ndarray) -> np.ndarray:
+                h = h.reshape((h.shape[0], *st.input_shape))
+                out = model.predict(h)
+                _check_wire(out, st.output_type, f"{node.id} on {st.board.name} (samples {start}..{stop - 1})")
+                return np.asarray(out).reshape((out.shape[0], *st.output_shape))
+
+            return run
+
+        predict = {node.id: runner(node, model) for node, model in zip(pipeline.nodes, models[:-1], strict=True)}
+        h = pipeline.run(x_pipe[start:stop], predict)
+        out_pipe[start:stop] = h.reshape((stop - start, *whole.output_shape))
         out_whole[start:stop] = whole_model.predict(x_whole[start:stop]).reshape((stop - start, *whole.output_shape))
         report(STEP_SIMULATE, stop, n)
 
-    flat_chain = out_chain.reshape(n, -1)
+    flat_pipe = out_pipe.reshape(n, -1)
     flat_whole = out_whole.reshape(n, -1)
-    same = np.all(flat_chain == flat_whole, axis=1) if n else np.zeros(0, dtype=bool)
+    same = np.all(flat_pipe == flat_whole, axis=1) if n else np.zeros(0, dtype=bool)
     mismatched = tuple(int(i) for i in np.flatnonzero(~same))
-    max_abs = float(np.max(np.abs(flat_chain - flat_whole))) if n and flat_chain.size else 0.0
+    max_abs = float(np.max(np.abs(flat_pipe - flat_whole))) if n and flat_pipe.size else 0.0
 
     fixed_acc = float_acc = None
     if labels is not None:
@@ -200,8 +254,29 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
         samples=n,
         mismatched_samples=len(mismatched),
         max_abs_diff=max_abs,
-        n_stages=len(stages),
+        n_stages=len(pipeline.steps) if pipeline.steps else len(pipeline.nodes),
         fixed_accuracy=fixed_acc,
         float_accuracy=float_acc,
         mismatched_indices=mismatched,
+        n_boards=len(pipeline.nodes),
     )
+
+
+def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.ndarray | None = None,
+                  float_model: Callable[[np.ndarray], Any] | None = None,
+                  progress: Progress | None = None, batch_size: int = 256) -> VerifyResult:
+    """Compare the chained C-simulation of ``stages`` (one board each, in order) with the whole
+    model's: :func:`verify_pipeline` of :func:`~split4ml.split.linear_pipeline` ``(stages)``.
+
+    Raises:
+        BuildError: a stage fails to compile, the stages do not chain, or a value leaving a stage is
+            not representable in its wire type.
+        DataError: ``x`` or ``y`` has the wrong shape.
+    """
+    if not stages:
+        raise BuildError("verify needs at least one stage")
+    if stages[0].input_shape != whole.input_shape:
+        raise BuildError(f"{stages[0].name} takes shape {stages[0].input_shape} but the whole model takes "
+                         f"{whole.input_shape}")
+    return verify_pipeline(linear_pipeline(list(stages)), whole, x, y, float_model=float_model, progress=progress,
+                           batch_size=batch_size)

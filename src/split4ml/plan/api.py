@@ -18,9 +18,19 @@ from ..estimate.base import Cost, Estimator
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
-from ..split import Pipeline, Stage, linear_pipeline, make_stages, whole_model_stage
-from .metrics import pipeline_metrics
-from .model import OBJECTIVES, Plan, PlanSpec, StagePlan, Wire, file_sha256, read_plan_spec
+from ..split import Node, Pipeline, Source, Stage, chain_stage, make_stages, whole_model_stage
+from .metrics import BoardLoad, group_metrics
+from .model import (
+    OBJECTIVES,
+    Plan,
+    PlanSpec,
+    ShardPlan,
+    SplitSpec,
+    StagePlan,
+    Wire,
+    file_sha256,
+    read_plan_spec,
+)
 
 
 def get_estimator(name: str) -> Estimator:
@@ -134,11 +144,19 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
              estimator: Estimator, build: BuildSettings, stage_layers: Sequence[Sequence[str]],
              stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
              where: Sequence[str] | None = None, board_files: Sequence[str] = (),
-             base_dir: Path = Path(".")) -> Plan:
+             base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
+             shard_settings: Sequence[Mapping[str, LayerSettings]] | None = None,
+             tail_settings: Mapping[str, LayerSettings] | None = None) -> Plan:
     """Price, check and package a partition as a :class:`Plan`.
 
     Checks that stages cover the model's layers once each, in order; that no stage starts with an
-    activation separated from its producer; and that every stage fits its board under ``cap``.
+    activation separated from its producer; and that every board fits under ``cap``.
+
+    ``splits[i]`` makes stage ``i`` a group of boards running shards of one unit
+    (:func:`split4ml.shard.shard_unit`; ``shard_settings[i]`` may fix the shards' reuse factors and
+    strategies, by shard layer name). The split's tail (merge adder, or a softmax after a neuron
+    split) runs first on the next stage; after the last stage, or before another split, it gets a
+    merge board of its own. ``tail_settings`` may fix tail layers' settings.
     """
     if not graph.is_chain:
         raise PlanError(f"model {graph.name!r} is not a chain of layers; only chains can be planned for now")
@@ -169,26 +187,85 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         if unit_of[first.name] == unit_of[prev]:
             raise PlanError(f"{where[i]}.layers[0]: activation {first.name!r} must stay on the same board as "
                             f"{prev!r}, which produces its input; move it to {where[i - 1]}")
-    costs: list[Cost] = []
+    splits = list(splits) if splits is not None else [None] * len(stage_layers)
+    shard_settings = list(shard_settings) if shard_settings is not None else [{} for _ in stage_layers]
+    tail_settings = dict(tail_settings or {})
+    units = {tuple(lyr.name for lyr in u) for u in graph.units()}
+    loads: list[list[BoardLoad]] = []
     stages: list[StagePlan] = []
     in_wire = Wire(build.input_precision, graph.input.output_shape)
     bytes_in = in_wire.bytes_per_sample
-    for i, (names, b) in enumerate(zip(stage_layers, stage_boards, strict=True)):
-        layers = [graph.layer(n) for n in names]
-        cost = estimator.segment_cost(layers, settings, build.io_type, b)
+    pending: Any = None  # the ShardedUnit of the split stage just before
+    index = 0
+
+    def check_fit(cost: Cost, b: Board, what: str, names: Sequence[str]) -> None:
         over = cost.overflow(b, cap)
         if over:
             detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
             raise InfeasibleError(
-                f"{where[i]} (board {b.name}, layers {list(names)}) does not fit: {detail} "
+                f"{what} (board {b.name}, layers {list(names)}) does not fit: {detail} "
                 f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
-                "strategy, lower the precision, or use a bigger board.")
-        out_wire = Wire(_wire_type(settings, layers[-1]), layers[-1].output_shape)
-        costs.append(cost)
-        stages.append(StagePlan(index=i, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
-                                cost=cost, input=in_wire, output=out_wire))
-        in_wire = out_wire
-    metrics = pipeline_metrics(costs, list(stage_boards), bytes_in, [s.output.bytes_per_sample for s in stages])
+                "strategy, split the layer into more parts, lower the precision, or use a bigger board.")
+
+    def plain_stage(names: Sequence[str], b: Board, what: str) -> None:
+        nonlocal in_wire, pending, index
+        tail = list(pending.tail) if pending is not None else []
+        sets = {**(pending.tail_settings if pending is not None else {}),
+                **{n: tail_settings[n] for n in (lyr.name for lyr in tail) if n in tail_settings},
+                **{n: settings[n] for n in names}}
+        layers = [*tail, *(graph.layer(n) for n in names)]
+        cost = estimator.segment_cost(layers, sets, build.io_type, b)
+        check_fit(cost, b, what, [lyr.name for lyr in layers])
+        out_wire = Wire(_wire_type(sets, layers[-1]), layers[-1].output_shape)
+        stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings=sets, cost=cost, input=in_wire,
+                                output=out_wire, merge=pending.layer if pending is not None and tail else None,
+                                tail=tuple(lyr.name for lyr in tail)))
+        loads.append([BoardLoad(cost, b, out_wire.bytes_per_sample)])
+        in_wire, pending, index = out_wire, None, index + 1
+
+    for i, (names, b) in enumerate(zip(stage_layers, stage_boards, strict=True)):
+        sp = splits[i]
+        if sp is None:
+            plain_stage(names, b, where[i])
+            continue
+        from ..shard import shard_unit
+
+        if tuple(names) not in units or names[0] != sp.layer:
+            raise PlanError(f"{where[i]}.split: a split stage holds exactly one unit starting with the split layer "
+                            f"{sp.layer!r} (a compute layer and its activation layers), got {list(names)}")
+        if pending is not None and pending.tail:
+            # the previous split's tail needs a board of its own before this split
+            plain_stage((), b, f"{where[i]} (merge of {pending.layer!r})")
+        unit = [graph.layer(n) for n in names]
+        try:
+            su = shard_unit(unit, sp.layer, sp.kind, sp.parts, settings, shard_settings=shard_settings[i] or None,
+                            io_type=build.io_type)
+        except PlanError as exc:
+            raise PlanError(f"{where[i]}.split: {exc}") from exc
+        shards = []
+        for part, piece in enumerate(su.shards):
+            cost = estimator.segment_cost(piece.layers, piece.settings, build.io_type, b)
+            check_fit(cost, b, f"{where[i]} shard {part} of {sp.layer!r}", [lyr.name for lyr in piece.layers])
+            if piece.source_slice is None:
+                sh_in = in_wire
+            else:
+                a, z = piece.source_slice
+                sh_in = Wire(in_wire.type, (*in_wire.shape[:-1], z - a))
+            shards.append(ShardPlan(part=part, board=b, layers=tuple(lyr.name for lyr in piece.layers),
+                                    settings=dict(piece.settings), cost=cost, input=sh_in,
+                                    output=Wire(piece.out_type, piece.out_shape)))
+        biggest = max(shards, key=lambda sh: (sh.cost.max_utilization(sh.board), -sh.part))
+        out_wire = Wire(su.concat_type, su.concat_shape)
+        if sp.kind == "neuron" and loads:
+            # the producer sends its whole output to every shard
+            loads[-1] = [BoardLoad(ld.cost, ld.board, ld.bytes_sent * sp.parts) for ld in loads[-1]]
+        stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
+                                cost=biggest.cost, input=in_wire, output=out_wire, split=sp, shards=tuple(shards)))
+        loads.append([BoardLoad(sh.cost, sh.board, sh.output.bytes_per_sample) for sh in shards])
+        in_wire, pending, index = out_wire, su, index + 1
+    if pending is not None and pending.tail:
+        plain_stage((), stage_boards[-1], f"merge of {pending.layer!r}")
+    metrics = group_metrics(loads, bytes_in)
     return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
                 metrics=metrics, board_files=tuple(board_files), base_dir=base_dir)
@@ -332,19 +409,65 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     except PlanError as exc:
         raise PlanError(f"stages: {exc}") from exc
     settings = align_passthrough(graph, settings)
-    for st, b in zip(spec.stages, boards, strict=True):
+    kept = [(st, b) for st, b in zip(spec.stages, boards, strict=True) if st.layers]  # merge stages are derived
+    shard_sets: list[dict[str, LayerSettings]] = []
+    tail_sets: dict[str, LayerSettings] = {}
+    for st, b in kept:
         layers = [graph.layer(ls.name) for ls in st.layers]
         free = [ls.name for ls in st.layers if ls.name not in overrides or "reuse_factor" not in overrides[ls.name]]
-        if spec.reuse_factor is None:
+        if st.split is None and spec.reuse_factor is None:
             settings.update(fit_stage(layers, settings, free, b, spec.cap, est, spec.build.io_type))
+        shard_sets.append(_shard_settings(st, layers, settings, b, spec.cap, est, spec.build.io_type)
+                          if st.split is not None else {})
+    for st in spec.stages:
+        for ls in st.tail_layers:
+            if ls.reuse_factor is not None or ls.strategy is not None:
+                tail_sets[ls.name] = LayerSettings(reuse_factor=ls.reuse_factor or 1, strategy=ls.strategy or "Latency",
+                                                   precision=ls.precision or LayerPrecision())
     if spec.model_sha256 and spec.model_path.is_file() and file_sha256(spec.model_path) != spec.model_sha256:
         raise PlanError(f"model_sha256: {spec.model_path} has changed since this plan was made; re-plan it, or "
                         "delete the model_sha256 line if the change is intended")
     return assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
                     objective=spec.objective, estimator=est, build=spec.build,
-                    stage_layers=[tuple(ls.name for ls in st.layers) for st in spec.stages], stage_boards=boards,
-                    settings=settings, where=[st.where for st in spec.stages], board_files=spec.board_files,
-                    base_dir=spec.base_dir)
+                    stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
+                    stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
+                    board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
+                    shard_settings=shard_sets, tail_settings=tail_sets)
+
+
+def _shard_settings(st: Any, unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
+                    est: Estimator, io_type: str) -> dict[str, LayerSettings]:
+    """Shard settings of a hand-written split stage: what the file gives, else for each shard the
+    smallest hls4ml-valid reuse factor (Latency, then Resource) that fits one board."""
+    from ..estimate import hls_rules
+    from ..shard import shard_unit
+
+    split = st.split
+    try:
+        derived = shard_unit(unit, split.layer, split.kind, split.parts, settings, io_type=io_type)
+    except PlanError as exc:
+        raise PlanError(f"{st.where}.split: {exc}") from exc
+    given = {ls.name: ls for part in st.shard_layers for ls in part}
+    unknown = sorted(set(given) - set(derived.shard_settings))
+    if unknown:
+        raise PlanError(f"{st.where}.shards: unknown shard layer(s) {unknown}; the shard layers are "
+                        f"{sorted(derived.shard_settings)}")
+    out: dict[str, LayerSettings] = {}
+    for piece in derived.shards:
+        for lyr in piece.layers:
+            base = piece.settings[lyr.name]
+            ls = given.get(lyr.name)
+            if ls is not None and (ls.reuse_factor is not None or ls.strategy is not None):
+                out[lyr.name] = replace(base, reuse_factor=ls.reuse_factor or base.reuse_factor,
+                                        strategy=ls.strategy or base.strategy)
+            elif lyr.kind in COMPUTE_KINDS:
+                options = [(r, s) for s in STRATEGIES for r in hls_rules.valid_reuse_factors(lyr, s, io_type)]
+                for r, s in options:
+                    trial = {**piece.settings, lyr.name: replace(base, reuse_factor=r, strategy=s)}
+                    if est.segment_cost(piece.layers, trial, io_type, board).fits(board, cap):
+                        out[lyr.name] = trial[lyr.name]
+                        break
+    return out
 
 
 def load_plan(path: str | Path) -> tuple[Plan, Graph]:
@@ -361,10 +484,124 @@ def load_plan(path: str | Path) -> tuple[Plan, Graph]:
 def plan_pipeline(plan: Plan, graph: Graph) -> tuple[Pipeline, Stage]:
     """The boards of a plan as a :class:`~split4ml.split.Pipeline`, and the whole-model reference stage.
 
-    Verify and the runtime both execute this topology, so what is checked is what runs.
+    Verify and the runtime both execute this topology, so what is checked is what runs. See
+    :func:`stages_pipeline` for how splits become nodes.
     """
-    stages, whole = plan_stages(plan, graph)
-    return linear_pipeline(stages), whole
+    pipeline = stages_pipeline(graph, plan.stages, plan.build)
+    return pipeline, whole_model_stage(graph, plan.board, plan.settings, plan.build)
+
+
+def _slice_sources(sources: Sequence[Source], widths: Sequence[int], a: int, b: int) -> tuple[Source, ...]:
+    """The sources giving features ``a:b`` of the concatenation of ``sources`` (last-axis widths ``widths``)."""
+    out: list[Source] = []
+    off = 0
+    for src, w in zip(sources, widths, strict=True):
+        lo, hi = max(a, off), min(b, off + w)
+        if lo < hi:
+            out.append(Source(src.node, src.start + lo - off, src.start + hi - off))
+        off += w
+    return tuple(out)
+
+
+def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSettings) -> Pipeline:
+    """The pipeline DAG of ``stages`` (plan stages, possibly with intra-layer splits).
+
+    - An ordinary stage is one node ``stage_<i>`` reading the whole output of the stage before it.
+    - A split stage (``split`` set; ``layers`` = exactly one unit of the model) becomes ``parts`` nodes
+      ``stage_<i>.<part>`` (:func:`split4ml.shard.shard_unit`, shard settings from ``shards[part]``,
+      boards from ``shards[part].board``). Neuron shards read the producer's whole output (the
+      concatenation of its nodes if the producer is itself a split without a tail); input shards
+      read ``Source(producer, a, b)`` (slices mapped onto the producer's nodes).
+    - The split's tail (merge layer, softmax...) runs at the start of the stage whose ``merge`` names
+      the split layer (it may have no layers of its own: a merge board), behind one Input of the
+      concatenated shard outputs; its settings come from that stage's ``settings`` (tail layer names),
+      else the derived ones. A neuron split with an empty tail needs no merge: the next stage (or
+      the pipeline output) concatenates the shards.
+
+    Raises:
+        PlanError: a split stage that is not exactly one unit, a tail left without a merge stage, a
+            ``merge`` naming a split that is not the one just before, or a stage with nothing to run.
+    """
+    from ..shard import shard_unit
+
+    unit_names = {tuple(lyr.name for lyr in u) for u in graph.units()}
+    merges = {st.merge: st for st in stages if st.merge is not None}
+    nodes: list[Node] = []
+    steps: list[tuple[str, ...]] = []
+    prev: tuple[Source, ...] = (Source(None),)
+    prev_widths: list[int] = [graph.input.output_shape[-1]]
+    prev_shape: tuple[int, ...] = graph.input.output_shape
+    prev_type: FixedType = build.input_precision
+    pending: Any = None  # the ShardedUnit of the split just before, until its tail has run
+    for st in stages:
+        where = f"stages[{st.index}]"
+        split = getattr(st, "split", None)
+        merge = getattr(st, "merge", None)
+        if merge is not None and (pending is None or pending.layer != merge):
+            raise PlanError(f"{where}.merge: {merge!r} is not the layer split by the stage just before; a merge "
+                            "stage must directly follow the split stage whose tail it runs")
+        tail = tuple(pending.tail) if pending is not None and merge is not None else ()
+        if pending is not None and pending.tail and merge is None:
+            raise PlanError(
+                f"{where}: the split of layer {pending.layer!r} ({pending.kind}) leaves "
+                f"{[lyr.name for lyr in pending.tail]} to run after its shards; set 'merge: {pending.layer}' on "
+                "this stage (it then runs them first), or add a merge stage")
+        if split is not None:
+            if tail:
+                raise PlanError(f"{where}: a split stage cannot also run the tail of the split of {merge!r}; put a "
+                                "merge stage between them")
+            if tuple(st.layers) not in unit_names:
+                raise PlanError(f"{where}.layers: a split stage holds exactly one unit (a compute layer and its "
+                                f"activation layers), got {list(st.layers)}")
+            unit = [graph.layer(n) for n in st.layers]
+            shards = tuple(getattr(st, "shards", ()) or ())
+            if shards and len(shards) != split.parts:
+                raise PlanError(f"{where}.shards: {len(shards)} shards listed but split.parts is {split.parts}")
+            shard_over: dict[str, LayerSettings] = {}
+            for sh in shards:
+                shard_over.update(sh.settings)
+            consumer = merges.get(split.layer)
+            tail_over = dict(consumer.settings) if consumer is not None else {}
+            try:
+                su = shard_unit(unit, split.layer, split.kind, split.parts, st.settings, shard_settings=shard_over,
+                                tail_settings=tail_over, io_type=build.io_type)
+            except PlanError as exc:
+                raise PlanError(f"{where}.split: {exc}") from exc
+            ids: list[str] = []
+            for i, piece in enumerate(su.shards):
+                board = shards[i].board if shards else st.board
+                if piece.source_slice is None:
+                    sources, in_shape = prev, prev_shape
+                else:
+                    a, b = piece.source_slice
+                    sources, in_shape = _slice_sources(prev, prev_widths, a, b), (*prev_shape[:-1], b - a)
+                stage = chain_stage(st.index, board, piece.layers, piece.settings, prev_type, build,
+                                    model_name=graph.name, part=i, input_shape=in_shape)
+                nodes.append(Node(id=stage.name, stage=stage, sources=sources))
+                ids.append(stage.name)
+            prev = tuple(Source(i) for i in ids)
+            prev_widths = [piece.out_shape[-1] for piece in su.shards]
+            prev_shape, prev_type = su.concat_shape, su.concat_type
+            pending = su
+            steps.append(tuple(ids))
+            continue
+        layers = [*tail, *(graph.layer(n) for n in st.layers)]
+        if not layers:
+            raise PlanError(f"{where}: the stage has no layers and no tail to run; remove it")
+        settings: dict[str, LayerSettings] = dict(pending.tail_settings) if tail else {}
+        settings.update({n: st.settings[n] for n in st.layers})
+        stage = chain_stage(st.index, st.board, layers, settings, prev_type, build, model_name=graph.name,
+                            input_shape=prev_shape)
+        nodes.append(Node(id=stage.name, stage=stage, sources=prev))
+        steps.append((stage.name,))
+        prev, prev_widths = (Source(stage.name),), [stage.output_shape[-1]]
+        prev_shape, prev_type = stage.output_shape, stage.output_type
+        pending = None
+    if pending is not None and pending.tail:
+        raise PlanError(f"stages: the split of the last layer {pending.layer!r} ({pending.kind}) leaves "
+                        f"{[lyr.name for lyr in pending.tail]} to run after its shards; add a merge stage "
+                        f"(layers: [], merge: {pending.layer}) at the end")
+    return Pipeline(nodes=tuple(nodes), outputs=prev, steps=tuple(steps))
 
 
 def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:

@@ -45,13 +45,32 @@ class PipelineMetrics:
     stage_latency_us: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class BoardLoad:
+    """One board of a pipeline step: its cost, and the bytes per sample it sends downstream
+    (a fan-out to ``k`` neuron shards sends its output ``k`` times)."""
+
+    cost: Cost
+    board: Board
+    bytes_sent: float
+
+
 def pipeline_metrics(costs: Sequence[Cost], boards: Sequence[Board], bytes_in: float,
                      bytes_out: Sequence[float]) -> PipelineMetrics:
-    """Bottleneck, throughput and latency of a pipeline of stages (see module docstring)."""
+    """Bottleneck, throughput and latency of a chain of one-board stages (see module docstring)."""
     if not costs:
         raise ValueError("a pipeline needs at least one stage")
-    intervals = tuple(stage_interval_us(c, b, o) for c, b, o in zip(costs, boards, bytes_out, strict=True))
-    lats = tuple(stage_latency_us(c, b, o) for c, b, o in zip(costs, boards, bytes_out, strict=True))
+    return group_metrics([[BoardLoad(c, b, o)] for c, b, o in zip(costs, boards, bytes_out, strict=True)], bytes_in)
+
+
+def group_metrics(steps: Sequence[Sequence[BoardLoad]], bytes_in: float) -> PipelineMetrics:
+    """Like :func:`pipeline_metrics` for steps that may be groups of boards working in parallel
+    (the shards of a split layer): a step's interval and latency are those of its slowest board."""
+    if not steps or any(not s for s in steps):
+        raise ValueError("a pipeline needs at least one step, each with at least one board")
+    intervals = tuple(max(stage_interval_us(b.cost, b.board, b.bytes_sent) for b in s) for s in steps)
+    lats = tuple(max(stage_latency_us(b.cost, b.board, b.bytes_sent) for b in s) for s in steps)
+    boards = [steps[0][0].board]
     latency = boards[0].link.hop_us(bytes_in) + sum(lats)
     bottleneck = max(intervals)
     clock = boards[0].clock_mhz
@@ -65,3 +84,4 @@ def pipeline_metrics(costs: Sequence[Cost], boards: Sequence[Board], bytes_in: f
         stage_interval_us=intervals,
         stage_latency_us=lats,
     )
+

@@ -80,6 +80,9 @@ class StageSpec:
     split: SplitSpec | None = None
     #: per-shard layer settings given in the file: part -> layer specs (shard layer names)
     shard_layers: tuple[tuple[LayerSpec, ...], ...] = ()
+    #: settings of the tail layers (merge adder, softmax) this stage runs first
+    tail_layers: tuple[LayerSpec, ...] = ()
+    merge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,12 +201,14 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
             st = {"layers": st}
         _expect(isinstance(st, Mapping), w, "expected a mapping with 'layers' (and optionally 'board')")
         allowed = {"layers", "board", "index", "input", "output", "estimate", "utilization", "interval_us",
-                   "latency_us", "split", "shards", "merge"}
+                   "latency_us", "split", "shards", "merge", "tail"}
         unknown = set(st) - allowed
         _expect(not unknown, w, f"unknown field(s) {sorted(unknown)}; a stage has 'board' and 'layers'")
         _expect("layers" in st, f"{w}.layers", "missing: the layers this board runs")
         layers = st["layers"]
-        _expect(isinstance(layers, list) and len(layers) > 0, f"{w}.layers", "expected a non-empty list of layers")
+        merge = st.get("merge")
+        _expect(isinstance(layers, list) and (len(layers) > 0 or merge is not None), f"{w}.layers",
+                "expected a non-empty list of layers (only a merge stage, with 'merge: LAYER', may have none)")
         stage_board = st.get("board", board)
         _expect(stage_board is not None, f"{w}.board", "no board: give 'board' at the top level or per stage")
         split = _split_spec(st.get("split"), f"{w}.split")
@@ -216,8 +221,12 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
                 _expect(isinstance(sh, Mapping), sw, "expected a mapping with 'layers'")
                 shard_layers.append(tuple(_layer_spec(x, f"{sw}.layers[{j}]")
                                           for j, x in enumerate(sh.get("layers") or [])))
+        tail_raw = st.get("tail") or []
+        _expect(isinstance(tail_raw, list), f"{w}.tail", "expected a list of tail layers")
         stages.append(StageSpec(layers=tuple(_layer_spec(x, f"{w}.layers[{j}]") for j, x in enumerate(layers)),
-                                board=str(stage_board), where=w, split=split, shard_layers=tuple(shard_layers)))
+                                board=str(stage_board), where=w, split=split, shard_layers=tuple(shard_layers),
+                                tail_layers=tuple(_layer_spec(x, f"{w}.tail[{j}]") for j, x in enumerate(tail_raw)),
+                                merge=str(merge) if merge is not None else None))
     if board is None:
         board = stages[0].board
     cap = data.get("cap", 0.85)
@@ -413,6 +422,9 @@ class Plan:
             entry: dict[str, Any] = {"index": st.index, "board": st.board.name, "layers": layers}
             if st.merge:
                 entry["merge"] = st.merge
+                entry["tail"] = [{"name": n, "reuse_factor": st.settings[n].reuse_factor,
+                                  "strategy": st.settings[n].strategy, "precision": st.settings[n].precision.as_dict()}
+                                 for n in st.tail]
             if st.split:
                 entry["split"] = st.split.as_dict()
                 entry["shards"] = [
