@@ -58,3 +58,56 @@ def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path
     rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
     v = json.loads(out)
     assert rc == 0 and v["bit_exact"] and v["samples"] == 300 and v["fixed_accuracy"] is None
+
+
+def _two_layer(n_in: int, n_hidden: int, path, seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((n_in,), name="x")
+    h = keras.layers.Dense(n_hidden, activation="relu", name="fc1")(inp)
+    h = keras.layers.Dense(10, name="output")(h)
+    out = keras.layers.Activation("softmax", name="softmax")(h)
+    keras.Model(inp, out).save(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "n_in,n_hidden,kind,expect_shard_shape",
+    [
+        (256, 46, "neuron", [[256], [256]]),  # the original work's Neuron-Split notebook, 23/23, with ReLU
+        (784, 16, "input", [[392], [392]]),  # the original work's Input-Split notebook, 392/392, with ReLU
+    ],
+)
+def test_original_manual_splits_from_plan_files(monkeypatch, capsys, tmp_path, n_in, n_hidden, kind,
+                                                expect_shard_shape):
+    model = tmp_path / "m.keras"
+    _two_layer(n_in, n_hidden, model)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"model: {model}\nboard: pynq-z2\nstages:\n"
+                    f"  - layers: [fc1]\n    split: {{layer: fc1, kind: {kind}, parts: 2}}\n"
+                    "  - layers: [output, softmax]\n")
+    from split4ml.plan.api import load_plan
+
+    p, _ = load_plan(plan)
+    assert (p.n_stages, p.n_boards) == (2, 3)
+    assert [list(sh.input.shape) for sh in p.stages[0].shards] == expect_shard_shape
+    if kind == "neuron":
+        assert [list(sh.output.shape) for sh in p.stages[0].shards] == [[23], [23]]
+        assert p.stages[1].merge is None  # concatenation needs no adder
+    else:
+        assert p.stages[1].merge == "fc1" and p.stages[1].tail == ("fc1__merge",)
+        assert p.stages[0].shards[0].output.type.width == p.settings["fc1"].precision.accum.width + 1  # guard bit
+    # a generated file of this plan reads back identically
+    p.write(tmp_path / "again.yaml")
+    assert load_plan(tmp_path / "again.yaml")[0].to_json() == p.to_json()
+
+    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["mismatched_samples"] == 0 and v["n_boards"] == 3
+    rc, out = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "b"), "--json")
+    b = json.loads(out)
+    assert rc == 0 and b["n_boards"] == 3
+    assert sorted(s["node"] for s in b["stages"]) == ["stage_0.0", "stage_0.1", "stage_1"]
+    for s in b["stages"]:
+        assert (tmp_path / "b" / s["node"] / "build_prj.tcl").is_file()
