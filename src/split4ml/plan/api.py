@@ -181,12 +181,13 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         raise PlanError(f"stages: layer {flat[k]!r} comes where {body[k]!r} should; stages must hold contiguous runs "
                         f"of layers in model order: {body}")
     unit_of = _unit_of(graph)
-    for i, names in enumerate(stage_layers[1:], start=1):
+    nonempty = [(i, names) for i, names in enumerate(stage_layers) if names]  # () = a merge board
+    for (h, before), (i, names) in zip(nonempty, nonempty[1:], strict=False):
         first = graph.layer(names[0])
-        prev = stage_layers[i - 1][-1]
+        prev = before[-1]
         if unit_of[first.name] == unit_of[prev]:
             raise PlanError(f"{where[i]}.layers[0]: activation {first.name!r} must stay on the same board as "
-                            f"{prev!r}, which produces its input; move it to {where[i - 1]}")
+                            f"{prev!r}, which produces its input; move it to {where[h]}")
     splits = list(splits) if splits is not None else [None] * len(stage_layers)
     shard_settings = list(shard_settings) if shard_settings is not None else [{} for _ in stage_layers]
     tail_settings = dict(tail_settings or {})
@@ -256,9 +257,12 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                                     output=Wire(piece.out_type, piece.out_shape)))
         biggest = max(shards, key=lambda sh: (sh.cost.max_utilization(sh.board), -sh.part))
         out_wire = Wire(su.concat_type, su.concat_shape)
-        if sp.kind == "neuron" and loads:
-            # the producer sends its whole output to every shard
-            loads[-1] = [BoardLoad(ld.cost, ld.board, ld.bytes_sent * sp.parts) for ld in loads[-1]]
+        if sp.kind == "neuron":
+            # the producer (or the source) sends its whole output to every shard
+            if loads:
+                loads[-1] = [BoardLoad(ld.cost, ld.board, ld.bytes_sent * sp.parts) for ld in loads[-1]]
+            else:
+                bytes_in *= sp.parts
         stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
                                 cost=biggest.cost, input=in_wire, output=out_wire, split=sp, shards=tuple(shards)))
         loads.append([BoardLoad(sh.cost, sh.board, sh.output.bytes_per_sample) for sh in shards])
@@ -339,6 +343,20 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     free = [lyr.name for lyr in graph.body
             if lyr.kind in COMPUTE_KINDS and reuse_factor is None and "reuse_factor" not in overrides.get(lyr.name, {})]
 
+    # Intra-layer splits: every unit that fits no board alone must be split (the partitioner picks
+    # kind and parts); with a board budget, throughput and latency may also buy splits of units that
+    # fit (see _optional_splits). The partitioner is exact over the options it is given.
+    policy = [_split_policy(u, settings, board, cap, est, build.io_type, objective=objective,
+                            max_boards=max_boards, reuse_factor=reuse_factor, strategy=strategy, overrides=overrides)
+              for u in units]
+
+    def offer(u: int, max_parts: int | None = None) -> list[Any]:
+        return _unit_splits(units[u], settings, board, cap, est, build.io_type, required=policy[u] == "required",
+                            max_boards=max_boards, n_units=len(units), reuse_factor=reuse_factor, strategy=strategy,
+                            overrides=overrides, max_parts=max_parts)
+
+    options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
+
     def partition(sets: Mapping[str, LayerSettings]) -> Any:
         unit_costs = []
         for unit in units:
@@ -350,7 +368,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
         return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,
                                max_boards=max_boards, n_stages=n_stages, unit_names=[u[0].name for u in units],
-                               shell=est.shell_cost(board))
+                               shell=est.shell_cost(board), options=options)
 
     try:
         part = partition(settings)
@@ -362,14 +380,155 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         if found is None:
             raise
         settings, part = found
-    stage_layers = [tuple(lyr.name for u in units[a:b] for lyr in u)
-                    for a, b in zip(part.bounds, part.bounds[1:], strict=False)]
+    if "optional" in policy:
+        part = _optional_splits(part, lambda: partition(settings), offer, options, policy, units, settings, est,
+                                build.io_type, board, objective, max_boards)
+    stage_layers, splits, shard_sets, tail_sets = _split_stages(part, units, options)
     model_path = Path(model)
     sha = file_sha256(model_path) if model_path.is_file() else None
     return assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model), model_sha256=sha,
                     board=board, cap=cap, objective=objective, estimator=est, build=build,
                     stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=settings,
-                    board_files=board_files)
+                    board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets)
+
+
+def _split_policy(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
+                  est: Estimator, io_type: str, *, objective: str, max_boards: int | None, reuse_factor: int | None,
+                  strategy: str | None, overrides: Mapping[str, Mapping[str, Any]]) -> str:
+    """Whether ``unit`` must be split (``required``: it fits no board alone), may be split
+    (``optional``), or is never split (``none``).
+
+    ``optional``: with a board budget (``max_boards``) and the throughput or latency objective, a
+    compute unit whose reuse factor the planner had to raise above the smallest valid one (shards
+    could take smaller ones). Without a budget, splits of units that fit are not considered: the
+    objective's first key would buy any small gain with many boards (the MNIST demo would take 26
+    boards for a 7x shorter interval). The boards objective never gains from them, and a reuse
+    factor the user fixed is kept.
+    """
+    from ..estimate import hls_rules
+
+    layer = unit[0]
+    if layer.kind not in COMPUTE_KINDS:
+        return "none"
+    if not est.segment_cost(unit, settings, io_type, board).fits(board, cap):
+        return "required"
+    user = overrides.get(layer.name, {})
+    user_strategy = user.get("strategy", strategy)
+    if objective == "boards" or max_boards is None or user.get("reuse_factor", reuse_factor) is not None:
+        return "none"
+    smallest = min(hls_rules.valid_reuse_factors(layer, st, io_type)[0]
+                   for st in ([user_strategy] if user_strategy else STRATEGIES))
+    return "optional" if settings[layer.name].reuse_factor > smallest else "none"
+
+
+def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
+                 est: Estimator, io_type: str, *, required: bool, max_boards: int | None, n_units: int,
+                 reuse_factor: int | None, strategy: str | None, overrides: Mapping[str, Mapping[str, Any]],
+                 max_parts: int | None = None) -> list[Any]:
+    """The feasible splits of ``unit`` (:func:`~split4ml.plan.split_options.split_options`), ``k`` up
+    to :data:`~split4ml.plan.split_options.MAX_PARTS`, the split axis, the board limit and
+    ``max_parts``. A reuse factor the user fixed is a floor for the shards, and a strategy the user
+    fixed is kept.
+
+    Raises:
+        InfeasibleError: ``required`` and no split fits; the message names the layer.
+    """
+    from ..estimate import hls_rules
+    from .split_options import MAX_PARTS, split_options
+
+    layer = unit[0]
+    user = overrides.get(layer.name, {})
+    user_rf = user.get("reuse_factor", reuse_factor)
+    budget = MAX_PARTS if max_boards is None else min(MAX_PARTS, max_boards - (1 if n_units > 1 else 0))
+    if max_parts is not None:
+        budget = min(budget, max_parts)
+    opts, problems = (split_options(unit, settings, board, cap, est, io_type, max_parts=budget,
+                                    strategy=user.get("strategy", strategy), min_reuse_factor=int(user_rf or 1))
+                      if budget >= 2 else ([], [f"--boards {max_boards} leaves no room for a split"]))
+    if required and not opts:
+        alone = est.segment_cost(unit, settings, io_type, board)
+        over = ", ".join(f"{r.upper()} {getattr(alone, r):,.0f} ({v:.0%} of the allowed)"
+                         for r, v in sorted(alone.overflow(board, cap).items(), key=lambda kv: -kv[1]))
+        n_in, n_out = hls_rules.mult_size(layer)
+        # per kind, the reason at the largest part count tried (the closest to fitting)
+        last = {p.split(" ", 1)[0]: p for p in problems}
+        shown = "; ".join(last.values())
+        raise InfeasibleError(
+            f"layer {layer.name!r} ({layer.kind}, {n_in}x{n_out} multiplications) cannot fit: alone on one "
+            f"{board.name} board it needs {over} (cap {cap:g}, board shell included), and no neuron or input "
+            f"split into 2..{max(2, budget)} parts fits either ({shown}). Use lower precision (narrower weights), "
+            "a higher --cap, a bigger board (`split4ml boards`)" +
+            (", or allow more boards (--boards)" if max_boards is not None else "") + ".")
+    return opts
+
+
+def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]], policy: Sequence[str],
+                     units: Sequence[Sequence[Layer]], settings: Mapping[str, LayerSettings], est: Estimator,
+                     io_type: str, board: Board, objective: str, max_boards: int | None) -> Any:
+    """Offer the ``optional`` splits where they can pay, and re-plan until none is left to offer.
+
+    Pricing every split of every unit of a long chain is slow, so options are added lazily:
+    throughput offers them to the units of the current bottleneck step(s), again and again until
+    the bottleneck step holds no unit left to offer (or is itself a split); latency offers them
+    once to the units whose compute latency exceeds one hop's fixed cost (less could not pay for the
+    hop a split may add). Parts are bounded by the boards the current plan leaves free, plus the
+    unit's own. The partition is exact over the options offered.
+    """
+    offered: set[int] = set()
+    while True:
+        slack = (part.n_boards if max_boards is None else max_boards - part.n_boards) + 1
+        if slack < 2:
+            return part
+        if objective == "throughput":
+            m = part.metrics
+            top = [s for s, v in enumerate(m.stage_interval_us) if v >= m.bottleneck_us * (1 - 1e-9)]
+            cand = {u for s in top if part.splits[s] is None for u in range(part.bounds[s], part.bounds[s + 1])}
+        else:
+            cand = {u for u in range(len(units))
+                    if board.cycles_to_us(est.segment_cost(units[u], settings, io_type, board).latency_cycles)
+                    > board.link.latency_us}
+        cand = {u for u in cand if policy[u] == "optional" and u not in offered}
+        if not cand:
+            return part
+        for u in sorted(cand):
+            options[u] = offer(u, slack)
+            offered.add(u)
+        part = solve()
+        if objective != "throughput":
+            return part
+
+
+def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence[Sequence[Any]],
+                  ) -> tuple[list[tuple[str, ...]], list[SplitSpec | None], list[dict[str, LayerSettings]],
+                             dict[str, LayerSettings]]:
+    """``assemble``'s arguments for a partition: layers, split, shard settings of every stage, and
+    the settings of every tail layer.
+
+    A merge stage (the tail of a split alone on a board) is left to ``assemble``, which adds one
+    after the last stage and before a split; elsewhere it is kept as a stage without layers.
+    """
+    stage_layers: list[tuple[str, ...]] = []
+    splits: list[SplitSpec | None] = []
+    shard_sets: list[dict[str, LayerSettings]] = []
+    tail_sets: dict[str, LayerSettings] = {}
+    ranges = part.ranges
+    for s, (a, b) in enumerate(ranges):
+        g = part.splits[s]
+        if g is not None:
+            choice = options[a][g].label
+            stage_layers.append(tuple(lyr.name for lyr in units[a]))
+            splits.append(choice.spec)
+            shard_sets.append(dict(choice.shard_settings))
+            tail_sets.update(choice.tail_settings)
+            continue
+        if a == b:  # a merge stage
+            last = s == len(ranges) - 1
+            if last or part.splits[s + 1] is not None:
+                continue
+        stage_layers.append(tuple(lyr.name for u in units[a:b] for lyr in u))
+        splits.append(None)
+        shard_sets.append({})
+    return stage_layers, splits, shard_sets, tail_sets
 
 
 def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
@@ -409,7 +568,7 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     except PlanError as exc:
         raise PlanError(f"stages: {exc}") from exc
     settings = align_passthrough(graph, settings)
-    kept = [(st, b) for st, b in zip(spec.stages, boards, strict=True) if st.layers]  # merge stages are derived
+    kept = list(zip(spec.stages, boards, strict=True))  # a merge stage (layers: []) is kept where it stands
     shard_sets: list[dict[str, LayerSettings]] = []
     tail_sets: dict[str, LayerSettings] = {}
     for st, b in kept:

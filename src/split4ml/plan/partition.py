@@ -36,13 +36,22 @@ bytes its last unit sends, so where to cut matters, not only how many units fit.
 Costs: additive mode needs O(U log U) to find the feasible stages and O(U W) per DP pass (O(K U W)
 for K-stage layered passes). A 500-unit chain onto 64 boards takes a few tens of milliseconds;
 ``benchmarks/planner_scaling.py`` measures it.
+
+**Intra-layer splits.** When some unit has :class:`SplitOption` s (``options``), a pipeline step
+may be a *split group*: the unit run as ``k`` shards on ``k`` boards in parallel, its tail (merge
+node, softmax) at the start of the next step or on an extra merge board. Boards (``k`` per group)
+and steps are then counted apart, the objectives' "fewest stages" becomes "fewest boards", the
+stage before a neuron group pays for sending its output ``k`` times, and the solver is the exact
+DP over a state graph in :mod:`split4ml.plan.partition_split`. Without options the plain solver
+above runs, unchanged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,25 +70,99 @@ _RES_LABEL = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}
 _INF = math.inf
 
 
+SPLIT_KINDS = ("neuron", "input")
+
+
 @dataclass(frozen=True)
-class Partition:
-    """A chain cut into stages, one board each.
+class SplitOption:
+    """One way to run a unit as a *split group*: ``k`` boards in parallel, one shard of the unit each.
 
     Attributes:
-        bounds: unit index where each stage starts, plus ``U`` at the end: ``(0, b1, ..., U)``.
-        stage_costs: cost of every stage (board shell included).
-        metrics: bottleneck, latency and throughput of the pipeline (:func:`pipeline_metrics`).
+        kind: ``neuron`` (every shard computes a slice of the outputs from the whole input, so the
+            stage before the group sends its whole output to each of the ``k`` shards: fan-out ``k``)
+            or ``input`` (every shard takes a slice of the input and outputs partial sums; the stage
+            before sends its output once, sliced: fan-out 1).
+        shard_costs: cost of each shard's board, board shell included.
+        shard_bytes_out: bytes per sample each shard outputs (before any fan-out to the next group).
+        tail: cost (no shell) of the layers that run once the shards' outputs are joined (merge
+            node, softmax, ...): at the start of the next stage, or on an extra one-board merge
+            stage when the unit is the last. ``None`` when the join is a plain concatenation, which
+            the next stage (or the sink) does for free.
+        label: anything the caller wants back with the chosen option (not used by the solver).
+    """
+
+    kind: str
+    shard_costs: tuple[Cost, ...]
+    shard_bytes_out: tuple[float, ...]
+    tail: Cost | None = None
+    label: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shard_costs", tuple(self.shard_costs))
+        object.__setattr__(self, "shard_bytes_out", tuple(float(b) for b in self.shard_bytes_out))
+        if self.kind not in SPLIT_KINDS:
+            raise ValueError(f"split kind {self.kind!r} is not one of {SPLIT_KINDS}")
+        if len(self.shard_costs) < 2 or len(self.shard_bytes_out) != len(self.shard_costs):
+            raise ValueError("a split option needs k >= 2 shard costs and as many shard output sizes")
+        if any(b < 0 for b in self.shard_bytes_out):
+            raise ValueError("shard_bytes_out must be non-negative")
+
+    @property
+    def k(self) -> int:
+        """Number of shards (boards) of the group."""
+        return len(self.shard_costs)
+
+    @property
+    def fanout(self) -> int:
+        """Copies of the upstream output the group needs: ``k`` (neuron) or 1 (input, sliced)."""
+        return self.k if self.kind == "neuron" else 1
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A chain cut into pipeline stages; a stage is one board, or a split group of parallel boards.
+
+    Attributes:
+        bounds: unit index where each stage starts, plus ``U`` at the end: ``(0, b1, ..., U)``. A split
+            group holds exactly one unit; a merge stage that holds only the tail of the split before
+            it has no unit (two equal bounds).
+        stage_costs: cost of every stage (board shell included); for a split group, the envelope of
+            its shards (per field, the largest shard).
+        metrics: bottleneck, latency and throughput of the pipeline (:mod:`split4ml.plan.metrics`;
+            a group's interval and latency are those of its slowest shard).
         objective: the objective this partition optimises.
+        splits: per stage, the index of the chosen :class:`SplitOption` in ``options[bounds[s]]`` for a
+            split group, else ``None``.
+        tails: per stage, whether it starts with the tail of the split group just before it.
+        board_costs: per stage, the cost of each of its boards (one, or one per shard).
     """
 
     bounds: tuple[int, ...]
     stage_costs: tuple[Cost, ...]
     metrics: PipelineMetrics
     objective: str = "throughput"
+    splits: tuple[int | None, ...] = ()
+    tails: tuple[bool, ...] = ()
+    board_costs: tuple[tuple[Cost, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.bounds) - 1
+        if not self.splits:
+            object.__setattr__(self, "splits", (None,) * n)
+        if not self.tails:
+            object.__setattr__(self, "tails", (False,) * n)
+        if not self.board_costs:
+            object.__setattr__(self, "board_costs", tuple((c,) for c in self.stage_costs))
 
     @property
     def n_stages(self) -> int:
+        """Pipeline steps (a split group counts once)."""
         return len(self.bounds) - 1
+
+    @property
+    def n_boards(self) -> int:
+        """Physical boards: one per plain stage, ``k`` per split group."""
+        return sum(len(b) for b in self.board_costs)
 
     @property
     def ranges(self) -> tuple[tuple[int, int], ...]:
@@ -107,6 +190,8 @@ class _Table:
     ok: np.ndarray
     interval: np.ndarray
     latency: np.ndarray
+    ii_us: np.ndarray | None = None  # compute part of ``interval`` (no send time)
+    lat_us: np.ndarray | None = None  # compute part of ``latency`` (no hop)
 
     @property
     def width(self) -> int:
@@ -142,9 +227,11 @@ def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float
     stage_ii = np.maximum(run_max, float(shell.ii_cycles))
     lat_prefix = np.concatenate([[0.0], np.cumsum([float(c.latency_cycles) for c in units])])
     stage_lat = float(shell.latency_cycles) + lat_prefix[:, None] - lat_prefix[start]
-    interval = np.where(ok, board.cycles_to_us(stage_ii) + send_us[:, None], _INF)
-    latency = np.where(ok, board.cycles_to_us(stage_lat) + hop_us[:, None], _INF)
-    return _Table(n, start, ok, interval, latency)
+    ii_us = board.cycles_to_us(stage_ii)
+    lat_us = board.cycles_to_us(stage_lat)
+    interval = np.where(ok, ii_us + send_us[:, None], _INF)
+    latency = np.where(ok, lat_us + hop_us[:, None], _INF)
+    return _Table(n, start, ok, interval, latency, ii_us, lat_us)
 
 
 class _SegmentCache:
@@ -180,12 +267,16 @@ def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, send_u
     ok = np.zeros(raw.shape, dtype=bool)
     interval = np.full(raw.shape, _INF)
     latency = np.full(raw.shape, _INF)
+    ii_us = np.full(raw.shape, _INF)
+    lat_us = np.full(raw.shape, _INF)
     for i, j, c in feasible:
         d = j - 1 - i
         ok[j, d] = True
-        interval[j, d] = board.cycles_to_us(float(c.ii_cycles)) + send_us[j]
-        latency[j, d] = board.cycles_to_us(float(c.latency_cycles)) + hop_us[j]
-    return _Table(n, start, ok, interval, latency)
+        ii_us[j, d] = board.cycles_to_us(float(c.ii_cycles))
+        lat_us[j, d] = board.cycles_to_us(float(c.latency_cycles))
+        interval[j, d] = ii_us[j, d] + send_us[j]
+        latency[j, d] = lat_us[j, d] + hop_us[j]
+    return _Table(n, start, ok, interval, latency, ii_us, lat_us)
 
 
 # --------------------------------------------------------------------------- DP primitives
@@ -291,7 +382,7 @@ def _layered(tab: _Table, values: np.ndarray, n_layers: int, combine: Callable[[
 
 
 # --------------------------------------------------------------------------- messages
-def _unit_overflow_message(bad: list[tuple[str, Cost]], board: Board, cap: float) -> str:
+def _unit_overflow_message(bad: list[tuple[str, Cost]], board: Board, cap: float, note: str = "") -> str:
     parts = []
     for name, cost in bad:
         over = cost.overflow(board, cap)
@@ -303,9 +394,9 @@ def _unit_overflow_message(bad: list[tuple[str, Cost]], board: Board, cap: float
         f"no partition fits: {len(bad)} unit(s) cannot fit on one {board.name} board even alone "
         f"(board shell included, cap {cap:g} of each resource): " + "; ".join(parts) + ". "
         "To make a unit fit: a larger reuse factor for its layer (fewer multipliers per clock), the "
-        "Resource strategy, lower precision (narrower weights and accumulators), a higher --cap, or a "
-        "bigger board (`split4ml boards` lists them); splitting one layer across boards will come with "
-        "intra-layer splits."
+        "Resource strategy, lower precision (narrower weights and accumulators), a higher --cap, a "
+        "bigger board (`split4ml boards` lists them), or a split of the layer across boards"
+        + (note or " (an intra-layer split)") + "."
     )
 
 
@@ -342,8 +433,13 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
                     cap: float, objective: str = "throughput", max_boards: int | None = None,
                     n_stages: int | None = None, unit_names: Sequence[str] | None = None,
                     segment_cost: Callable[[int, int], Cost] | None = None,
-                    shell: Cost | None = None) -> Partition:
+                    shell: Cost | None = None,
+                    options: Sequence[Sequence[SplitOption]] | None = None) -> Partition:
     """Cut a chain of units into stages, one ``board`` each, optimally for ``objective``.
+
+    With ``options``, a stage may also be a *split group*: one unit run as ``k`` parallel boards
+    (:class:`SplitOption`); the solver then counts boards (``k`` per group) and pipeline steps apart,
+    and stays exact (:mod:`split4ml.plan.partition_split`).
 
     Args:
         unit_costs: cost of each unit (layer plus its activations), without the board shell.
@@ -359,6 +455,10 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             the additive model (for non-additive estimators). Each stage is evaluated at most once,
             and only stages from a start up to the first one that does not fit.
         shell: cost of the board shell in additive mode; default the board catalogue's shell.
+        options: per unit, the ways it may be split across boards (may be empty). With splits,
+            ``max_boards`` bounds the boards (a group of ``k`` counts ``k``), ``n_stages`` fixes the
+            pipeline steps (a group counts one), and the objectives' "fewest stages" key becomes
+            "fewest boards".
 
     Raises:
         InfeasibleError: no partition satisfies the resources and stage counts; the message names
@@ -373,12 +473,24 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
     send_us = np.concatenate([[0.0], board.link.transfer_us(out_arr)])
     hop_us = np.concatenate([[0.0], board.link.hop_us(out_arr)])
 
+    seg = _SegmentCache(segment_cost) if segment_cost is not None else None
+    if not shell_c.fits(board, cap) and seg is None:
+        over = ", ".join(f"{_RES_LABEL[r]} {100 * v:.0f}%" for r, v in shell_c.overflow(board, cap).items())
+        raise InfeasibleError(f"the {board.name} board shell alone exceeds cap {cap:g} ({over} of the allowed "
+                              "amount); raise --cap or correct the board's shell figures")
+
+    if options is not None and any(options):
+        if len(options) != n:
+            raise ValueError(f"options has {len(options)} entries for {n} units")
+        from .partition_split import solve_with_splits
+
+        return solve_with_splits(unit_costs, float(bytes_in), out_arr, board, cap, objective, max_boards, n_stages,
+                                 names, seg, shell_c, [tuple(o) for o in options])
+
     if n_stages is not None and n_stages > n:
         raise InfeasibleError(
             f"asked for exactly {n_stages} stages but the model has only {n} units (layers with their "
             f"activations), so at most {n} stages without intra-layer splits; use at most {n} boards")
-
-    seg = _SegmentCache(segment_cost) if segment_cost is not None else None
 
     def stage_cost(i: int, j: int) -> Cost:
         if seg is not None:
@@ -387,11 +499,6 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
         for u in unit_costs[i:j]:
             c = c + u
         return c
-
-    if not shell_c.fits(board, cap) and seg is None:
-        over = ", ".join(f"{_RES_LABEL[r]} {100 * v:.0f}%" for r, v in shell_c.overflow(board, cap).items())
-        raise InfeasibleError(f"the {board.name} board shell alone exceeds cap {cap:g} ({over} of the allowed "
-                              "amount); raise --cap or correct the board's shell figures")
 
     tab = (_additive_table(unit_costs, shell_c, board, cap, send_us, hop_us) if seg is None
            else _callable_table(n, seg, board, cap, send_us, hop_us))

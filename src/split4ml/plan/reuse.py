@@ -199,3 +199,27 @@ def _choose(layer: Layer, unit: list[Layer], rf: int | None, strategy: str | Non
     # Nothing fits: the setting that uses the smallest fraction of its most used resource.
     best = min(range(len(tried)), key=lambda k: (tried[k][1].max_utilization(board), k))
     return tried[best][0]
+
+
+def fit_layer(layer: Layer, unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
+              estimator: Estimator, io_type: str, strategy: str | None = None,
+              min_reuse_factor: int = 1) -> tuple[LayerSettings, Cost] | None:
+    """The smallest hls4ml-valid reuse factor that lets ``unit`` (with ``layer``, a compute layer of it)
+    fit one ``board`` with its shell under ``cap``, as :func:`choose_settings` picks it for a model layer.
+
+    Tries the Latency strategy (smallest RF first), then Resource, or only ``strategy`` when given;
+    only RFs of at least ``min_reuse_factor``. ``settings`` gives the other unit layers' settings and
+    the precision of ``layer``. Returns the settings of ``layer`` and the cost of the unit on the
+    board (shell included), or ``None`` when no setting fits.
+    """
+    base = settings[layer.name]
+    strategies = [strategy] if strategy is not None else list(STRATEGIES)
+    for s in strategies:
+        for r in hls_rules.valid_reuse_factors(layer, s, io_type):
+            if r < min_reuse_factor:
+                continue
+            ls = LayerSettings(reuse_factor=r, strategy=s, precision=base.precision)
+            cost = estimator.segment_cost(unit, {**settings, layer.name: ls}, io_type, board)
+            if cost.fits(board, cap):
+                return ls, cost
+    return None

@@ -1,0 +1,97 @@
+"""Plan the 16-500-500-500-500-500-5 MLP onto at most 25 PYNQ-Z2 boards (issue 3).
+
+The model is ``split4ml.models.deep_mlp(widths=(500,) * 5, n_in=16, n_out=5)`` (ReLU, softmax,
+seeded weights, about a million parameters), every layer ``ap_fixed<16,6>`` with the Resource
+strategy, planned for throughput. No 500-wide layer fits one PYNQ-Z2 alone, so the planner splits
+them across boards. Prints the plan (boards, steps, splits, bottleneck) beside the lower bound on
+the board count: the summed estimate of every board of the plan (board shells included) divided by
+one board's capped capacity, per resource; the largest of these.
+
+    python benchmarks/big_mlp.py [--boards 25] [--cap 0.85] [--objective throughput] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import numpy as np
+from machine import cpu_model  # benchmarks/machine.py
+
+from split4ml.boards import RESOURCES, get_board
+from split4ml.estimate.base import Cost
+from split4ml.ir import COMPUTE_KINDS
+from split4ml.plan.api import make_plan
+
+_LABEL = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boards", type=int, default=25, help="at most this many boards")
+    ap.add_argument("--board", default="pynq-z2", help="board name from the catalogue")
+    ap.add_argument("--cap", type=float, default=0.85, help="resource cap per board")
+    ap.add_argument("--objective", default="throughput", choices=["throughput", "latency", "boards"])
+    ap.add_argument("--seed", type=int, default=0, help="seed of the model's weights")
+    args = ap.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from split4ml.frontends.keras import graph_from_keras
+    from split4ml.models import deep_mlp
+
+    graph = graph_from_keras(deep_mlp(widths=(500,) * 5, n_in=16, n_out=5, seed=args.seed))
+    board = get_board(args.board)
+    t0 = time.perf_counter()
+    plan = make_plan(graph, model="big_mlp.keras", board=board, cap=args.cap, objective=args.objective,
+                     max_boards=args.boards, strategy="Resource")
+    elapsed = time.perf_counter() - t0
+
+    print(f"machine: {platform.node()} | CPU: {cpu_model()} | Python {platform.python_version()} "
+          f"| numpy {np.__version__}")
+    print(f"model: 16-500-500-500-500-500-5 (relu, softmax), {graph.n_params:,} parameters, ap_fixed<16,6>, "
+          f"Resource strategy; board {board.name}, cap {args.cap}, at most {args.boards} boards, "
+          f"objective {args.objective}")
+    print(f"planning time: {elapsed:.2f} s")
+    print()
+    print(f"{'step':>4} {'layers':<16} {'split':<14} {'boards':>6} {'reuse':>7} {'interval_us':>12} "
+          f"{'max util':>9}")
+    m = plan.metrics
+    for st in plan.stages:
+        if st.split is not None:
+            split = f"{st.split.kind} x{st.split.parts}"
+            rfs = sorted({sh.settings[sh.layers[0]].reuse_factor for sh in st.shards})
+            reuse = "/".join(str(r) for r in rfs)
+        else:
+            split = "-" if st.merge is None else f"merge {st.merge}"
+            rfs = sorted({st.settings[n].reuse_factor for n in st.layers if graph.layer(n).kind in COMPUTE_KINDS})
+            reuse = "/".join(str(r) for r in rfs) or "-"
+        names = ",".join(st.tail) + ("+" if st.tail and st.layers else "") + ",".join(st.layers)
+        print(f"{st.index:>4} {names:<16} {split:<14} {st.n_boards:>6} {reuse:>7} "
+              f"{m.stage_interval_us[st.index]:>12.2f} {max(st.utilization().values()):>9.0%}")
+    print()
+    print(f"boards: {plan.n_boards} (pipeline steps: {plan.n_stages})")
+    print(f"bottleneck: step {m.bottleneck_stage}, {m.bottleneck_us:.2f} us = {m.bottleneck_ii_cycles:,.0f} cycles "
+          f"at {board.clock_mhz:g} MHz -> {m.throughput_per_s:,.0f} samples/s; latency {m.latency_us:,.1f} us")
+
+    total = Cost()
+    for st in plan.stages:
+        for c in ([sh.cost for sh in st.shards] if st.split is not None else [st.cost]):
+            total = total + c
+    ratios = {r: float(getattr(total, r)) / board.capped(r, args.cap) for r in RESOURCES}
+    worst = max(ratios, key=lambda r: ratios[r])
+    print("lower bound on boards (summed estimate of all boards / one board's capped capacity):")
+    print("  " + "; ".join(f"{_LABEL[r]} {getattr(total, r):,.0f} / {board.capped(r, args.cap):,.0f} = "
+                           f"{ratios[r]:.2f}" for r in RESOURCES))
+    print(f"  -> at least {math.ceil(ratios[worst] - 1e-9)} boards ({_LABEL[worst]}: {ratios[worst]:.2f}); "
+          f"the plan uses {plan.n_boards}")
+    bottleneck_step = plan.stages[m.bottleneck_stage]
+    what = (f"{bottleneck_step.split.kind} x{bottleneck_step.split.parts} of {bottleneck_step.split.layer}"
+            if bottleneck_step.split is not None else ",".join(bottleneck_step.layers))
+    print(f"bottleneck step {m.bottleneck_stage}: {what}")
+
+
+if __name__ == "__main__":
+    main()
