@@ -27,10 +27,13 @@ of such a layer is refused (:class:`~split4ml.errors.PlanError`).
 
 Names (deterministic, used in plans and hls4ml configs): shard layers ``<layer>__n<i>`` (neuron) /
 ``<layer>__i<i>`` (input); shard copies of standalone activations ``<act>__n<i>``; the merge layer
-``<layer>__merge``; a fused softmax moved to the tail ``<layer>__softmax``. hls4ml 1.3 accepts
-double underscores in layer names: it names its C++ variables and weight files by layer index
-(``layer2_out``, ``w2``), so layer names appear only in comments and in the config (checked by
-``tests/hls`` compiling such layers).
+``<layer>__merge``; a fused softmax moved to the tail ``<layer>__softmax`` (all made by the
+``*_name`` functions below, the one place to change the scheme). hls4ml 1.3 and g++ accept double
+underscores in layer names (checked by ``tests/hls/test_hls_shard.py`` and the bit-exact tests in
+``tests/test_verify_pipeline.py``): hls4ml names variables and weight files by layer index
+(``layer2_out``, ``w2``) but also derives type names from layer names (``fc1__merge_weight_t``).
+C++ formally reserves identifiers containing ``__``; compilers accept them, but if a vendor HLS
+front end ever refuses one, change the functions below (e.g. to ``fc1_s_n0``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ REQUIRED_ACCUM_SATURATION = "WRAP"
 def shard_name(layer: str, kind: str, part: int) -> str:
     """Name of shard ``part`` of ``layer`` (``fc1__n0`` / ``fc1__i0``)."""
     return f"{layer}__{'n' if kind == 'neuron' else 'i'}{part}"
+
+
+def shard_activation_name(activation_layer: str, part: int) -> str:
+    """Name of shard ``part``'s copy of a standalone elementwise activation layer (``relu1__n0``)."""
+    return f"{activation_layer}__n{part}"
 
 
 def merge_name(layer: str) -> str:
@@ -294,7 +302,7 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
         sets = {name: st}
         prev = name
         for act in shard_acts:
-            aname = f"{act.name}__n{i}"
+            aname = shard_activation_name(act.name, i)
             alyr = act.with_(name=aname, inputs=(prev,), input_shape=_slice_shape(act.input_shape, a, b),
                              output_shape=_slice_shape(act.output_shape, a, b))
             sets[aname] = _apply_override(aname, settings[act.name], overrides.get(aname), None, io_type)
@@ -334,12 +342,12 @@ def _merge_layer(target: Layer, k: int, inputs: tuple[str, ...]) -> Layer:
     in_shape = (*target.output_shape[:-1], k * n)
     if target.kind == "Dense":
         kernel = eye
-        params = {"units": n, "use_bias": use_bias}
+        params = {"units": n, "use_bias": use_bias, "merge_parts": k}
     else:
         ndim = 1 if target.kind == "Conv1D" else 2
         kernel = eye.reshape((1,) * ndim + eye.shape)
         params = {"filters": n, "kernel_size": (1,) * ndim, "strides": (1,) * ndim, "padding": "valid",
-                  "use_bias": use_bias}
+                  "use_bias": use_bias, "merge_parts": k}
     weights = {"kernel": kernel}
     if use_bias:
         weights["bias"] = np.asarray(bias)

@@ -292,3 +292,30 @@ def test_stream_fifos_use_bram_for_big_feature_maps(est):
     big = est.layer_cost(conv2d(30, 1, 16), LayerSettings(1, "Latency"), "io_stream", PYNQ)
     par = est.layer_cost(conv2d(30, 1, 16), LayerSettings(1, "Latency"), "io_parallel", PYNQ)
     assert big.bram18 > 0 and par.bram18 == 0
+
+
+def test_input_split_merge_is_priced_as_an_adder_tree():
+    """The merge layer's k*n x n 0/1 kernel is not k*n*n multipliers: Vivado keeps only the adders."""
+    from split4ml.boards import get_board
+    from split4ml.estimate.analytic import AnalyticEstimator
+    from split4ml.ir import Layer
+    from split4ml.settings import LayerSettings
+    from split4ml.shard import shard_unit
+
+    rng = np.random.default_rng(0)
+    fc = Layer(name="fc", kind="Dense", input_shape=(500,), output_shape=(500,), inputs=("x",), activation="relu",
+               params={"units": 500, "use_bias": True},
+               weights={"kernel": rng.normal(size=(500, 500)).astype(np.float32),
+                        "bias": rng.normal(size=(500,)).astype(np.float32)})
+    su = shard_unit([fc], "fc", "input", 4, {"fc": LayerSettings()})
+    merge = su.tail[0]
+    assert merge.params["merge_parts"] == 4
+    board = get_board("pynq-z2")
+    est = AnalyticEstimator()
+    c = est.layer_cost(merge, su.tail_settings[merge.name], "io_parallel", board)
+    assert c.dsp == 0 and c.bram18 == 0
+    # ~500 outputs x 4 additions x 16 bits, not 2,000 x 500 products
+    assert 500 * 4 * 16 * 0.25 < c.lut < board.lut
+    # a plain Dense of the same shape is priced as multipliers, far above
+    plain = merge.with_(params={"units": 500, "use_bias": True})
+    assert est.layer_cost(plain, su.tail_settings[merge.name], "io_parallel", board).lut > 10 * c.lut

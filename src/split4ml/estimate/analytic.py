@@ -372,7 +372,10 @@ class AnalyticEstimator(AdditiveEstimator):
         """Cost of one layer (its fused activation included) on ``board`` under ``settings``."""
         kind = layer.kind
         if kind in ("Dense", "Conv1D", "Conv2D"):
-            cost = self._compute(layer, settings, io_type, board)
+            if layer.params.get("merge_parts"):
+                cost = self._merge_adder(layer, settings, io_type)
+            else:
+                cost = self._compute(layer, settings, io_type, board)
             act = layer.activation or "linear"
             if act != "linear":
                 cost = cost + self._activation(act, layer.output_shape, settings, io_type, board, layer.name)
@@ -392,6 +395,29 @@ class AnalyticEstimator(AdditiveEstimator):
             f"layer {layer.name!r}: the analytic estimator does not model kind {kind!r}; "
             f"supported kinds are {', '.join(LAYER_KINDS)}"
         )
+
+    def _merge_adder(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
+        """The merge layer of an input split (``params["merge_parts"] = k``).
+
+        Its kernel is ``k`` stacked identity matrices of 1-bit weights: Vivado HLS folds the
+        constant-0 products away and turns the products by 1 into wires, so what is built is, per
+        output value, an adder tree of ``k`` partial sums plus the bias at the accumulator width, and
+        the cast to the result type (same rounding/saturation logic as any layer's output).
+        """
+        k = int(layer.params["merge_parts"])
+        n_values = math.prod(layer.output_shape)
+        acc = settings.precision.accum.width
+        res = settings.precision.result
+        adds = n_values * k  # (k - 1) additions of partial sums + 1 for the bias, per value
+        lut = adds * acc * ADD_LUT_PER_BIT + n_values * res.width * (
+            (CAST_ROUND_LUT_PER_BIT if res.rounding != "TRN" else 0.0)
+            + (CAST_SAT_LUT_PER_BIT if res.saturation != "WRAP" else 0.0)) + LAYER_CONTROL_LUT
+        depth = max(1, math.ceil(math.log2(k + 1)))
+        ff = n_values * acc * depth * FF_TREE_STAGE_FRACTION + LAYER_CONTROL_FF
+        positions = n_values // max(1, layer.output_shape[-1])
+        ii = positions if io_type == "io_stream" else 1
+        return Cost(lut=lut, ff=ff, dsp=0.0, bram18=0.0, latency_cycles=float(depth + 1 + (ii - 1)),
+                    ii_cycles=float(ii))
 
     def weight_stats(self, layer: Layer, wtype: FixedType) -> WeightStats:
         """Quantised-weight statistics of ``layer`` (memoised; uniform ones when it has no kernel)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,15 @@ def fix_axi_typedefs(project_dir: Path | str, project_name: str = DEFAULT_PROJEC
 
 @contextlib.contextmanager
 def _quiet(log: io.StringIO) -> Iterator[None]:
-    """Send hls4ml's prints (layer listings, warnings) to ``log`` instead of the terminal."""
-    with contextlib.redirect_stdout(log):
+    """Send hls4ml's prints (layer listings, warnings) to ``log`` instead of the terminal.
+
+    Also silences hls4ml 1.3's harmless ``UserWarning`` "Overriding attribute 'strategy' ...
+    latency -> Latency" that its pointwise-convolution pass raises for every 1x1 Conv (e.g. the
+    merge layer of a Conv input split): it only re-capitalises the strategy name.
+    """
+    with contextlib.redirect_stdout(log), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Overriding attribute 'strategy' of layer .*Pointwise",
+                                category=UserWarning)
         yield
 
 
