@@ -32,14 +32,89 @@ from .model import (
     read_plan_spec,
 )
 
+#: Estimator names :func:`get_estimator` knows (``calibrated`` needs a calibration).
+ESTIMATORS = ("analytic", "rule4ml", "calibrated")
 
-def get_estimator(name: str) -> Estimator:
-    """The estimator called ``name`` (``analytic`` is the default)."""
-    if name == "analytic":
-        from ..estimate.analytic import AnalyticEstimator
 
-        return AnalyticEstimator()
-    raise PlanError(f"unknown estimator {name!r}; available: analytic")
+def get_estimator(name: str | Path | Estimator = "analytic",
+                  calibration: str | Path | Mapping[str, Any] | Any | None = None) -> Estimator:
+    """The estimator ``name``: ``analytic`` (the default), ``rule4ml``, ``calibrated``, a calibration
+    file (``calib.yaml``: the estimator it was fitted for, calibrated), or an Estimator object.
+
+    With ``calibration`` (a file written by ``split4ml calibrate``, its mapping, or a
+    :class:`~split4ml.estimate.calibrate.Calibration`), the estimator is wrapped in a
+    :class:`~split4ml.estimate.calibrate.CalibratedEstimator` (name ``calibrated``); ``name`` may
+    then be ``calibrated`` (the calibration's own estimator) or must match the calibration's.
+    """
+    from ..estimate.calibrate import CalibratedEstimator, Calibration
+
+    if isinstance(name, Path) or (isinstance(name, str) and name.endswith((".yaml", ".yml"))):
+        if calibration is not None:
+            raise PlanError(f"estimator {str(name)!r} is a calibration file and --calibration is given too; give one")
+        calibration, name = name, "calibrated"
+    cal: Calibration | None = None
+    if calibration is not None:
+        if isinstance(calibration, Calibration):
+            cal = calibration
+        elif isinstance(calibration, Mapping):
+            cal = Calibration.from_dict(calibration, "calibration")
+        else:
+            cal = Calibration.read(calibration)
+    if not isinstance(name, str):
+        base: Estimator = name
+    else:
+        if name == "calibrated":
+            if cal is None:
+                raise PlanError("the calibrated estimator needs a calibration: pass --calibration calib.yaml (written "
+                                "by 'split4ml calibrate')")
+            name = cal.estimator
+        if name == "analytic":
+            from ..estimate.analytic import AnalyticEstimator
+
+            base = AnalyticEstimator()
+        elif name == "rule4ml":
+            from ..estimate.rule4ml import Rule4mlEstimator
+
+            base = Rule4mlEstimator()
+        else:
+            raise PlanError(f"unknown estimator {name!r}; available: {', '.join(ESTIMATORS)}")
+    return CalibratedEstimator(base, cal) if cal is not None else base
+
+
+def segment_cost_callable(est: Estimator, units: Sequence[Sequence[Layer]], settings: Mapping[str, LayerSettings],
+                          io_type: str, board: Board) -> Any:
+    """``partition_chain``'s ``segment_cost(i, j)`` for an estimator that is not additive (rule4ml, a
+    power-law calibration); ``None`` for additive ones (the partitioner then sums unit costs)."""
+    from ..estimate.calibrate import is_additive
+
+    if is_additive(est):
+        return None
+
+    def seg(i: int, j: int) -> Cost:
+        return est.segment_cost([lyr for u in units[i:j] for lyr in u], settings, io_type, board)
+
+    return seg
+
+
+def annotate_estimates(plan: Plan, graph: Graph, est: Estimator) -> Plan:
+    """``plan`` with, per stage and shard, which estimator priced it (``estimate_source``), and the
+    calibration of a calibrated estimator (so the plan file re-prices the same way)."""
+    from ..estimate.calibrate import CalibratedEstimator, segment_source
+
+    pipeline = stages_pipeline(graph, plan.stages, plan.build)
+    by_index: dict[int, dict[int | None, str]] = {}
+    for node in pipeline.nodes:
+        st = node.stage
+        src = segment_source(est, list(st.graph.body), st.settings, plan.build.io_type, st.board)
+        by_index.setdefault(st.index, {})[st.part] = src
+    stages = []
+    for st in plan.stages:
+        srcs = by_index.get(st.index, {})
+        shards = tuple(replace(sh, estimate_source=srcs.get(sh.part)) for sh in st.shards)
+        names = sorted(set(srcs.values()))
+        stages.append(replace(st, shards=shards, estimate_source="+".join(names) if names else None))
+    cal = est.calibration.to_dict() if isinstance(est, CalibratedEstimator) else None
+    return replace(plan, stages=tuple(stages), calibration=cal)
 
 
 def precision_family(precision: FixedType) -> BuildSettings:
@@ -318,9 +393,12 @@ def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: S
 def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.85, objective: str = "throughput",
               max_boards: int | None = None, n_stages: int | None = None, reuse_factor: int | None = None,
               strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
-              build: BuildSettings | None = None, estimator: str = "analytic",
-              board_files: Sequence[str] = ()) -> Plan:
-    """Plan the optimal pipeline of ``graph`` on boards of type ``board``."""
+              build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
+              board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None) -> Plan:
+    """Plan the optimal pipeline of ``graph`` on boards of type ``board``.
+
+    ``estimator`` and ``calibration`` are as :func:`get_estimator` takes them.
+    """
     from .partition import partition_chain
     from .reuse import choose_settings
 
@@ -336,7 +414,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         build, cfg_rf, cfg_strategy, overrides = parse_hls_config(hls_config, build)
         reuse_factor = reuse_factor if reuse_factor is not None else cfg_rf
         strategy = strategy if strategy is not None else cfg_strategy
-    est = get_estimator(estimator)
+    est = get_estimator(estimator, calibration)
     settings = align_passthrough(graph, choose_settings(graph, board, cap, est, build, reuse_factor=reuse_factor,
                                                         strategy=strategy, overrides=overrides))
     units = graph.units()
@@ -368,7 +446,8 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
         return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,
                                max_boards=max_boards, n_stages=n_stages, unit_names=[u[0].name for u in units],
-                               shell=est.shell_cost(board), options=options)
+                               shell=est.shell_cost(board), options=options,
+                               segment_cost=segment_cost_callable(est, units, sets, build.io_type, board))
 
     try:
         part = partition(settings)
@@ -386,10 +465,11 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     stage_layers, splits, shard_sets, tail_sets = _split_stages(part, units, options)
     model_path = Path(model)
     sha = file_sha256(model_path) if model_path.is_file() else None
-    return assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model), model_sha256=sha,
+    plan = assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model), model_sha256=sha,
                     board=board, cap=cap, objective=objective, estimator=est, build=build,
                     stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=settings,
                     board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets)
+    return annotate_estimates(plan, graph, est)
 
 
 def _split_policy(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
@@ -561,7 +641,7 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
                 o["precision"] = ls.precision
             if o:
                 overrides[ls.name] = o
-    est = get_estimator(spec.estimator)
+    est = get_estimator(spec.estimator, calibration=spec.calibration)
     try:
         settings = choose_settings(graph, board, spec.cap, est, spec.build, reuse_factor=spec.reuse_factor,
                                    strategy=spec.strategy, overrides=overrides)
@@ -586,12 +666,13 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     if spec.model_sha256 and spec.model_path.is_file() and file_sha256(spec.model_path) != spec.model_sha256:
         raise PlanError(f"model_sha256: {spec.model_path} has changed since this plan was made; re-plan it, or "
                         "delete the model_sha256 line if the change is intended")
-    return assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
+    plan = assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
                     objective=spec.objective, estimator=est, build=spec.build,
                     stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
                     stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
                     board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
                     shard_settings=shard_sets, tail_settings=tail_sets)
+    return annotate_estimates(plan, graph, est)
 
 
 def _shard_settings(st: Any, unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,

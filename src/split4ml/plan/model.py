@@ -101,6 +101,8 @@ class PlanSpec:
     model_sha256: str | None = None
     board_files: tuple[str, ...] = ()
     base_dir: Path = Path(".")
+    #: the corrections of a ``calibrated`` estimator (the ``calibration`` mapping of the plan file)
+    calibration: Mapping[str, Any] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -201,7 +203,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
             st = {"layers": st}
         _expect(isinstance(st, Mapping), w, "expected a mapping with 'layers' (and optionally 'board')")
         allowed = {"layers", "board", "index", "input", "output", "estimate", "utilization", "interval_us",
-                   "latency_us", "split", "shards", "merge", "tail"}
+                   "latency_us", "split", "shards", "merge", "tail", "estimate_source"}
         unknown = set(st) - allowed
         _expect(not unknown, w, f"unknown field(s) {sorted(unknown)}; a stage has 'board' and 'layers'")
         _expect("layers" in st, f"{w}.layers", "missing: the layers this board runs")
@@ -255,6 +257,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
         model_sha256=data.get("model_sha256"),
         board_files=tuple(str(base_dir / f) if not Path(f).is_absolute() else str(f) for f in board_files),
         base_dir=base_dir,
+        calibration=data.get("calibration"),
     )
 
 
@@ -300,6 +303,8 @@ class ShardPlan:
     cost: Cost
     input: Wire
     output: Wire
+    #: which estimator priced this board: analytic, rule4ml or calibrated (None: not recorded)
+    estimate_source: str | None = None
 
     def utilization(self) -> dict[str, float]:
         return self.cost.utilization(self.board)
@@ -326,6 +331,9 @@ class StagePlan:
     shards: tuple[ShardPlan, ...] = ()
     merge: str | None = None
     tail: tuple[str, ...] = ()
+    #: which estimator priced the stage: analytic, rule4ml or calibrated; a split stage whose shards
+    #: differ lists them joined by '+' (None: not recorded)
+    estimate_source: str | None = None
 
     @property
     def n_boards(self) -> int:
@@ -353,6 +361,9 @@ class Plan:
     metrics: PipelineMetrics
     board_files: tuple[str, ...] = ()
     base_dir: Path = Path(".")
+    #: the corrections of a ``calibrated`` estimator (:meth:`Calibration.to_dict` form), so that the
+    #: plan is re-priced the same way when it is read back
+    calibration: Mapping[str, Any] | None = None
 
     @property
     def n_stages(self) -> int:
@@ -392,6 +403,7 @@ class Plan:
             "cap": self.cap,
             "objective": self.objective,
             "estimator": self.estimator,
+            **({"calibration": dict(self.calibration)} if self.calibration else {}),
             "hls": {
                 "io_type": self.build.io_type,
                 "default_precision": str(self.build.default_precision),
@@ -432,13 +444,15 @@ class Plan:
                      "layers": [{"name": n, "reuse_factor": sh.settings[n].reuse_factor,
                                  "strategy": sh.settings[n].strategy, "precision": sh.settings[n].precision.as_dict()}
                                 for n in sh.layers],
-                     "input": sh.input.as_dict(), "output": sh.output.as_dict(), "estimate": sh.cost.as_dict()}
+                     "input": sh.input.as_dict(), "output": sh.output.as_dict(), "estimate": sh.cost.as_dict(),
+                     **({"estimate_source": sh.estimate_source} if sh.estimate_source else {})}
                     for sh in st.shards]
             out["stages"].append({
                 **entry,
                 "input": st.input.as_dict(),
                 "output": st.output.as_dict(),
                 "estimate": st.cost.as_dict(),
+                **({"estimate_source": st.estimate_source} if st.estimate_source else {}),
                 "utilization": {k: round(v, 4) for k, v in st.utilization().items()},
                 "interval_us": round(m.stage_interval_us[st.index], 3),
                 "latency_us": round(m.stage_latency_us[st.index], 3),
@@ -474,11 +488,12 @@ class Plan:
                     "output": st.output.as_dict(),
                     "n_boards": st.n_boards,
                     "merge": st.merge,
+                    "estimate_source": st.estimate_source,
                     "shards": [
                         {"board": sh.board.name, "layer": st.split.layer, "kind": st.split.kind, "part": sh.part,
                          "parts": st.split.parts, "layers": list(sh.layers), "resources": sh.cost.resources(),
                          "utilization": sh.utilization(), "ii_cycles": sh.cost.ii_cycles,
-                         "latency_cycles": sh.cost.latency_cycles}
+                         "latency_cycles": sh.cost.latency_cycles, "estimate_source": sh.estimate_source}
                         for sh in st.shards
                     ] if st.split else [],
                     "layer_settings": [
