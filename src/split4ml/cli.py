@@ -16,7 +16,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from .errors import Split4mlError
@@ -39,6 +46,32 @@ PrecisionOpt = Annotated[str | None, typer.Option(
     "--precision", help="Default precision, e.g. 'ap_fixed<16,6>' (results are rounded and saturated).")]
 IoOpt = Annotated[str, typer.Option("--io-type", help="io_parallel or io_stream.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="hls4ml-style config YAML (Model / LayerName).")]
+EstimatorOpt = Annotated[str, typer.Option(
+    "--estimator", help="analytic (default) or rule4ml (needs the rule4ml extra); calibrated with --calibration.")]
+CalibrationOpt = Annotated[Path | None, typer.Option(
+    "--calibration", help="Calibration YAML written by 'split4ml calibrate': corrects the estimator it was fitted for.")]
+
+
+@contextmanager
+def _estimator_warnings(enabled: bool = True) -> Iterator[None]:
+    """Show an estimator's fallback warnings (a segment outside rule4ml's range) as one clean line each."""
+    import warnings
+
+    from rich.markup import escape
+
+    from .estimate.rule4ml import EstimatorFallbackWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EstimatorFallbackWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, EstimatorFallbackWarning):
+                    if enabled:
+                        err.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _emit_json(data: Any) -> None:
@@ -60,6 +93,18 @@ def _progress(enabled: bool) -> Iterator[Any]:
             bar.update(tasks[step], completed=done, total=total)
 
         yield cb
+
+
+@contextmanager
+def _step(enabled: bool, description: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr, for one long step that cannot count its progress."""
+    if not enabled:
+        yield
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        bar.add_task(description, total=None)
+        yield
 
 
 def _build_settings(precision: str | None, io_type: str) -> Any:
@@ -114,11 +159,12 @@ def boards(json_out: JsonOpt = False, board_file: BoardFileOpt = None) -> None:
 
 
 @app.command()
-def inspect(model: Path, json_out: JsonOpt = False) -> None:
+def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Show a model's layers, shapes and parameters as split4ml reads them."""
     from .frontends import load_model
 
-    g = load_model(model)
+    with _step(not (quiet or json_out), f"reading {model.name}"):
+        g = load_model(model)
     layers = [{"name": lyr.name, "type": lyr.kind, "input_shape": list(lyr.input_shape),
                "output_shape": list(lyr.output_shape), "activation": lyr.activation, "params": lyr.n_params}
               for lyr in g.layers]
@@ -141,14 +187,25 @@ def inspect(model: Path, json_out: JsonOpt = False) -> None:
 @app.command()
 def estimate(model: Path, board: BoardOpt = "pynq-z2", reuse_factor: RfOpt = None, strategy: StrategyOpt = None,
              precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", config: ConfigOpt = None,
-             cap: CapOpt = 0.85, board_file: BoardFileOpt = None, json_out: JsonOpt = False) -> None:
+             cap: CapOpt = 0.85, board_file: BoardFileOpt = None, json_out: JsonOpt = False,
+             quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic", calibration: CalibrationOpt = None) -> None:
     """Estimate each layer's cost on a board (settings chosen as the planner would)."""
+    with _estimator_warnings():
+        _estimate(model, board, reuse_factor, strategy, precision, io_type, config, cap, board_file, json_out, quiet,
+                  estimator, calibration)
+
+
+def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str | None, precision: str | None,
+              io_type: str, config: Path | None, cap: float, board_file: list[Path] | None, json_out: bool,
+              quiet: bool, estimator: str, calibration: Path | None) -> None:
     from .boards import get_board
+    from .estimate.calibrate import segment_source
     from .frontends import load_model
     from .plan.api import get_estimator, parse_hls_config
     from .plan.reuse import choose_settings
 
-    g = load_model(model)
+    with _step(not (quiet or json_out), f"reading {model.name}"):
+        g = load_model(model)
     b = get_board(board, tuple(board_file or ()))
     build = _build_settings(precision, io_type)
     overrides: dict[str, Any] = {}
@@ -156,7 +213,7 @@ def estimate(model: Path, board: BoardOpt = "pynq-z2", reuse_factor: RfOpt = Non
         build, crf, cst, overrides = parse_hls_config(_read_yaml(config, "--config"), build)
         reuse_factor = reuse_factor if reuse_factor is not None else crf
         strategy = strategy if strategy is not None else cst
-    est = get_estimator("analytic")
+    est = get_estimator(estimator, calibration)
     settings = choose_settings(g, b, cap, est, build, reuse_factor=reuse_factor, strategy=strategy,
                                overrides=overrides)
     rows = []
@@ -165,11 +222,13 @@ def estimate(model: Path, board: BoardOpt = "pynq-z2", reuse_factor: RfOpt = Non
         s = settings[lyr.name]
         rows.append({"name": lyr.name, "type": lyr.kind, "lut": c.lut, "ff": c.ff, "dsp": c.dsp, "bram18": c.bram18,
                      "latency_cycles": c.latency_cycles, "ii_cycles": c.ii_cycles, "reuse_factor": s.reuse_factor,
-                     "strategy": s.strategy, "source": est.name})
+                     "strategy": s.strategy,
+                     "source": segment_source(est, [lyr], {lyr.name: s}, build.io_type, b)})
     tot = est.segment_cost(list(g.body), settings, build.io_type, b)
     shell = est.shell_cost(b)
     total = {**tot.resources(), "latency_cycles": tot.latency_cycles, "ii_cycles": tot.ii_cycles,
-             "utilization": tot.utilization(b), "fits_one_board": tot.fits(b, cap), "shell": shell.resources()}
+             "utilization": tot.utilization(b), "fits_one_board": tot.fits(b, cap), "shell": shell.resources(),
+             "source": segment_source(est, list(g.body), settings, build.io_type, b)}
     data = {"board": b.name, "estimator": est.name, "cap": cap, "layers": rows, "total": total}
     if json_out:
         _emit_json(data)
@@ -221,7 +280,8 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
          precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", cap: CapOpt = 0.85,
          board_file: BoardFileOpt = None,
          output: Annotated[Path, typer.Option("-o", "--output", help="Plan file to write.")] = Path("plan.yaml"),
-         json_out: JsonOpt = False) -> None:
+         json_out: JsonOpt = False, quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic",
+         calibration: CalibrationOpt = None) -> None:
     """Choose the optimal pipeline of boards for MODEL and write it as a plan file."""
     from .boards import get_board
     from .frontends import load_model
@@ -229,12 +289,15 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
 
     if boards_ is not None and stages is not None and stages > boards_:
         raise Split4mlError(f"--stages {stages} is more than --boards {boards_}; drop one of them")
-    g = load_model(model)
+    with _step(not (quiet or json_out), f"reading {model.name}"):
+        g = load_model(model)
     b = get_board(board, tuple(board_file or ()))
-    p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
-                  reuse_factor=reuse_factor, strategy=strategy,
-                  hls_config=_read_yaml(config, "--config") if config else None,
-                  build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()])
+    with _estimator_warnings():
+        p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
+                      reuse_factor=reuse_factor, strategy=strategy,
+                      hls_config=_read_yaml(config, "--config") if config else None,
+                      build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
+                      estimator=estimator, calibration=calibration)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})
@@ -365,6 +428,254 @@ def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working di
         out.print(f"hls4ml projects: {res['build']['out_dir']}")
     if not res["verify"]["bit_exact"]:
         raise typer.Exit(1)
+
+
+def _node_spec(plan_file: Path, stage: str, driver: str) -> Any:
+    """The runtime spec for ``split4ml node``: read ``pipeline.json``, or build it from a plan file
+    (compiling only this node's stage for the csim driver)."""
+    from .runtime.spec import read_spec, spec_from_pipeline
+
+    if plan_file.suffix == ".json":
+        return read_spec(plan_file)
+    from .plan.api import load_plan, plan_pipeline
+
+    p, g = load_plan(plan_file)
+    pipeline, whole = plan_pipeline(p, g)
+    spec = spec_from_pipeline(pipeline, whole)
+    me = pipeline.node(spec.node(stage).id)
+    art: dict[str, Any] = {}
+    if driver == "csim":
+        from .hls.csim import compile_stage
+
+        m = compile_stage(me.stage)
+        art["csim"] = {"library": str(m.library), "project_name": m.project_name}
+    elif driver == "reference":
+        import tempfile
+
+        from .runtime.drivers import save_reference_model
+
+        art["reference"] = str(save_reference_model(me.stage, Path(tempfile.mkdtemp(prefix="split4ml-node-"))
+                                                    / f"{me.id}.npz"))
+    return spec.with_artifacts({me.id: art})
+
+
+@app.command()
+def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .yaml, or the pipeline.json 'run' writes.")],
+         stage: Annotated[str, typer.Option("--stage", help="Node id (e.g. stage_1) or index.")],
+         bind_address: Annotated[str, typer.Option("--bind", help="Input address, e.g. tcp://0.0.0.0:5555.")],
+         connect_to: Annotated[list[str] | None, typer.Option(
+             "--connect", help="Consumer address, ID=tcp://HOST:PORT (ID: a node id or 'sink'); repeat per consumer.")]
+         = None,
+         driver: Annotated[str, typer.Option("--driver", help="csim, pynq or reference.")] = "csim",
+         stats: Annotated[str | None, typer.Option("--stats", help="The launcher's statistics address.")] = None,
+         bitstream: Annotated[str | None, typer.Option("--bitstream", help="pynq: the stage's .bit (.hwh beside it).")]
+         = None,
+         reference_mode: Annotated[str, typer.Option("--reference-mode", help="reference: fixed or float.")] = "fixed",
+         hwm: Annotated[int, typer.Option("--hwm", help="High-water mark of every socket, frames.")] = 16,
+         idle_exit: Annotated[float | None, typer.Option("--idle-exit", help="Exit after S seconds without frames.")]
+         = None,
+         incarnation: Annotated[int, typer.Option("--incarnation", hidden=True)] = 0,
+         parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True)] = None,
+         die_after: Annotated[int | None, typer.Option("--die-after", hidden=True)] = None,
+         corrupt_at: Annotated[int | None, typer.Option("--corrupt-at", hidden=True)] = None,
+         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Run one board's piece: receive frames, run the stage, send the result downstream."""
+    from .runtime.drivers import DRIVERS
+    from .runtime.node import NodeOptions, serve_node
+
+    if driver not in DRIVERS:
+        raise Split4mlError(f"--driver {driver!r} is not one of {DRIVERS}")
+    connect: dict[str, str] = {}
+    for item in connect_to or []:
+        key, sep, addr = item.partition("=")
+        if not sep:
+            key, addr = "", item
+        connect[key] = addr
+    spec = _node_spec(plan_file, stage, driver)
+    me = spec.node(stage)
+    if not (quiet or json_out):
+        err.print(f"node {me.id} ({driver}): listening on {bind_address}, sending to {connect or '-'}")
+    res = serve_node(spec, NodeOptions(node=me.id, bind=bind_address, connect=connect, driver=driver, stats=stats,
+                                       hwm=hwm, reference_mode=reference_mode, bitstream=bitstream,
+                                       die_after=die_after, corrupt_at=corrupt_at, parent_pid=parent_pid,
+                                       idle_exit_s=idle_exit, incarnation=incarnation))
+    if json_out:
+        _emit_json(res)
+    elif not quiet:
+        out.print(f"node {me.id}: {res['frames']} frames, {res['samples']} samples, busy {res['busy_s']:.3f} s, "
+                  f"rejected {res['rejected_total']}")
+
+
+def _print_run(d: dict[str, Any]) -> None:
+    ok = d["bit_exact"] and d["completed"]
+    style = "bold green" if ok else "bold red"
+    verdict = "BIT-EXACT" if ok else ("MISMATCH" if d["mismatched_samples"] else "INCOMPLETE")
+    out.print(f"[{style}]{verdict}[/]: {d['delivered']} of {d['samples']} samples delivered "
+              f"(checked against the {d['reference']}); lost {d['lost']}, duplicated {d['duplicated']} (dropped "
+              f"at the sink), rejected {d['rejected']}, restarts {d['restarts']}")
+    out.print(f"throughput {d['throughput_per_s']:,.0f} samples/s; latency p50 {d['latency_us']['p50']:,.0f} us, "
+              f"p99 {d['latency_us']['p99']:,.0f} us; frames sent {d['sent_frames']}, received "
+              f"{d['received_frames']}, re-sent {d['resent_frames']} (batch {d['batch']})")
+    t = Table(title="nodes")
+    for c in ("node", "driver", "frames", "samples", "busy", "rejected", "restarts"):
+        t.add_column(c, justify="left" if c in ("node", "driver") else "right")
+    for s in d["stages"]:
+        t.add_row(s["id"], s["driver"], f"{s['frames']:,}", f"{s['samples']:,}", f"{s['busy_fraction']:.0%}",
+                  str(s["rejected"]), str(s["restarts"]))
+    out.print(t)
+    for f in d["faults"]:
+        out.print(f"[yellow]fault:[/] {f}", highlight=False)
+    if d["failure"]:
+        fl = d["in_flight"]
+        shown = ", ".join(map(str, fl[:20])) + (" ..." if len(fl) > 20 else "")
+        out.print(f"[bold red]stopped:[/] {d['failure']}", highlight=False)
+        out.print(f"completed {d['delivered']} samples; in flight {len(fl)} [{shown}]; not sent {d['not_sent']}")
+    if d.get("workdir"):
+        out.print(f"spec and node logs: {d['workdir']}")
+
+
+@app.command()
+def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+        emulate: Annotated[bool, typer.Option("--emulate", help="Every node as a local process (C-sim driver).")]
+        = False,
+        hosts: Annotated[Path | None, typer.Option("--hosts", help="hosts.yaml: drive real hosts.")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help=".npz with 'x'.")] = None,
+        samples: Annotated[int, typer.Option("--samples", "-n", help="Number of samples.")] = 200,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+        batch: Annotated[int, typer.Option("--batch", help="Samples per frame.")] = 8,
+        restart: Annotated[bool, typer.Option("--restart", help="Restart a node that dies; finish the run.")] = False,
+        chaos: Annotated[list[str] | None, typer.Option(
+            "--chaos", help="Inject a fault: kill:STAGE@N (kill after N frames) or corrupt:STAGE@N.")] = None,
+        driver: Annotated[str, typer.Option("--driver", help="--emulate: csim or reference.")] = "csim",
+        timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+        start_timeout: Annotated[float | None, typer.Option(
+            "--start-timeout", help="Seconds for the nodes to report (default 60; 600 with --hosts).")] = None,
+        workdir: Annotated[Path | None, typer.Option("--workdir", "-o", help="Keep the spec and node logs here.")]
+        = None,
+        json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Stream samples through the pipeline of a plan, check them bit for bit, and measure it."""
+    import numpy as np
+
+    from .errors import DataError
+    from .plan.api import load_plan, plan_pipeline
+    from .runtime.run import Chaos, RunOptions, run_pipeline
+    from .verify import random_inputs
+
+    if emulate == (hosts is not None):
+        raise Split4mlError("give exactly one of --emulate (every node on this machine) or --hosts hosts.yaml")
+    if samples < 1 or batch < 1:
+        raise DataError(f"--samples and --batch must be at least 1, got {samples} and {batch}")
+    p, g = load_plan(plan_file)
+    pipeline, whole = plan_pipeline(p, g)
+    if data is not None:
+        x, _ = _load_data(data)
+        x = x[:samples]
+    else:
+        x = random_inputs(p.build.input_precision, g.input.output_shape, samples, seed=seed)
+    opts = RunOptions(batch=batch, driver=driver, restart=restart, chaos=tuple(Chaos.parse(c) for c in chaos or []),
+                      timeout_s=timeout, workdir=workdir,
+                      start_timeout_s=start_timeout if start_timeout is not None else (600.0 if hosts else 60.0))
+    with _progress(not (quiet or json_out)) as cb:
+        if hosts is not None:
+            from .runtime.hosts import format_launches, read_hosts, run_hosts
+
+            h = read_hosts(hosts)
+
+            def announce(launches: Any) -> None:
+                if h.launch == "print" and not json_out:
+                    spec_file = (workdir or Path("split4ml-run")) / "pipeline.json"
+                    err.print(f"copy {spec_file} to each host's working directory, then start these there "
+                              "(waiting for them to report):")
+                    for line in format_launches(launches):
+                        err.print(line, highlight=False, soft_wrap=True)
+
+            res = run_hosts(pipeline, np.asarray(x), h, whole=whole, plan_path=str(plan_file), options=opts,
+                            progress=cb, announce=announce, out_dir=workdir or Path("split4ml-run"))
+        else:
+            res = run_pipeline(pipeline, np.asarray(x), whole=whole, options=opts, progress=cb)
+    d = res.as_dict()
+    if json_out:
+        _emit_json(d)
+    else:
+        _print_run(d)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+           verify_json: Annotated[Path | None, typer.Option(
+               "--verify-json", help="Show this 'split4ml verify --json' result.")] = None,
+           run_json: Annotated[Path | None, typer.Option(
+               "--run-json", help="Show this 'split4ml run --json' result.")] = None,
+           output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")] = Path("report.html"),
+           png: Annotated[Path | None, typer.Option("--png", help="Also write the figures as PNG files here.")]
+           = None,
+           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Write a self-contained HTML report of a plan: boards, resources, timeline, performance model."""
+    from .plan.api import load_plan
+    from .report import read_run_json, read_verify_json, write_report
+
+    verify_res = read_verify_json(verify_json) if verify_json is not None else None
+    run_res = read_run_json(run_json) if run_json is not None else None
+    show = not (quiet or json_out)
+    with _step(show, f"reading {plan_file.name} and its model"):
+        p, g = load_plan(plan_file)
+    with _progress(show) as cb:
+        res = write_report(p, g, output, verify=verify_res, run=run_res, png_dir=png, plan_path=str(plan_file),
+                           progress=cb)
+    if json_out:
+        _emit_json(res.as_dict())
+        return
+    out.print(f"wrote {res.html}")
+    for f in res.figures:
+        out.print(f"wrote {f}")
+
+
+@app.command()
+def calibrate(
+    reports: Annotated[list[Path], typer.Argument(
+        metavar="REPORTS...", help="Build directories written by 'split4ml build' (after the vendor build ran in "
+        "them), or stage project directories inside one.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Calibration file to write.")] = Path("calib.yaml"),
+    estimator: EstimatorOpt = "analytic",
+    stage: Annotated[str, typer.Option(
+        "--stage", help="Report figures to fit: auto (Vivado synthesis where every design has it, else HLS), hls, "
+        "synth.")] = "auto",
+    mode: Annotated[str, typer.Option(
+        "--mode", help="power (factor * estimate ** exponent, log-scale fit) or scale (factor only).")] = "power",
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit per-resource corrections of an estimator from real Vivado/Vitis HLS synthesis reports."""
+    from rich.markup import escape
+
+    from .estimate.calibrate import METRICS, calibrate_from_reports
+    from .plan.api import get_estimator
+
+    if estimator not in ("analytic", "rule4ml"):
+        raise Split4mlError(f"--estimator {estimator!r}: calibrate fits analytic or rule4ml")
+    with _estimator_warnings(not json_out):
+        cal, got = calibrate_from_reports(reports, get_estimator(estimator), stage=stage, mode=mode)
+    cal.write(output)
+    data = {**cal.to_dict(), "calibration_file": str(output),
+            "skipped": [{"path": p, "reason": why} for p, why in got.skipped]}
+    if json_out:
+        _emit_json(data)
+        return
+    t = Table(title=f"Calibration of the {cal.estimator} estimator on {len(got.points)} design(s), {cal.stage} figures")
+    for c in ("metric", "factor", "exponent", "designs", "zero", "MdAPE before", "MdAPE after"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for m in METRICS:
+        c = cal.corrections.get(m)
+        if c is None:
+            t.add_row(m, "-", "-", "0", "", "", "")
+            continue
+        t.add_row(m, f"{c.factor:.4g}", f"{c.exponent:.3f}", str(c.n), str(c.n_zero), f"{c.mdape_before:.1f} %",
+                  f"{c.mdape_after:.1f} %")
+    out.print(t)
+    for p, why in got.skipped:
+        err.print(f"[yellow]skipped[/] {escape(p)}: {escape(why)}", highlight=False)
+    out.print(f"wrote {output}; use it with: split4ml plan MODEL --calibration {output}")
 
 
 def main() -> None:

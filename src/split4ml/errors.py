@@ -37,3 +37,20 @@ class BuildError(Split4mlError):
 
 class DataError(Split4mlError):
     """Input data (``--data file.npz``) is missing, malformed or of the wrong shape."""
+
+
+class FrameError(Split4mlError):
+    """A runtime frame is malformed or not meant for its receiver (bad magic, version, plan hash,
+    CRC, destination, type or shape); it is rejected and counted, never fed to a model.
+
+    ``reason`` is a short key (``crc``, ``plan_hash``, ``shape``...) used in the counts.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RuntimeFault(Split4mlError):
+    """The distributed runtime cannot start or continue: a node cannot bind or load its driver,
+    never reports, or dies without ``--restart``; the message names the node and the cause."""
