@@ -255,7 +255,8 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
 def print_plan(plan: Any) -> None:
     """Rich table of a plan: per-board utilisation, coloured as the cap nears."""
     m = plan.metrics
-    t = Table(title=f"Plan: {plan.n_stages} x {plan.board.name}, objective {plan.objective}, cap {plan.cap:.0%}")
+    t = Table(title=f"Plan: {plan.n_boards} x {plan.board.name} in {plan.n_stages} pipeline steps, "
+                    f"objective {plan.objective}, cap {plan.cap:.0%}")
     for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "II (cyc)", "interval (us)", "out wire"):
         t.add_column(c, justify="left" if c in ("board", "layers", "out wire") else "right")
     for st in plan.stages:
