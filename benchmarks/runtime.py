@@ -1,0 +1,248 @@
+"""The distributed runtime on one machine: an emulated pipeline against the whole model, and per-hop latency.
+
+1. **Pipeline vs whole model.** A seeded MLP (``--width`` x ``--layers`` Dense ReLU layers, 10 outputs,
+   softmax) is cut into ``--stages`` boards of equal numbers of layers. Every stage and the whole
+   model are compiled first (hls4ml C-simulation, cached), then:
+
+   - the whole model's C-simulation ``predict`` runs ``--samples`` samples: hls4ml's own
+     ``ModelGraph.predict`` (converted and compiled once more, untimed) and split4ml's
+     ``CsimModel.predict`` (the same ``<project>_double`` bridge, loaded from the cache);
+   - ``split4ml run --emulate`` streams the same samples through one ``split4ml node`` process per
+     stage (csim driver) over loopback ZeroMQ, checks every output bit-exact against the whole
+     model, and reports throughput, latency p50/p99 and per-stage busy fractions; then 300 samples
+     go through one at a time (batch 1, window 1) for the latency without queueing.
+
+2. **Per-hop latency.** A relay process receives frames (``decode_frame``: CRC, header, type and
+   shape checks), re-encodes them and sends them back over loopback TCP. One frame is in flight at
+   a time; a hop is half a round trip: encode, send, receive, decode. Payloads of 64 B to 64 KiB
+   (``ap_fixed<16,6>`` values, 2 bytes each; each frame adds ``OVERHEAD_BYTES`` of header and CRC).
+
+    python benchmarks/runtime.py [--samples 3000] [--stages 4] [--batch 8] [--hops 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from machine import cpu_model  # benchmarks/machine.py
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+HOP_SIZES = (64, 256, 1024, 4096, 16384, 65536)
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+def build_pipeline(width: int, layers: int, n_stages: int, seed: int) -> tuple[Any, Any, list[tuple[str, ...]]]:
+    from split4ml.boards import get_board
+    from split4ml.frontends.keras import graph_from_keras
+    from split4ml.models import deep_mlp
+    from split4ml.settings import BuildSettings, LayerSettings
+    from split4ml.split import linear_pipeline, make_stages, whole_model_stage
+
+    graph = graph_from_keras(deep_mlp(widths=(width,) * layers, n_in=width, n_out=10, seed=seed))
+    units = [tuple(lyr.name for lyr in u) for u in graph.units()]
+    bounds = np.linspace(0, len(units), n_stages + 1).round().astype(int)
+    cuts = [tuple(n for u in units[a:b] for n in u) for a, b in zip(bounds, bounds[1:], strict=False)]
+    settings = {lyr.name: LayerSettings() for lyr in graph.body}
+    board = get_board("pynq-z2")
+    build = BuildSettings()
+    stages = make_stages(graph, cuts, [board] * n_stages, settings, build)
+    return linear_pipeline(stages), whole_model_stage(graph, board, settings, build), cuts
+
+
+def time_predict(predict: Any, x: np.ndarray, repeat: int) -> float:
+    """Best samples/s of ``repeat`` runs of ``predict(x)``."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        predict(x)
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
+
+
+def hls4ml_predict(whole: Any, library: Path) -> Any:
+    """hls4ml's own ``ModelGraph`` of the whole model, its ``predict`` bound to the compiled C-simulation
+    library from the cache (what ``ModelGraph.compile()`` would load; converting is untimed)."""
+    import ctypes
+
+    from split4ml.hls.project import convert_stage
+
+    hls_model = convert_stage(whole, Path(tempfile.mkdtemp(prefix="split4ml-bench-")) / "whole", write=False)
+    hls_model._top_function_lib = ctypes.cdll.LoadLibrary(str(library))
+    return hls_model
+
+
+def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from split4ml.hls.csim import compile_stages
+    from split4ml.runtime import RunOptions, run_pipeline
+    from split4ml.verify import random_inputs
+
+    pipeline, whole, cuts = build_pipeline(args.width, args.layers, args.stages, args.seed)
+    stages = [n.stage for n in pipeline.nodes]
+    t0 = time.perf_counter()
+    models = compile_stages([*stages, whole])
+    compile_s = time.perf_counter() - t0
+    x = whole.input_type.quantize(random_inputs(whole.input_type, whole.input_shape, args.samples, seed=args.seed))
+    whole_model = models[-1]
+    per_stage = [1e6 / time_predict(m.predict, x[:200], 2) for m in models[:-1]]
+    hm = hls4ml_predict(whole, whole_model.library)
+    # interleaved, so that a change of the machine's load hits both sides alike; the best of each is kept
+    csim_rates, hls_rates, runs = [], [], []
+    for _ in range(args.repeat):
+        hls_rates.append(time_predict(lambda a: hm.predict(np.ascontiguousarray(a)), x, 1))
+        csim_rates.append(time_predict(whole_model.predict, x, 1))
+        rep = run_pipeline(pipeline, x, whole, RunOptions(batch=args.batch, stall_timeout_s=60))
+        if not rep.ok:
+            raise SystemExit(f"pipeline run failed: {rep.as_dict()}")
+        runs.append(rep)
+    best = max(runs, key=lambda r: r.throughput_per_s)
+    hls_rate, csim_rate = max(hls_rates), max(csim_rates)
+    # latency without queueing: one sample in flight at a time
+    single = run_pipeline(pipeline, x[:300], whole, RunOptions(batch=1, window=1, stall_timeout_s=60))
+    return {
+        "model": f"MLP {args.width}x{args.layers} (+10, softmax), {args.stages} stages: " + " | ".join(
+            ",".join(c) for c in cuts),
+        "samples": args.samples, "batch": args.batch, "compile_s": compile_s,
+        "stage_csim_us_per_sample": per_stage,
+        "whole_csim_hls4ml_per_s": hls_rate, "whole_csim_split4ml_per_s": csim_rate,
+        "whole_csim_hls4ml_runs_per_s": hls_rates,
+        "pipeline_per_s": best.throughput_per_s, "pipeline_runs_per_s": [r.throughput_per_s for r in runs],
+        "bit_exact": all(r.bit_exact for r in runs), "latency_us": {"p50": best.latency_us_p50,
+                                                                    "p99": best.latency_us_p99},
+        "stages": [s.as_dict() for s in best.stages],
+        "single_sample_latency_us": {"p50": single.latency_us_p50, "p99": single.latency_us_p99},
+        "single_sample_bit_exact": single.ok,
+        "speedup_vs_hls4ml": best.throughput_per_s / hls_rate,
+    }
+
+
+# ------------------------------------------------------------------------------------------- hops
+def relay(bind_address: str, back_address: str, plan_hash: bytes) -> None:
+    """Receive, check, re-encode and return frames until a STOP frame arrives (runs in a child process)."""
+    import zmq
+
+    from split4ml.fixed import FixedType
+    from split4ml.runtime.wire import KIND_STOP, OVERHEAD_BYTES, Expect, decode_frame, encode_frame
+
+    t = FixedType(16, 6)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(bind_address)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(back_address)
+    while pull.poll(30000):
+        buf = pull.recv()
+        n_values = (len(buf) - OVERHEAD_BYTES) // t.storage_bytes
+        fr = decode_frame(buf, plan_hash, 1, {0: Expect(0, t, (n_values,))})
+        if fr.kind == KIND_STOP:
+            break
+        push.send(encode_frame(plan_hash, 1, 0, 0, fr.seq, fr.values, t))
+    ctx.destroy(linger=0)
+
+
+def bench_hops(n_frames: int) -> list[dict[str, Any]]:
+    import zmq
+
+    from split4ml.fixed import FixedType
+    from split4ml.runtime.transport import free_tcp_ports
+    from split4ml.runtime.wire import OVERHEAD_BYTES, Expect, decode_frame, encode_frame, encode_stop
+
+    h = b"benchhop"
+    t = FixedType(16, 6)
+    p_relay, p_back = free_tcp_ports(2)
+    ctx = zmq.Context()
+    back = ctx.socket(zmq.PULL)
+    back.bind(f"tcp://127.0.0.1:{p_back}")
+    out = ctx.socket(zmq.PUSH)
+    out.connect(f"tcp://127.0.0.1:{p_relay}")
+    proc = mp.get_context("spawn").Process(target=relay, args=(f"tcp://127.0.0.1:{p_relay}",
+                                                                      f"tcp://127.0.0.1:{p_back}", h))
+    proc.start()
+    rows = []
+    rng = np.random.default_rng(0)
+    try:
+        for size in HOP_SIZES:
+            n_values = size // 2
+            x = t.quantize(rng.uniform(-30, 30, (1, n_values)))
+            exp = {0: Expect(1, t, (n_values,))}
+            times = []
+            for i in range(n_frames + 100):
+                t0 = time.perf_counter_ns()
+                out.send(encode_frame(h, 0, 1, 0, i, x, t))
+                if not back.poll(10000):
+                    raise SystemExit("the relay process does not answer")
+                fr = decode_frame(back.recv(), h, 0, exp)
+                t1 = time.perf_counter_ns()
+                assert fr.seq == i
+                if i >= 100:  # warm-up excluded
+                    times.append((t1 - t0) / 2e3)
+            a = np.array(times)
+            rows.append({"payload_bytes": size, "frame_bytes": size + OVERHEAD_BYTES,
+                         "hop_us_p50": float(np.percentile(a, 50)), "hop_us_p99": float(np.percentile(a, 99)),
+                         "frames": n_frames})
+        out.send(encode_stop(h, 1))
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        ctx.destroy(linger=0)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=3000, help="samples streamed (and predicted by the whole model)")
+    ap.add_argument("--stages", type=int, default=4, help="pipeline stages (boards)")
+    ap.add_argument("--width", type=int, default=128, help="width of every hidden Dense layer")
+    ap.add_argument("--layers", type=int, default=8, help="hidden Dense layers")
+    ap.add_argument("--batch", type=int, default=8, help="samples per frame")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (best is reported)")
+    ap.add_argument("--hops", type=int, default=2000, help="timed frames per hop size")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print only JSON")
+    args = ap.parse_args()
+
+    machine = {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
+               "python": platform.python_version(), "load_avg_1min": os.getloadavg()[0]}
+    pipe = bench_pipeline(args)
+    hops = bench_hops(args.hops)
+    machine["load_avg_1min_after"] = os.getloadavg()[0]
+    result = {"machine": machine, "pipeline": pipe, "hops": hops}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+          f"load average {machine['load_avg_1min']:.2f} -> {machine['load_avg_1min_after']:.2f}")
+    print(f"model: {pipe['model']}")
+    print("C-sim per sample and stage (us): " + ", ".join(f"{v:,.0f}" for v in pipe["stage_csim_us_per_sample"]))
+    print(f"whole model C-sim predict: hls4ml {pipe['whole_csim_hls4ml_per_s']:,.0f} samples/s (runs: "
+          f"{', '.join(f'{v:,.0f}' for v in pipe['whole_csim_hls4ml_runs_per_s'])}), "
+          f"split4ml CsimModel {pipe['whole_csim_split4ml_per_s']:,.0f} samples/s")
+    print(f"emulated pipeline ({args.stages} node processes, batch {args.batch}): {pipe['pipeline_per_s']:,.0f} "
+          f"samples/s (runs: {', '.join(f'{v:,.0f}' for v in pipe['pipeline_runs_per_s'])}), "
+          f"x{pipe['speedup_vs_hls4ml']:.2f} hls4ml's predict; bit-exact {pipe['bit_exact']}; latency p50 "
+          f"{pipe['latency_us']['p50']:,.0f} us, p99 {pipe['latency_us']['p99']:,.0f} us")
+    ss = pipe["single_sample_latency_us"]
+    print(f"one sample in flight: latency p50 {ss['p50']:,.0f} us, p99 {ss['p99']:,.0f} us "
+          f"(bit-exact {pipe['single_sample_bit_exact']})")
+    print("busy: " + ", ".join(f"{s['id']} {s['busy_fraction']:.0%}" for s in pipe["stages"]))
+    print(f"{'payload':>8} {'frame':>8} {'hop p50 (us)':>13} {'hop p99 (us)':>13}")
+    for r in hops:
+        print(f"{r['payload_bytes']:>8} {r['frame_bytes']:>8} {r['hop_us_p50']:>13.1f} {r['hop_us_p99']:>13.1f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

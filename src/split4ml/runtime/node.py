@@ -1,0 +1,322 @@
+"""One board's process: receive frames, run the stage, send the result downstream.
+
+``split4ml node SPEC --stage ID --driver D --bind tcp://HOST:PORT --connect ID=tcp://... [--stats ADDR]``
+runs :func:`serve_node`:
+
+1. load the driver (C-sim library, reference model or bitstream) and run it once on a zero sample
+   (warm-up: a C-simulation reads its weight files on its first call), then bind the input (PULL),
+   connect one PUSH socket per consumer, wait until the consumers have accepted (at most
+   ``connect_wait_s``), and send ``hello`` on the statistics link;
+2. for every frame: decode and check it (:func:`~split4ml.runtime.wire.decode_frame`); a
+   rejected frame is counted by reason and dropped, never fed to the driver;
+3. join: a node with several sources (the consumer of a neuron split) keeps the parts of each
+   batch, keyed by sequence number, until all have arrived, then concatenates them along the last
+   axis. The join buffer holds at most ``join_capacity`` incomplete batches (the oldest is evicted
+   and counted: its samples are re-sent by the source);
+4. run the driver on the batch (the time is the node's *busy* time), slice the output for each
+   consumer part and send it (a send waits while the consumer's queue is full: backpressure);
+5. every ``stats_interval_s`` send statistics (frames, samples, busy seconds in the driver,
+   active seconds handling frames, seconds spent sending, i.e. waiting for a full consumer queue,
+   CPU seconds, rejections); on a STOP frame, SIGTERM or SIGINT send ``final`` statistics and
+   return.
+
+A node keeps no state across batches (besides the join buffer), so a node that dies can be
+restarted and the source's re-sends complete its work. Frames keep the sequence numbers and
+first-send time of the batch they came from.
+
+Chaos (for tests and demos, set by the launcher's ``--chaos``): ``die_after=N`` SIGKILLs the node
+after it has sent its N-th frame; ``corrupt_at=N`` flips one payload byte of its N-th frame
+after the CRC was computed, so the next hop rejects it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..errors import FrameError, PlanError, RuntimeFault
+from .drivers import Driver, make_driver
+from .spec import RuntimeSpec
+from .transport import (
+    DEFAULT_HWM,
+    bind,
+    connect,
+    make_socket,
+    pack_stats,
+    send_blocking,
+    wait_connected,
+    watch_connections,
+)
+from .wire import HEADER_BYTES, KIND_STOP, SINK, decode_frame, encode_frame
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """How to run one node (see :func:`serve_node`).
+
+    Attributes:
+        node: the node's id (or index) in the spec.
+        bind: address of the node's input, e.g. ``tcp://0.0.0.0:5555``.
+        connect: consumer id (a node id or ``sink``) -> address of its input. A single address
+            under the key ``""`` is used for a node with exactly one consumer.
+        driver: ``csim``, ``reference`` or ``pynq``.
+        stats: address of the launcher's statistics link (None: no statistics are sent).
+        hwm: high-water mark of every data socket, frames.
+        reference_mode: ``fixed`` or ``float`` (reference driver).
+        bitstream: the pynq driver's bitstream (overrides the spec's artifact).
+        die_after / corrupt_at: chaos (see module docstring).
+        parent_pid: exit when this process is gone (the emulating launcher).
+        idle_exit_s: exit after this many seconds without a frame (None: never).
+        incarnation: how many times the launcher restarted this node before.
+        stats_interval_s: period of the statistics messages, seconds.
+        join_capacity: incomplete batches kept by a fan-in node.
+        connect_wait_s: how long to wait for the consumers to accept the connections before
+            saying hello anyway.
+    """
+
+    node: str
+    bind: str
+    connect: Mapping[str, str] = field(default_factory=dict)
+    driver: str = "csim"
+    stats: str | None = None
+    hwm: int = DEFAULT_HWM
+    reference_mode: str = "fixed"
+    bitstream: str | None = None
+    die_after: int | None = None
+    corrupt_at: int | None = None
+    parent_pid: int | None = None
+    idle_exit_s: float | None = None
+    incarnation: int = 0
+    stats_interval_s: float = 0.25
+    join_capacity: int = 256
+    connect_wait_s: float = 10.0
+
+
+@dataclass
+class NodeCounters:
+    """What a node did, as reported in its statistics."""
+
+    frames: int = 0
+    samples: int = 0
+    received: int = 0
+    sent: int = 0
+    busy_s: float = 0.0
+    active_s: float = 0.0
+    send_s: float = 0.0
+    send_waits: int = 0
+    join_evicted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "samples": self.samples, "received": self.received, "sent": self.sent,
+                "busy_s": self.busy_s, "active_s": self.active_s, "send_s": self.send_s,
+                "send_waits": self.send_waits,
+                "join_evicted": self.join_evicted,
+                "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values())}
+
+
+def _address_for(opts: NodeOptions, consumer: str, n_consumers: int) -> str:
+    if consumer in opts.connect:
+        return opts.connect[consumer]
+    if "" in opts.connect and n_consumers == 1:
+        return opts.connect[""]
+    raise RuntimeFault(f"node {opts.node}: no --connect address for its consumer {consumer!r}; pass "
+                       f"--connect {consumer}=tcp://HOST:PORT")
+
+
+def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = None,
+               should_stop: Callable[[], bool] | None = None, install_signals: bool = True) -> dict[str, Any]:
+    """Run node ``opts.node`` of ``spec`` until a STOP frame, a signal or ``should_stop()``.
+
+    Args:
+        driver: use this driver instead of making one from ``opts.driver`` and the spec's artifacts.
+        should_stop: polled about every 100 ms (for running a node in a thread).
+        install_signals: handle SIGTERM/SIGINT (only possible in the main thread).
+
+    Returns:
+        the final statistics (``NodeCounters.as_dict()`` plus ``node``, ``pid``, ``wall_s``).
+
+    Raises:
+        RuntimeFault: the driver cannot be loaded, an address cannot be bound, or the stage produces
+            values its output wire type cannot carry (a plan error: the node stops).
+    """
+    me = spec.node(opts.node)
+    parts_in = spec.parts_into(me.index)
+    expects = {p.part: p.expect for p in parts_in}
+    parts_out = spec.parts_from(me.index)
+    consumers = list(OrderedDict.fromkeys(p.consumer for p in parts_out))
+    if driver is None:
+        driver = make_driver(opts.driver, me.artifacts, me.input_shape, me.output_shape, me.input_type,
+                             me.output_type, reference_mode=opts.reference_mode, bitstream=opts.bitstream)
+    stop = {"flag": False}
+    if install_signals:
+        def on_signal(signum: int, _frame: Any) -> None:
+            stop["flag"] = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    ctx = zmq.Context()
+    counters = NodeCounters()
+    pid = os.getpid()
+    t_start = time.monotonic()
+    cpu0 = time.process_time()
+    last_stats = 0.0
+    last_frame = t_start
+    parent = opts.parent_pid
+    next_parent_check = t_start
+    h = spec.hash_bytes
+    stats_sock = None
+    hello_sent = False
+
+    def parent_gone() -> bool:
+        if parent is None:
+            return False
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return os.getppid() == 1 and parent != 1
+
+    def report(kind: str) -> None:
+        nonlocal last_stats
+        last_stats = time.monotonic()
+        if stats_sock is not None:
+            msg = {"kind": kind, "node": me.id, "index": me.index, "pid": pid, "incarnation": opts.incarnation,
+                   "driver": opts.driver, "wall_s": last_stats - t_start, "cpu_s": time.process_time() - cpu0,
+                   **counters.as_dict()}
+            try:
+                stats_sock.send(pack_stats(msg), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def tick() -> bool:
+        """Housekeeping; True when the node must stop."""
+        nonlocal next_parent_check
+        now = time.monotonic()
+        if hello_sent and now - last_stats >= opts.stats_interval_s:
+            report("stats")
+        if should_stop is not None and should_stop():
+            stop["flag"] = True
+        if now >= next_parent_check:
+            next_parent_check = now + 0.5
+            if parent_gone():
+                stop["flag"] = True
+        if opts.idle_exit_s is not None and now - last_frame > opts.idle_exit_s:
+            stop["flag"] = True
+        return stop["flag"]
+
+    try:
+        # warm-up: the first call of a C-simulation reads its weight files, the first DMA transfer maps
+        # its buffers; doing it now keeps that out of the run (and fails early if the driver is broken)
+        driver.predict(np.zeros((1, *me.input_shape)))
+        pull = make_socket(ctx, zmq.PULL, opts.hwm)
+        bind(pull, opts.bind, f"node {me.id}")
+        pushes = {c: make_socket(ctx, zmq.PUSH, opts.hwm, linger_ms=1000) for c in consumers}
+        monitors = watch_connections(list(pushes.values()))
+        for c, sock in pushes.items():
+            connect(sock, _address_for(opts, spec.name_of(c), len(consumers)), f"node {me.id}")
+        if opts.stats:
+            stats_sock = make_socket(ctx, zmq.PUSH, 1000, linger_ms=2000)
+            connect(stats_sock, opts.stats, f"node {me.id}")
+        wait_connected(list(pushes.values()), monitors, opts.connect_wait_s, tick)
+        report("hello")
+        hello_sent = True
+        pending: OrderedDict[int, dict[int, Any]] = OrderedDict()
+        n_parts = len(parts_in)
+        out_shape = me.output_shape
+        while not tick():
+            if not pull.poll(100):
+                continue
+            buf = pull.recv(copy=True)
+            t_active = time.perf_counter()
+            try:
+                frame = decode_frame(buf, h, me.index, expects)
+            except FrameError as exc:
+                counters.rejected[exc.reason] = counters.rejected.get(exc.reason, 0) + 1
+                continue
+            if frame.kind == KIND_STOP:
+                break
+            counters.received += 1
+            last_frame = time.monotonic()
+            if n_parts == 1:
+                x, seq, count, t0 = frame.values, frame.seq, frame.count, frame.t0_ns
+            else:
+                entry = pending.get(frame.seq)
+                if entry is None:
+                    entry = pending[frame.seq] = {}
+                    while len(pending) > opts.join_capacity:
+                        pending.popitem(last=False)
+                        counters.join_evicted += 1
+                elif any(f.count != frame.count for f in entry.values()):
+                    counters.rejected["join"] = counters.rejected.get("join", 0) + 1
+                    continue
+                entry[frame.part] = frame
+                if len(entry) < n_parts:
+                    continue
+                del pending[frame.seq]
+                ordered = [entry[k] for k in range(n_parts)]
+                x = np.concatenate([f.values for f in ordered], axis=-1)
+                seq, count, t0 = frame.seq, frame.count, min(f.t0_ns for f in ordered)
+            x = x.reshape((count, *me.input_shape))
+            t_busy = time.perf_counter()
+            y = np.asarray(driver.predict(x)).reshape((count, *out_shape))
+            counters.busy_s += time.perf_counter() - t_busy
+            counters.frames += 1
+            counters.samples += count
+            for p in parts_out:
+                try:
+                    out = encode_frame(h, me.index, p.consumer, p.part, seq, y[..., p.start:p.stop], p.wire, t0)
+                except PlanError as exc:
+                    raise RuntimeFault(f"node {me.id}: its output (batch seq {seq}) cannot be sent as {p.wire}: "
+                                       f"{exc}; the plan's output type of this stage is not what it computes") from exc
+                if opts.corrupt_at is not None and counters.sent + 1 == opts.corrupt_at:
+                    bad = bytearray(out)
+                    bad[HEADER_BYTES if len(bad) > HEADER_BYTES + 4 else 0] ^= 0xFF
+                    out = bytes(bad)
+                t_send = time.perf_counter()
+                try:
+                    pushes[p.consumer].send(out, zmq.NOBLOCK, copy=len(out) < 8192)
+                    queued = True
+                except zmq.Again:  # the consumer's queue is full: wait (backpressure)
+                    counters.send_waits += 1
+                    queued = send_blocking(pushes[p.consumer], out, tick)
+                counters.send_s += time.perf_counter() - t_send
+                if not queued:
+                    break
+                counters.sent += 1
+            counters.active_s += time.perf_counter() - t_active
+            if opts.die_after is not None and counters.frames >= opts.die_after:
+                report("stats")
+                for sock in (pull, *pushes.values()):
+                    sock.close(linger=0)
+                if stats_sock is not None:
+                    stats_sock.close(linger=2000)
+                ctx.term()  # returns once the statistics have left (or after 2 s), then die hard
+                os.kill(pid, signal.SIGKILL)
+        report("final")
+        final = {"kind": "final", "node": me.id, "pid": pid, "wall_s": time.monotonic() - t_start,
+                 **counters.as_dict()}
+        return final
+    finally:
+        driver.close()
+        ctx.destroy(linger=500)
+
+
+def consumer_ids(spec: RuntimeSpec, node_id: str) -> list[str]:
+    """Ids of the consumers (node ids or ``sink``) node ``node_id`` sends to, in order."""
+    me = spec.node(node_id)
+    return list(OrderedDict.fromkeys(spec.name_of(p.consumer) for p in spec.parts_from(me.index)))
+
+
+__all__ = ["NodeCounters", "NodeOptions", "SINK", "consumer_ids", "serve_node"]

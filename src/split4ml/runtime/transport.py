@@ -1,0 +1,134 @@
+"""ZeroMQ plumbing shared by nodes and the launcher.
+
+Links are PUSH -> PULL over TCP: a consumer binds its input address; each producer connects one
+PUSH socket per consumer. No broker. Every socket has a high-water mark (``hwm`` frames queued per
+peer, on both sides), so a slow stage makes its producers' sends wait (backpressure) and memory
+stays bounded; sends wait in slices of :data:`SEND_SLICE_MS` so a blocked process still notices a
+stop request. Statistics go from every node to the launcher on a separate PUSH -> PULL link as
+small JSON messages (``hello`` once ready, ``stats`` periodically, ``final`` when stopping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..errors import RuntimeFault
+
+#: Milliseconds a blocked send waits before checking whether it should give up.
+SEND_SLICE_MS = 100
+#: Default high-water mark (frames) of every data socket.
+DEFAULT_HWM = 16
+
+
+def make_socket(ctx: zmq.Context, kind: int, hwm: int = DEFAULT_HWM, linger_ms: int = 0) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    if kind in (zmq.PUSH,):
+        sock.setsockopt(zmq.SNDHWM, max(1, hwm))
+        sock.setsockopt(zmq.SNDTIMEO, SEND_SLICE_MS)
+    if kind in (zmq.PULL,):
+        sock.setsockopt(zmq.RCVHWM, max(1, hwm))
+    sock.setsockopt(zmq.RECONNECT_IVL, 20)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)  # a restarted peer is reached again within 0.1 s
+    return sock
+
+
+def watch_connections(socks: list[zmq.Socket]) -> list[zmq.Socket]:
+    """Monitor sockets reporting when each of ``socks`` connects; call before ``connect``."""
+    return [s.get_monitor_socket(zmq.EVENT_CONNECTED) for s in socks]
+
+
+def wait_connected(socks: list[zmq.Socket], monitors: list[zmq.Socket], timeout_s: float,
+                   give_up: Callable[[], bool]) -> list[int]:
+    """Wait until every socket in ``socks`` has connected to its peer (at most ``timeout_s``),
+    then stop monitoring; returns the indices of the sockets still unconnected. Connecting is
+    asynchronous in ZeroMQ: a node that announced itself before its consumers accepted would hold
+    its first frames back (and with a retry back-off, for a while)."""
+    import zmq.utils.monitor
+
+    waiting = set(range(len(socks)))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while waiting and time.monotonic() < deadline and not give_up():
+            for i in list(waiting):
+                if monitors[i].poll(20):
+                    event = zmq.utils.monitor.recv_monitor_message(monitors[i])
+                    if event["event"] == zmq.EVENT_CONNECTED:
+                        waiting.discard(i)
+    finally:
+        for s in socks:
+            with contextlib.suppress(zmq.ZMQError):
+                s.disable_monitor()
+        for m in monitors:
+            m.close(linger=0)
+    return sorted(waiting)
+
+
+def bind(sock: zmq.Socket, address: str, who: str) -> str:
+    """Bind ``sock`` to ``address`` (``tcp://HOST:PORT``; port ``0`` or ``*`` picks a free port);
+    returns the address actually bound."""
+    try:
+        if address.endswith((":0", ":*")):
+            port = sock.bind_to_random_port(address.rsplit(":", 1)[0])
+            return f"{address.rsplit(':', 1)[0]}:{port}"
+        sock.bind(address)
+        return address
+    except zmq.ZMQError as exc:
+        raise RuntimeFault(f"{who}: cannot bind {address}: {exc}; pick another port or stop the process "
+                           "using it") from exc
+
+
+def connect(sock: zmq.Socket, address: str, who: str) -> None:
+    try:
+        sock.connect(address)
+    except zmq.ZMQError as exc:
+        raise RuntimeFault(f"{who}: cannot connect to {address}: {exc}; addresses look like "
+                           "tcp://192.168.2.11:5555") from exc
+
+
+def send_blocking(sock: zmq.Socket, buf: bytes, give_up: Callable[[], bool]) -> bool:
+    """Send ``buf``, waiting while the peer's queue is full (backpressure); returns False if
+    ``give_up()`` became true before the frame could be queued."""
+    while True:
+        try:
+            sock.send(buf, copy=len(buf) < 8192)
+            return True
+        except zmq.Again:
+            if give_up():
+                return False
+
+
+def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that are free on ``host`` right now (the OS picks them)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def pack_stats(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def unpack_stats(buf: bytes) -> dict[str, Any] | None:
+    """A statistics message, or None if it is not one (it is then ignored)."""
+    try:
+        d = json.loads(buf.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return d if isinstance(d, dict) and "kind" in d and "node" in d else None

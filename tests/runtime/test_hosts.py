@@ -1,0 +1,138 @@
+"""Hosts files: parsing, the printed node commands, and runs whose nodes are started as the file says."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from runtime_helpers import dense_stage
+
+from split4ml.errors import RuntimeFault
+from split4ml.runtime import RunOptions
+from split4ml.runtime.hosts import format_launches, host_launches, hosts_from_dict, read_hosts, run_hosts
+from split4ml.runtime.run import STEP_STREAM
+from split4ml.runtime.spec import spec_from_pipeline
+from split4ml.runtime.transport import free_tcp_ports
+from split4ml.split import linear_pipeline
+from split4ml.verify import random_inputs
+
+BOARDS = {"controller": "10.0.0.1", "workdir": "/home/xilinx/run",
+          "nodes": {"stage_0": {"host": "10.0.0.2", "bitstream": "bits/s0.bit"},
+                    "stage_1": {"host": "10.0.0.3", "port": 6000, "ssh": "me@board3"}}}
+
+
+def _spec():
+    return spec_from_pipeline(linear_pipeline([dense_stage(0, (6, 5)), dense_stage(1, (5, 3), seed=1)]))
+
+
+def test_hosts_file_and_printed_commands(tmp_path) -> None:
+    path = tmp_path / "hosts.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(BOARDS))
+    h = read_hosts(path)
+    assert (h.launch, h.sink_address, h.stats_address) == ("print", "tcp://10.0.0.1:5600", "tcp://10.0.0.1:5601")
+    assert h.nodes["stage_1"].address == "tcp://10.0.0.3:6000" and h.nodes["stage_0"].driver == "pynq"
+    launches = host_launches(h, _spec(), "pipeline.json", None, RunOptions())
+    lines = format_launches(launches)
+    assert lines[0].splitlines() == [
+        "# stage_0 on 10.0.0.2",
+        "split4ml node pipeline.json --stage stage_0 --driver pynq --bind tcp://0.0.0.0:5555 --connect "
+        "stage_1=tcp://10.0.0.3:6000 --stats tcp://10.0.0.1:5601 --bitstream bits/s0.bit"]
+    assert "--connect sink=tcp://10.0.0.1:5600" in lines[1] and "--bitstream stage_1.bit" in lines[1]
+    ssh = launches[1]
+    ssh.mode = "ssh"
+    cmd = ssh.command(2)
+    assert cmd[:4] == ["ssh", "-o", "BatchMode=yes", "me@board3"]
+    assert cmd[4].startswith("cd /home/xilinx/run && split4ml node pipeline.json --stage stage_1")
+    assert cmd[4].endswith("--bitstream stage_1.bit --incarnation 2 --quiet --json")
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"controller": None}, "controller"), ({"launch": "telepathy"}, "launch"), ({"nodes": {}}, "nodes"),
+    ({"nodes": {"stage_0": {"port": 1}}}, "host"), ({"nodes": {"stage_0": {"host": "h", "port": 70000}}}, "port"),
+    ({"nodes": {"stage_0": {"host": "h", "driver": "gpu"}}}, "driver"), ({"colour": 1}, "unknown field"),
+    ({"nodes": {"stage_0": {"host": "h", "cores": 2}}}, "unknown field"),
+])
+def test_hosts_file_errors_name_the_field(change, match) -> None:
+    with pytest.raises(RuntimeFault, match=match):
+        hosts_from_dict({**BOARDS, **change})
+
+
+def test_every_node_must_be_placed() -> None:
+    h = hosts_from_dict({**BOARDS, "nodes": {"stage_0": {"host": "a"}, "stage_7": {"host": "b"}}})
+    with pytest.raises(RuntimeFault, match=r"\['stage_1'\] are missing and \['stage_7'\]"):
+        host_launches(h, _spec(), "pipeline.json", None, RunOptions())
+
+
+def _local_hosts(drivers: dict[str, str], launch: str, command: str = "split4ml") -> dict:
+    ports = free_tcp_ports(5)
+    return {"controller": "127.0.0.1", "bind_host": "127.0.0.1", "launch": launch, "command": command,
+            "sink_port": ports[0], "stats_port": ports[1],
+            "nodes": {nid: {"host": "127.0.0.1", "port": p, "driver": d}
+                      for (nid, d), p in zip(drivers.items(), ports[2:], strict=False)}}
+
+
+@pytest.mark.slow
+def test_local_hosts_with_a_reference_node(mlp, tmp_path) -> None:
+    """Nodes started as local processes from a hosts file; stage_1 runs the numpy reference driver."""
+    pipeline, _, whole = mlp
+    h = hosts_from_dict(_local_hosts({"stage_0": "csim", "stage_1": "reference", "stage_2": "csim"}, "local"))
+    x = random_inputs(whole.input_type, whole.input_shape, 100, seed=7)
+    rep = run_hosts(pipeline, x, h, whole=whole, options=RunOptions(batch=10, stall_timeout_s=20, timeout_s=90),
+                    out_dir=tmp_path)
+    assert rep.ok, rep.as_dict()
+    assert [s.driver for s in rep.stages] == ["csim", "reference", "csim"]
+    assert (tmp_path / "pipeline.json").is_file()
+
+
+@pytest.mark.slow
+def test_nodes_started_by_hand_and_one_that_dies(mlp, tmp_path) -> None:
+    """``launch: print``: the launcher only prints the commands; here the test runs them. Killing a node
+    started by hand is noticed by its silence, and the run stops naming it."""
+    pipeline, _, whole = mlp
+    command = f"{shlex.quote(sys.executable)} -m split4ml.cli"
+    h = hosts_from_dict(_local_hosts({"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "print", command))
+    procs: list[subprocess.Popen] = []
+    printed: list[str] = []
+
+    def start(launches) -> None:  # what a person would do with the printed lines
+        printed.extend(format_launches(launches))
+        for la in launches:
+            procs.append(subprocess.Popen(la.command(0), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+
+    try:
+        x = random_inputs(whole.input_type, whole.input_shape, 60, seed=8)
+        rep = run_hosts(pipeline, x, h, whole=whole,
+                        options=RunOptions(batch=6, stall_timeout_s=20, timeout_s=90, start_timeout_s=30),
+                        announce=start, out_dir=tmp_path)
+        assert rep.ok, rep.as_dict()
+        assert len(printed) == 3 and "pipeline.json --stage stage_0 --driver csim" in printed[0]
+        for p in procs:  # the launcher stopped them at the end of the run
+            assert p.wait(10) == 0
+        procs.clear()
+
+        def kill_when_streaming(step: str, done: int, total: int) -> None:
+            if step == STEP_STREAM and done >= 200 and procs[1].poll() is None:
+                os.kill(procs[1].pid, signal.SIGKILL)
+
+        x = random_inputs(whole.input_type, whole.input_shape, 20000, seed=9)
+        t0 = time.monotonic()
+        rep = run_hosts(pipeline, x, h, whole=whole, announce=start, out_dir=tmp_path, progress=kill_when_streaming,
+                        options=RunOptions(batch=2, heartbeat_timeout_s=1.5, stall_timeout_s=30, timeout_s=90,
+                                           start_timeout_s=30))
+        assert time.monotonic() - t0 < 30
+        assert not rep.completed and rep.failure is not None
+        assert rep.failure.startswith(f"stage_1 (pid {procs[1].pid}) silent for more than 1.5 s after ")
+        assert rep.delivered < 20000 and len(rep.in_flight) > 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)

@@ -1,0 +1,179 @@
+"""One node in a thread, fed and drained by the test over loopback ZeroMQ: joins, rejections, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import zmq
+from runtime_helpers import RESULT, dense_stage
+
+from split4ml.fixed import FixedType
+from split4ml.runtime.node import NodeOptions, consumer_ids, serve_node
+from split4ml.runtime.spec import spec_from_pipeline
+from split4ml.runtime.transport import free_tcp_ports, unpack_stats
+from split4ml.runtime.wire import SINK, SOURCE, Expect, decode_frame, encode_frame, encode_stop
+from split4ml.split import Node, Pipeline, Source
+from split4ml.verify import random_inputs
+
+
+class RecordingDriver:
+    """y = x[:, [0, 4]]: the first value of part 0 and the last of part 1 (so the join order shows)."""
+
+    input_shape = (5,)
+    output_shape = (2,)
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+        self.closed = False
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls.append(np.array(x))
+        return x[:, [0, 4]]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _spec():
+    a, b, c = dense_stage(0, (6, 3)), dense_stage(1, (5, 2), seed=1), dense_stage(2, (5, 2), seed=2)
+    pipe = Pipeline(nodes=(Node("a", a, (Source(None),)), Node("b", b, (Source(None, 1, None),)),
+                           Node("c", c, (Source("a"), Source("b")))), outputs=(Source("c"),))
+    return spec_from_pipeline(pipe, whole=dense_stage(-1, (6, 2)))
+
+
+@pytest.fixture
+def node_c() -> Iterator[dict]:
+    spec = _spec()
+    ctx = zmq.Context()
+    node_port, sink_port, stats_port = free_tcp_ports(3)
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(f"tcp://127.0.0.1:{sink_port}")
+    stats = ctx.socket(zmq.PULL)
+    stats.bind(f"tcp://127.0.0.1:{stats_port}")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{node_port}")
+    driver = RecordingDriver()
+    stop = threading.Event()
+    result: dict = {}
+    assert consumer_ids(spec, "c") == ["sink"]
+    opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
+                       stats=f"tcp://127.0.0.1:{stats_port}", join_capacity=2, stats_interval_s=0.05)
+    th = threading.Thread(target=lambda: result.update(serve_node(spec, opts, driver=driver, should_stop=stop.is_set,
+                                                                  install_signals=False)), daemon=True)
+    th.start()
+    assert stats.poll(5000), "the node never said hello"
+    hello = unpack_stats(stats.recv())
+    assert hello is not None and hello["kind"] == "hello" and hello["node"] == "c"
+    yield {"spec": spec, "push": push, "sink": sink, "stats": stats, "driver": driver, "thread": th, "result": result,
+           "stop": stop}
+    stop.set()
+    th.join(5)
+    ctx.destroy(linger=0)
+
+
+def _recv(sock: zmq.Socket, timeout_ms: int = 3000) -> bytes:
+    assert sock.poll(timeout_ms), "nothing arrived"
+    return sock.recv()
+
+
+def test_fan_in_joins_parts_by_sequence_number(node_c) -> None:
+    spec, push, sink, driver = node_c["spec"], node_c["push"], node_c["sink"], node_c["driver"]
+    h = spec.hash_bytes
+    pa, pb = spec.parts_into(2)
+    xa = random_inputs(RESULT, (3,), 4, seed=1)
+    xb = random_inputs(RESULT, (2,), 4, seed=2)
+    xa2 = random_inputs(RESULT, (3,), 4, seed=3)
+    # part 1 of batch 0 first, then a whole other batch, then part 0 of batch 0: joins by seq, not by arrival
+    push.send(encode_frame(h, pb.producer, 2, 1, 0, xb, pb.wire, t0_ns=5))
+    push.send(encode_frame(h, pa.producer, 2, 0, 4, xa2, pa.wire, t0_ns=9))
+    push.send(encode_frame(h, pb.producer, 2, 1, 4, xb[::-1], pb.wire, t0_ns=9))
+    push.send(encode_frame(h, pa.producer, 2, 0, 0, xa, pa.wire, t0_ns=3))
+    sink_expect = {0: Expect(2, RESULT, (2,))}
+    got = {}
+    for _ in range(2):
+        fr = decode_frame(_recv(sink), h, SINK, sink_expect)
+        got[fr.seq] = fr
+    np.testing.assert_array_equal(got[0].values, np.stack([xa[:, 0], xb[:, 1]], axis=1))
+    np.testing.assert_array_equal(got[4].values, np.stack([xa2[:, 0], xb[::-1][:, 1]], axis=1))
+    assert got[0].t0_ns == 3 and got[0].count == 4  # the batch keeps its earliest first-send time
+    warm_up, *calls = driver.calls  # the node runs its driver once on zeros before it says hello
+    assert warm_up.shape == (1, 5) and not warm_up.any()
+    assert len(calls) == 2 and all(c.shape == (4, 5) for c in calls)
+
+
+def test_bad_frames_are_counted_and_never_reach_the_driver(node_c) -> None:
+    spec, push, sink, driver = node_c["spec"], node_c["push"], node_c["sink"], node_c["driver"]
+    h = spec.hash_bytes
+    pa, pb = spec.parts_into(2)
+    xa = random_inputs(RESULT, (3,), 2, seed=4)
+    good = encode_frame(h, pa.producer, 2, 0, 10, xa, pa.wire)
+    bad_crc = bytearray(good)
+    bad_crc[-9] ^= 0x01
+    push.send(bytes(bad_crc))
+    push.send(encode_frame(bytes(8), pa.producer, 2, 0, 10, xa, pa.wire))  # another plan
+    push.send(encode_frame(h, pa.producer, 2, 0, 10, random_inputs(RESULT, (4,), 2), pa.wire))  # wrong shape
+    push.send(encode_frame(h, pa.producer, 2, 0, 10, xa, FixedType(16, 6)))  # wrong type
+    push.send(encode_frame(h, pa.producer, 1, 0, 10, xa, pa.wire))  # meant for node b
+    push.send(encode_frame(h, SOURCE, 2, 0, 10, xa, pa.wire))  # from the wrong producer
+    push.send(b"not a frame at all")
+    # three incomplete batches with join capacity 2: the oldest is evicted
+    for seq in (20, 30, 40):
+        push.send(encode_frame(h, pa.producer, 2, 0, seq, xa, pa.wire))
+    # a part whose count disagrees with its partner's
+    push.send(encode_frame(h, pb.producer, 2, 1, 40, random_inputs(RESULT, (2,), 3), pb.wire))
+    push.send(encode_stop(h, 2))
+    node_c["thread"].join(5)
+    res = node_c["result"]
+    assert res["rejected"] == {"crc": 1, "plan_hash": 1, "shape": 1, "type": 1, "destination": 1, "part": 1,
+                               "truncated": 1, "join": 1}
+    assert res["rejected_total"] == 8 and res["join_evicted"] == 1 and res["frames"] == 0
+    assert len(driver.calls) == 1 and not driver.calls[0].any() and driver.closed  # the warm-up only
+    assert not sink.poll(100)
+    # statistics: periodic ones then the final one, all from this node
+    kinds = []
+    while node_c["stats"].poll(200):
+        d = unpack_stats(node_c["stats"].recv())
+        kinds.append(d["kind"])
+    assert kinds[-1] == "final"
+
+
+def test_stop_via_should_stop_and_idle_exit() -> None:
+    spec = _spec()
+    port, sink_port = free_tcp_ports(2)
+    t0 = time.monotonic()
+    res = serve_node(spec, NodeOptions(node="c", bind=f"tcp://127.0.0.1:{port}",
+                                       connect={"": f"tcp://127.0.0.1:{sink_port}"}, idle_exit_s=0.3),
+                     driver=RecordingDriver(), install_signals=False)
+    assert 0.3 <= time.monotonic() - t0 < 5 and res["frames"] == 0
+    with pytest.raises(Exception, match="no --connect address"):
+        serve_node(spec, NodeOptions(node="c", bind=f"tcp://127.0.0.1:{port}"), driver=RecordingDriver(),
+                   install_signals=False)
+
+
+@pytest.mark.slow
+def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path) -> None:
+    """What a PYNQ board runs: ``split4ml node pipeline.json`` with those packages made unimportable."""
+    import json
+    import subprocess
+    import sys
+
+    from split4ml.runtime.drivers import save_reference_model
+    from split4ml.split import linear_pipeline
+
+    st = dense_stage(0, (6, 4))
+    spec = spec_from_pipeline(linear_pipeline([st]))
+    path = spec.with_artifacts({"stage_0": {"reference": str(save_reference_model(st, tmp_path / "s.npz"))}}).write(
+        tmp_path / "pipeline.json")
+    (sink_port,) = free_tcp_ports(1)
+    argv = ["split4ml", "node", str(path), "--stage", "stage_0", "--driver", "reference", "--bind", "tcp://127.0.0.1:0",
+            "--connect", f"sink=tcp://127.0.0.1:{sink_port}", "--idle-exit", "0.3", "--json"]
+    code = ("import sys\nfor m in ('hls4ml', 'keras', 'tensorflow', 'torch'):\n    sys.modules[m] = None\n"
+            f"sys.argv = {argv!r}\nfrom split4ml.cli import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["kind"] == "final" and res["node"] == "stage_0" and res["frames"] == 0
