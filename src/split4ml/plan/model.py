@@ -292,6 +292,12 @@ class Wire:
         return {"type": str(self.type), "shape": list(self.shape), "bytes_per_sample": self.bytes_per_sample}
 
 
+def layer_entries(names: Sequence[str], settings: Mapping[str, LayerSettings]) -> list[dict[str, Any]]:
+    """``[{name, reuse_factor, strategy, precision}]`` of layers, as plan files and ``--json`` write them."""
+    return [{"name": n, "reuse_factor": settings[n].reuse_factor, "strategy": settings[n].strategy,
+             "precision": settings[n].precision.as_dict()} for n in names]
+
+
 @dataclass(frozen=True, eq=False)
 class ShardPlan:
     """One board of a split stage."""
@@ -426,24 +432,16 @@ class Plan:
         if self.board_files:
             out["board_files"] = list(self.board_files)
         for st in self.stages:
-            layers = []
-            for name in st.layers:
-                s = st.settings[name]
-                layers.append({"name": name, "reuse_factor": s.reuse_factor, "strategy": s.strategy,
-                               "precision": s.precision.as_dict()})
+            layers = layer_entries(st.layers, st.settings)
             entry: dict[str, Any] = {"index": st.index, "board": st.board.name, "layers": layers}
             if st.merge:
                 entry["merge"] = st.merge
-                entry["tail"] = [{"name": n, "reuse_factor": st.settings[n].reuse_factor,
-                                  "strategy": st.settings[n].strategy, "precision": st.settings[n].precision.as_dict()}
-                                 for n in st.tail]
+                entry["tail"] = layer_entries(st.tail, st.settings)
             if st.split:
                 entry["split"] = st.split.as_dict()
                 entry["shards"] = [
                     {"part": sh.part, "board": sh.board.name,
-                     "layers": [{"name": n, "reuse_factor": sh.settings[n].reuse_factor,
-                                 "strategy": sh.settings[n].strategy, "precision": sh.settings[n].precision.as_dict()}
-                                for n in sh.layers],
+                     "layers": layer_entries(sh.layers, sh.settings),
                      "input": sh.input.as_dict(), "output": sh.output.as_dict(), "estimate": sh.cost.as_dict(),
                      **({"estimate_source": sh.estimate_source} if sh.estimate_source else {})}
                     for sh in st.shards]
@@ -496,12 +494,7 @@ class Plan:
                          "latency_cycles": sh.cost.latency_cycles, "estimate_source": sh.estimate_source}
                         for sh in st.shards
                     ] if st.split else [],
-                    "layer_settings": [
-                        {"name": n, "reuse_factor": st.settings[n].reuse_factor,
-                         "strategy": st.settings[n].strategy,
-                         "precision": st.settings[n].precision.as_dict()}
-                        for n in st.layers
-                    ],
+                    "layer_settings": layer_entries(st.layers, st.settings),
                 }
                 for st in self.stages
             ],
