@@ -255,7 +255,8 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
 def print_plan(plan: Any) -> None:
     """Rich table of a plan: per-board utilisation, coloured as the cap nears."""
     m = plan.metrics
-    t = Table(title=f"Plan: {plan.n_boards} x {plan.board.name} in {plan.n_stages} pipeline steps, "
+    t = Table(title=f"Plan: {plan.n_boards} x {plan.board.name} in {plan.n_stages} pipeline "
+                    f"step{'s' if plan.n_stages != 1 else ''}, "
                     f"objective {plan.objective}, cap {plan.cap:.0%}")
     for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "II (cyc)", "interval (us)", "out wire"):
         t.add_column(c, justify="left" if c in ("board", "layers", "out wire") else "right")
@@ -293,18 +294,31 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
     with _step(not (quiet or json_out), f"reading {model.name}"):
         g = load_model(model)
     b = get_board(board, tuple(board_file or ()))
-    with _estimator_warnings():
+    with _estimator_warnings(), _progress(not (quiet or json_out)) as cb:
         p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
                       reuse_factor=reuse_factor, strategy=strategy,
                       hls_config=_read_yaml(config, "--config") if config else None,
                       build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
-                      estimator=estimator, calibration=calibration)
+                      estimator=_with_progress(estimator, calibration, cb), calibration=calibration)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})
         return
     print_plan(p)
     out.print(f"wrote {output}")
+
+
+def _with_progress(estimator: str, calibration: Path | None, cb: Any) -> Any:
+    """The estimator for ``plan``; rule4ml's calls (0.1-0.4 s each) drive a progress bar."""
+    if estimator != "rule4ml" or cb is None:
+        return estimator
+    from .plan.api import get_estimator
+
+    est = get_estimator("rule4ml")
+    inner = getattr(est, "base", est)  # a calibrated wrapper keeps rule4ml as its base
+    if hasattr(inner, "on_request"):
+        inner.on_request = lambda calls, hits: cb("rule4ml estimates (calls, cached)", calls + hits, None)
+    return est
 
 
 @app.command()

@@ -316,3 +316,15 @@ def test_fast_reuse_factor_rule_matches_rule4ml():
 
     for n_in, n_out, rf in [(16, 8, 3), (36, 10, 7), (64, 64, 100), (12, 5, 61), (7, 3, 1), (100, 6, 250)]:
         assert _closest_reuse_factor(n_in, n_out, rf) == get_closest_reuse_factor(n_in, n_out, rf)
+
+
+def test_every_priced_segment_reports_progress(est, fake):
+    """The CLI's rule4ml progress bar is driven by on_request: calls and cache hits, as they happen."""
+    seen: list[tuple[int, int]] = []
+    est.on_request = lambda calls, hits: seen.append((calls, hits))
+    layers = chain()
+    sets = settings_for(layers)
+    est.segment_cost(layers, sets, "io_parallel", PYNQ)
+    est.segment_cost(layers, sets, "io_parallel", PYNQ)  # memory hit
+    est.segment_cost(layers[:2], settings_for(layers[:2]), "io_parallel", PYNQ)
+    assert seen == [(1, 0), (1, 1), (2, 1)]

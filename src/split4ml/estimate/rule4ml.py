@@ -376,6 +376,9 @@ class Rule4mlEstimator:
         self.memory_hits = 0
         self.disk_hits = 0
         self.fallbacks: Counter[str] = Counter()
+        #: called as ``on_request(calls, memory_hits + disk_hits)`` after every priced segment, so a
+        #: caller (the CLI's progress bar) can show how far a plan's rule4ml estimation has come
+        self.on_request: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------ range
     def unsupported_reason(self, layers: Sequence[Layer], settings: Mapping[str, LayerSettings], io_type: str,
@@ -459,6 +462,13 @@ class Rule4mlEstimator:
 
     def predict(self, request: Rule4mlRequest) -> dict[str, float]:
         """rule4ml's figures for ``request``: from memory, the disk cache, or one rule4ml call."""
+        try:
+            return self._predict(request)
+        finally:
+            if self.on_request is not None:
+                self.on_request(self.calls, self.memory_hits + self.disk_hits)
+
+    def _predict(self, request: Rule4mlRequest) -> dict[str, float]:
         hit = self._memory.get(request.key)
         if hit is not None:
             self.memory_hits += 1
