@@ -263,7 +263,10 @@ def print_plan(plan: Any) -> None:
     for st in plan.stages:
         u = st.utilization()
         mark = " *" if st.index == m.bottleneck_stage else ""
-        t.add_row(f"{st.index}{mark}", st.board.name, ", ".join(st.layers),
+        layers = ", ".join(([f"merge of {st.merge}"] if st.merge else []) + list(st.layers))
+        if st.split:
+            layers += f" ({st.split.kind} split x{st.split.parts}: {st.n_boards} boards, fullest shown)"
+        t.add_row(f"{st.index}{mark}", st.board.name, layers,
                   *[f"[{_pct_style(u[r], plan.cap)}]{u[r]:.0%}" for r in ("lut", "ff", "dsp", "bram18")],
                   f"{st.cost.ii_cycles:,.0f}", f"{m.stage_interval_us[st.index]:,.2f}",
                   f"{st.output.type} x{list(st.output.shape)} ({st.output.bytes_per_sample} B)")
@@ -294,7 +297,7 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
     with _step(not (quiet or json_out), f"reading {model.name}"):
         g = load_model(model)
     b = get_board(board, tuple(board_file or ()))
-    with _estimator_warnings(), _progress(not (quiet or json_out)) as cb:
+    with _estimator_warnings(), _progress(not (quiet or json_out) and estimator == "rule4ml") as cb:
         p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
                       reuse_factor=reuse_factor, strategy=strategy,
                       hls_config=_read_yaml(config, "--config") if config else None,

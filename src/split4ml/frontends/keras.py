@@ -51,10 +51,12 @@ the caller set it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -136,12 +138,38 @@ _SEE_README = "see README: supported layers"
 
 
 # --------------------------------------------------------------------------- keras import
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what TensorFlow's C++ runtime prints on file descriptor 2 while it is imported.
+
+    Its absl and CUDA-probe lines ("Could not find cuda drivers...") are printed before any log
+    level applies. Python exceptions are unaffected: they propagate as usual. Set
+    ``SPLIT4ML_TF_STDERR=1`` to see the native output.
+    """
+    if os.environ.get("SPLIT4ML_TF_STDERR") or "keras" in sys.modules:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _import_keras() -> ModuleType:
     """Import Keras lazily, quieting TensorFlow's C++ logging unless the caller chose a level."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
-        import keras
+        with _quiet_native_stderr():
+            import keras
     except ImportError as exc:  # pragma: no cover - keras is a dependency
         raise ModelLoadError(
             f"cannot import keras ({exc}); install it with: pip install 'hls4ml[keras-v3]' tensorflow-cpu"
