@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from split4ml import cli
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["split4ml", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    return int(exc.value.code or 0), capsys.readouterr().out
+from cli_helpers import run_cli as run
 
 
 @pytest.mark.slow
@@ -26,14 +18,14 @@ def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path
     keras_model = deep_mlp(seed=3)
     keras_model.save(model)
     plan = tmp_path / "plan.yaml"
-    rc, out = run(monkeypatch, capsys, "plan", str(model), "--board", "pynq-z2", "--stages", "3", "-o", str(plan),
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(model), "--board", "pynq-z2", "--stages", "3", "-o", str(plan),
                   "--json")
     assert rc == 0
     p = json.loads(out)
     assert p["n_stages"] == 3
     assert sum(1 for st in p["stages"] for n in st["layers"] if n.startswith("fc")) >= 6
 
-    rc, out = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "build"), "--json")
+    rc, out, _ = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "build"), "--json")
     assert rc == 0
     b = json.loads(out)
     for st in b["stages"]:
@@ -47,7 +39,7 @@ def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path
     y = keras_model.predict(x, verbose=0).argmax(1)
     data = tmp_path / "data.npz"
     np.savez(data, x=x, y=y)
-    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--data", str(data), "--json")
+    rc, out, _ = run(monkeypatch, capsys, "verify", str(plan), "--data", str(data), "--json")
     v = json.loads(out)
     assert rc == 0, v
     assert v == {**v, "bit_exact": True, "samples": 200, "mismatched_samples": 0, "max_abs_diff": 0.0, "n_stages": 3}
@@ -55,7 +47,7 @@ def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path
     assert 0.5 < v["fixed_accuracy"] <= 1.0
 
     # and on random inputs spread over the input type's range (no --data)
-    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
+    rc, out, _ = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
     v = json.loads(out)
     assert rc == 0 and v["bit_exact"] and v["samples"] == 300 and v["fixed_accuracy"] is None
 
@@ -102,10 +94,10 @@ def test_original_manual_splits_from_plan_files(monkeypatch, capsys, tmp_path, n
     p.write(tmp_path / "again.yaml")
     assert load_plan(tmp_path / "again.yaml")[0].to_json() == p.to_json()
 
-    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
+    rc, out, _ = run(monkeypatch, capsys, "verify", str(plan), "--samples", "300", "--json")
     v = json.loads(out)
     assert rc == 0 and v["bit_exact"] and v["mismatched_samples"] == 0 and v["n_boards"] == 3
-    rc, out = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "b"), "--json")
+    rc, out, _ = run(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "b"), "--json")
     b = json.loads(out)
     assert rc == 0 and b["n_boards"] == 3
     assert sorted(s["node"] for s in b["stages"]) == ["stage_0.0", "stage_0.1", "stage_1"]
@@ -132,7 +124,7 @@ def wide_model(tmp_path_factory):
 @pytest.mark.parametrize("objective", ["boards", "latency", "throughput"])
 def test_layer_bigger_than_a_board_is_split_and_bit_exact(monkeypatch, capsys, tmp_path, wide_model, objective):
     plan = tmp_path / "plan.yaml"
-    rc, out = run(monkeypatch, capsys, "plan", str(wide_model), "--objective", objective, "-o", str(plan), "--json")
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(wide_model), "--objective", objective, "-o", str(plan), "--json")
     assert rc == 0
     p = json.loads(out)
     split = [st for st in p["stages"] if st["shards"]]
@@ -144,7 +136,7 @@ def test_layer_bigger_than_a_board_is_split_and_bit_exact(monkeypatch, capsys, t
             assert all(v <= 0.85 + 1e-9 for v in b["utilization"].values())
         for sh in st["shards"]:
             assert {"board", "layer", "kind", "part", "parts"} <= set(sh) and sh["parts"] == len(st["shards"])
-    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
+    rc, out, _ = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
     v = json.loads(out)
     assert rc == 0 and v["bit_exact"] and v["samples"] == 200 and v["n_boards"] == p["n_boards"]
 
@@ -157,7 +149,7 @@ def test_million_parameter_mlp_on_at_most_25_pynq_boards_bit_exact(monkeypatch, 
     model = tmp_path / "big.keras"
     deep_mlp(widths=(500,) * 5, n_in=16, n_out=5, seed=0).save(model)
     plan = tmp_path / "plan.yaml"
-    rc, out = run(monkeypatch, capsys, "plan", str(model), "--boards", "25", "--strategy", "Resource",
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(model), "--boards", "25", "--strategy", "Resource",
                   "--objective", "throughput", "-o", str(plan), "--json")
     assert rc == 0
     p = json.loads(out)
@@ -165,6 +157,6 @@ def test_million_parameter_mlp_on_at_most_25_pynq_boards_bit_exact(monkeypatch, 
     for st in p["stages"]:
         for b in st["shards"] or [st]:
             assert all(v <= 0.85 + 1e-9 for v in b["utilization"].values())
-    rc, out = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
+    rc, out, _ = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
     v = json.loads(out)
     assert rc == 0 and v["bit_exact"] and v["samples"] == 200 and v["n_boards"] == p["n_boards"]

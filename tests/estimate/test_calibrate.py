@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli as _cli
 from split4ml.boards import get_board
 from split4ml.errors import PlanError, Split4mlError
 from split4ml.estimate.analytic import AnalyticEstimator
@@ -253,14 +253,6 @@ def test_read_report_errors_say_what_is_missing(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- the loop
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from split4ml import cli
-
-    monkeypatch.setattr(sys, "argv", ["split4ml", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

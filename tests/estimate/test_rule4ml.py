@@ -7,13 +7,13 @@ so they run without loading rule4ml; the tests marked slow call the real rule4ml
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli as _cli
 from split4ml.boards import get_board
 from split4ml.estimate.analytic import AnalyticEstimator
 from split4ml.estimate.base import Cost
@@ -253,14 +253,6 @@ def small_model(tmp_path_factory) -> Path:
     return p
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from split4ml import cli
-
-    monkeypatch.setattr(sys, "argv", ["split4ml", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out, captured.err
 
 
 @pytest.mark.slow

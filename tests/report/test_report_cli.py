@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli as run
 from split4ml import cli
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["split4ml", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
