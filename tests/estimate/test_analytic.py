@@ -319,3 +319,56 @@ def test_input_split_merge_is_priced_as_an_adder_tree():
     # a plain Dense of the same shape is priced as multipliers, far above
     plain = merge.with_(params={"units": 500, "use_bias": True})
     assert est.layer_cost(plain, su.tail_settings[merge.name], "io_parallel", board).lut > 10 * c.lut
+
+
+# ------------------------------------------------------------------ the HLS-report flavour
+def _res(est: AnalyticEstimator, n_in: int, n_out: int, rf: int, bits: int = 16) -> Cost:
+    return est.layer_cost(dense(n_in, n_out), LayerSettings(rf, "Resource", prec(weight=bits)), "io_parallel", ZCU)
+
+
+def test_hls_report_model_prices_one_accumulator_select_per_multiplier():
+    synth, hls = AnalyticEstimator(), AnalyticEstimator(report="hls")
+    assert synth.report == "synth" and hls.report == "hls"
+    # RF > n_in, outscale = RF / n_in = 16 or 32: halving RF doubles the multipliers (block 16 vs 8);
+    # the HLS report adds a 256:1 accumulator select of 16 bits (255 / 3 LUT per bit) per multiplier.
+    step_hls = _res(hls, 32, 256, 512).lut - _res(hls, 32, 256, 1024).lut
+    step_synth = _res(synth, 32, 256, 512).lut - _res(synth, 32, 256, 1024).lut
+    assert step_hls - step_synth == pytest.approx(8 * 16 * 255 / 3, rel=1e-6)
+    # the select spans the next power of two of n_out: 160 and 256 outputs cost the same per multiplier
+    per_mult_160 = (_res(hls, 32, 160, 512).lut - _res(hls, 32, 160, 1024).lut) / 5
+    per_mult_256 = step_hls / 8
+    assert per_mult_160 == pytest.approx(per_mult_256, rel=0.05)
+    # outscale 2: the outidx ROM holds one bit, the report prices a 2:1 select, far cheaper
+    assert _res(hls, 192, 256, 384).lut < 0.5 * _res(hls, 192, 256, 768).lut
+    # the HLS report counts more than the synthesised logic, never less
+    for n_in, n_out, rf in ((32, 32, 1024), (64, 128, 512), (96, 224, 384)):
+        assert _res(hls, n_in, n_out, rf).lut > _res(synth, n_in, n_out, rf).lut
+
+
+def test_hls_report_model_changes_only_the_resource_kernel_beyond_n_in():
+    synth, hls = AnalyticEstimator(), AnalyticEstimator(report="hls")
+    for strategy, rf in (("Latency", 1), ("Latency", 4), ("Resource", 1), ("Resource", 8), ("Resource", 64)):
+        s = LayerSettings(rf, strategy)
+        assert hls.layer_cost(dense(64, 32, "relu"), s, "io_parallel", PYNQ) == \
+            synth.layer_cost(dense(64, 32, "relu"), s, "io_parallel", PYNQ)
+    # DSP, BRAM and cycles are the same in both flavours
+    a, b = _res(synth, 64, 256, 512, bits=8), _res(hls, 64, 256, 512, bits=8)
+    assert (a.dsp, a.bram18, a.latency_cycles, a.ii_cycles) == (b.dsp, b.bram18, b.latency_cycles, b.ii_cycles)
+    # the report counts the accumulators (and a few FFs per DSP product), not inputs and results
+    assert b.ff < a.ff
+    assert b.ff == pytest.approx(256 * 16 + 32 * 11.0 + 60.0)
+
+
+def test_hls_report_model_is_monotone_in_size():
+    hls = AnalyticEstimator(report="hls")
+    luts = [_res(hls, n_in, 128, 4 * n_in).lut for n_in in (32, 64, 128, 256)]
+    assert all(a < b for a, b in zip(luts, luts[1:], strict=False)), luts
+    luts = [_res(hls, 64, n_out, 1024).lut for n_out in (32, 64, 128, 256)]
+    assert all(a < b for a, b in zip(luts, luts[1:], strict=False)), luts
+
+
+def test_unknown_report_model_is_refused():
+    from split4ml.errors import Split4mlError
+
+    with pytest.raises(Split4mlError, match="report model 'vivado'.*synth, hls"):
+        AnalyticEstimator(report="vivado")

@@ -97,9 +97,43 @@ def test_calibration_file_round_trip(tmp_path):
     assert Calibration("analytic", "hls", {"lut": Correction(2.0)}).additive is True
 
 
+def test_report_model_round_trip_and_old_files(tmp_path):
+    cal = Calibration("analytic", "hls", {"lut": Correction(1.1)}, report_model="hls")
+    p = tmp_path / "calib.yaml"
+    cal.write(p)
+    assert "report_model: hls" in p.read_text()
+    assert Calibration.read(p).report_model == "hls"
+    # a file written before the key existed was fitted on the default (synth) flavour
+    old = cal.to_dict()
+    del old["report_model"]
+    assert Calibration.from_dict(old).report_model == "synth"
+    # rule4ml calibrations do not carry it
+    assert "report_model" not in Calibration("rule4ml", "hls", {}).to_dict()
+    with pytest.raises(Split4mlError, match="report model"):
+        fit_calibration([Cost(lut=1.0)], [{"lut": 1.0}], "analytic", "hls", report_model="impl")
+
+
+def test_hls_calibration_prices_with_the_hls_report_model():
+    # a Resource layer with RF > n_in: the two flavours differ (see analytic.REPORT_MODELS)
+    layers = [Layer("w", "Dense", (32,), (256,), params={"units": 256, "use_bias": True})]
+    sets = {"w": LayerSettings(512, "Resource")}
+    synth, hls = AnalyticEstimator(), AnalyticEstimator(report="hls")
+    assert hls.layer_cost(layers[0], sets["w"], "io_parallel", PYNQ).lut > \
+        synth.layer_cost(layers[0], sets["w"], "io_parallel", PYNQ).lut
+    cal = Calibration("analytic", "hls", {"lut": Correction(0.5)}, report_model="hls")
+    est = CalibratedEstimator(synth, cal)
+    assert est.base.report == "hls"
+    want = 0.5 * hls.layer_cost(layers[0], sets["w"], "io_parallel", PYNQ).lut
+    assert est.ip_cost(layers, sets, "io_parallel", PYNQ).lut == pytest.approx(want)
+    # an old-style calibration keeps the default flavour, whatever the base was
+    assert CalibratedEstimator(synth, Calibration("analytic", "hls", {})).base is synth
+    assert CalibratedEstimator(hls, Calibration("analytic", "hls", {})).base.report == "synth"
+
+
 @pytest.mark.parametrize(
     ("patch", "where"),
     [
+        ({"report_model": "vivado"}, "report_model"),
         ({"estimator": "magic"}, "estimator"),
         ({"stage": "impl"}, "stage"),
         ({"corrections": {"luts": {"factor": 1}}}, "corrections.luts"),
@@ -283,7 +317,7 @@ def test_calibrate_then_plan_applies_it(monkeypatch, capsys, built, tmp_path):
     model, build = built
     plan, g = load_plan(build / "plan.yaml")
     pipeline, _ = plan_pipeline(plan, g)
-    base = AnalyticEstimator()
+    base = AnalyticEstimator(report="hls")  # HLS reports: calibrated on what they count
     for node in pipeline.nodes:
         st = node.stage
         raw = Cost()
@@ -297,6 +331,7 @@ def test_calibrate_then_plan_applies_it(monkeypatch, capsys, built, tmp_path):
     assert rc == 0, err
     d = json.loads(out)
     assert d["estimator"] == "analytic" and d["stage"] == "hls" and d["n_designs"] == 3
+    assert d["report_model"] == "hls"
     for m, f in TRUE_FACTORS.items():
         if m in d["corrections"]:
             assert d["corrections"][m]["factor"] == pytest.approx(f, rel=0.05), m

@@ -26,6 +26,11 @@ Conventions and assumptions (the estimator sees one layer at a time):
 Calibration: ``benchmarks/estimators.py`` scores this model against 1,117 published hls4ml
 synthesis results (``/work/shared/calibration``). HLS (C-synthesis) LUT estimates run ~1.5-4x above
 post-synthesis figures; the constants here sit between the two (see ``benchmarks/estimators.py``).
+
+Two flavours (``AnalyticEstimator(report=...)``, :data:`REPORT_MODELS`): ``synth`` (default) prices
+the logic Vivado synthesis keeps; ``hls`` prices what the HLS C-synthesis report counts. They differ
+only for the Resource kernel with RF > n_in, whose accumulator index HLS cannot bound (see
+:data:`HLS_ACC_SELECT_SCALE`); calibrations fitted on HLS reports use ``hls``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..boards import Board
-from ..errors import UnsupportedLayerError
+from ..errors import Split4mlError, UnsupportedLayerError
 from ..fixed import FixedType
 from ..ir import LAYER_KINDS, Layer
 from ..settings import LayerSettings
@@ -86,6 +91,36 @@ MUX_INPUTS_PER_LUT = 4.0
 #: output both in HLS estimates (single layers, RF 512/1024) and after Vivado synthesis (2-3 layer
 #: nets, RF 832-4992); 6 LUT/bit x 16 bits = 96.
 RES_OUT_ACC_LUT_PER_BIT = 6.0
+
+# ----------------------------------------------------------------------------------------------
+# What the HLS C-synthesis report counts (``AnalyticEstimator(report="hls")``)
+# ----------------------------------------------------------------------------------------------
+#: Flavours of the analytic model: ``synth`` prices the logic Vivado keeps after synthesis (the
+#: default, what a board must hold); ``hls`` prices what the Vivado/Vitis HLS C-synthesis report
+#: counts, which differs for the Resource kernel with RF > n_in (below). Calibrating against HLS
+#: reports uses ``hls``.
+REPORT_MODELS = ("synth", "hls")
+#: In ``dense_resource_rf_gt_nin_rem0`` multiplier ``im`` updates ``acc[outidx[ir] + im * outscale]``
+#: (outscale = RF / n_in), an index HLS reads from the ``outidx`` ROM and so cannot bound: its report
+#: prices, per multiplier, a read of the fully partitioned accumulator array through a
+#: ``2**ceil(log2(n_out))``:1 mux of accumulator width (and likewise ``mult[out_index]`` in
+#: ``dense_resource_rf_gt_nin``). With outscale = 2 the ROM holds one bit and the report prices a
+#: 2:1 select. Vivado synthesis sees that the index's upper bits are constant and keeps an
+#: outscale:1 select, i.e. about one select per output (``RES_OUT_ACC_LUT_PER_BIT`` above). Scale of
+#: the mux-LUT formula (:func:`mux_luts_per_bit`): least squares on the fitting half of the
+#: single-layer Vivado HLS 2020.1 reports (448 Resource rows with RF > n_in) gave 0.99.
+HLS_ACC_SELECT_SCALE = 1.0
+#: The same fit's per-input and per-output terms of that kernel, LUTs per data bit of each input
+#: (the ``data[in_index]`` select and its registers, beyond the n_in:1 mux above; fitted 1.96) and
+#: per accumulator bit of each output (the write-back select of each accumulator; fitted 1.94).
+HLS_RES_INPUT_LUT_PER_BIT = 2.0
+HLS_RES_OUTPUT_LUT_PER_BIT = 2.0
+#: ... and its fixed part per layer (fitted 3,559 LUTs; the reports do not break it down).
+HLS_RES_KERNEL_LUT = 3500.0
+#: Registers of that kernel as the HLS report counts them: the accumulators (n_out x accumulator
+#: width; fitted 1.06 FF per bit), no input or result registers, no product registers for LUT
+#: multipliers, and this many FFs per DSP-mapped product (fitted 11.1; same 448 rows).
+HLS_DSP_PRODUCT_FF = 11.0
 #: Pipeline-register FFs per operand bit of a LUT-built multiplier of the Resource kernel (a DSP slice
 #: keeps its operand and product registers inside).
 FF_PER_SHARED_MULT_BIT = 1.0
@@ -363,7 +398,13 @@ class AnalyticEstimator(AdditiveEstimator):
 
     name = "analytic"
 
-    def __init__(self) -> None:
+    def __init__(self, report: str = "synth") -> None:
+        """``report``: ``synth`` (default) prices the logic after Vivado synthesis, ``hls`` what the
+        HLS C-synthesis report counts (see :data:`REPORT_MODELS`)."""
+        if report not in REPORT_MODELS:
+            raise Split4mlError(f"analytic estimator: report model {report!r} is not one of "
+                                f"{', '.join(REPORT_MODELS)}")
+        self.report = report
         # (id(layer), weight type) -> (layer kept alive so its id is not reused, stats)
         self._stats: dict[tuple[int, FixedType], tuple[Layer, WeightStats]] = {}
 
@@ -387,14 +428,29 @@ class AnalyticEstimator(AdditiveEstimator):
             return self._pooling(layer, settings, io_type)
         if kind == "BatchNormalization":
             return self._batchnorm(layer, settings, io_type, board)
-        if kind in ("Flatten", "Input"):
-            # Flatten is an in-place reshape in both io types (hls4ml inplace_parallel_reshape /
-            # inplace_stream_flatten); Input is the interface, costed in the shell.
+        if kind in ("Flatten", "Input", "Reshape", "Slice", "Concatenate"):
+            # Flatten/Reshape are in-place reshapes in both io types (hls4ml inplace_parallel_reshape /
+            # inplace_stream_flatten); Input is the interface, costed in the shell. Slice (Cropping1D)
+            # and Concatenate of same-typed values only copy (wires in io_parallel). [E1: DAG wires]
             return Cost()
+        if kind == "Add":
+            return self._add(layer, settings, io_type)
         raise UnsupportedLayerError(
             f"layer {layer.name!r}: the analytic estimator does not model kind {kind!r}; "
             f"supported kinds are {', '.join(LAYER_KINDS)}"
         )
+
+    def _add(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
+        """A two-input ``Add`` (a skip connection): one adder per value at the result width plus
+        the cast to the result type; one cycle. [E1: DAG merges]"""
+        n_values = math.prod(layer.output_shape)
+        res = settings.precision.result
+        lanes = int(layer.output_shape[-1]) if io_type == "io_stream" else n_values
+        lut = lanes * res.width * (ADD_LUT_PER_BIT + (CAST_ROUND_LUT_PER_BIT if res.rounding != "TRN" else 0.0)
+                                   + (CAST_SAT_LUT_PER_BIT if res.saturation != "WRAP" else 0.0)) + LAYER_CONTROL_LUT
+        ii = n_values // lanes
+        return Cost(lut=lut, ff=lanes * res.width + LAYER_CONTROL_FF, latency_cycles=float(ii),
+                    ii_cycles=float(ii))
 
     def _merge_adder(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
         """The merge layer of an input split (``params["merge_parts"] = k``).
@@ -488,11 +544,14 @@ class AnalyticEstimator(AdditiveEstimator):
         # (ARRAY_RESHAPE block factor=block_factor + RESOURCE core=ROM_nP_BRAM), one ROM word of
         # block_factor weights per cycle for RF cycles.
         block = -(-total // rf)
+        hls_gt_nin = self.report == "hls" and rf > n_in  # registers as the HLS report counts them
         if product_in_luts(wd, ww):
             # LUT multipliers, with a product register each (DSP slices keep theirs inside).
-            acc.add(lut=block * LUT_PER_PP_BIT * wd * ww, ff=block * (wd + ww) * FF_PER_SHARED_MULT_BIT)
+            acc.add(lut=block * LUT_PER_PP_BIT * wd * ww,
+                    ff=0.0 if hls_gt_nin else block * (wd + ww) * FF_PER_SHARED_MULT_BIT)
         else:
-            acc.add(dsp=block * dsps_per_product(wd, ww, s7), lut=block * DSP_GLUE_LUT)
+            dsps = block * dsps_per_product(wd, ww, s7)
+            acc.add(dsp=dsps, lut=block * DSP_GLUE_LUT, ff=dsps * HLS_DSP_PRODUCT_FF if hls_gt_nin else 0.0)
         acc.add(bram18=bram18_for(rf, block * ww))
         # Operand select: multiplier im reads data[(ir + im*RF) % n_in]. For RF <= n_in only
         # n_in / RF index sequences are distinct, each an RF:1 mux; for RF > n_in (valid RFs are then
@@ -502,11 +561,21 @@ class AnalyticEstimator(AdditiveEstimator):
         else:
             acc.add(lut=wd * mux_luts_per_bit(n_in))
         # Accumulators and result registers per output; the input vector is held in registers for
-        # the RF cycles of the reuse loop.
-        acc.add(lut=block * wa * ADD_LUT_PER_BIT, ff=n_out * (wa + p.result.width) + n_in * wd)
+        # the RF cycles of the reuse loop (the HLS report of the RF > n_in kernel counts the
+        # accumulators only: HLS_DSP_PRODUCT_FF).
+        acc.add(lut=block * wa * ADD_LUT_PER_BIT,
+                ff=n_out * wa if hls_gt_nin else n_out * (wa + p.result.width) + n_in * wd)
         if rf > n_in:
             # Variable accumulator index: per-output write mux and adder (AccumLoop2 / outidx).
-            acc.add(lut=n_out * wa * RES_OUT_ACC_LUT_PER_BIT)
+            if self.report == "hls":
+                # What the HLS report counts (see HLS_ACC_SELECT_SCALE): a select per multiplier.
+                outscale = rf // n_in if rf % n_in == 0 else 0
+                ways = 2 if outscale == 2 else 2 ** log2_ceil(n_out)
+                acc.add(lut=block * wa * mux_luts_per_bit(ways) * HLS_ACC_SELECT_SCALE
+                        + n_in * wd * HLS_RES_INPUT_LUT_PER_BIT + n_out * wa * HLS_RES_OUTPUT_LUT_PER_BIT
+                        + HLS_RES_KERNEL_LUT)
+            else:
+                acc.add(lut=n_out * wa * RES_OUT_ACC_LUT_PER_BIT)
             if rf % n_in == 0:
                 _memory(acc, rf, max(1, log2_ceil(n_out + 1)))  # the outidx[] index ROM
         stages = 1 + (0 if product_in_luts(wd, ww) else 1)

@@ -22,6 +22,13 @@ The calibration file records the estimator it was fitted for, the report stage (
 C-synthesis estimate; ``synth``: Vivado logic synthesis, preferred where every design has it),
 the designs used, and the in-sample median absolute percentage error before and after.
 
+**Which model is corrected.** HLS C-synthesis reports count logic that Vivado synthesis later
+removes (the Resource kernel's accumulator select when RF > n_in, see
+:data:`split4ml.estimate.analytic.HLS_ACC_SELECT_SCALE`). An analytic calibration on ``hls``
+reports is therefore fitted on the analytic model's ``report="hls"`` flavour and records
+``report_model: hls``; applying it prices segments with that flavour. Files without the key were
+fitted on the default ``synth`` flavour and load as before.
+
 **Applying it.** :class:`CalibratedEstimator` (name ``calibrated``) wraps the base estimator: a
 segment costs the board shell plus the corrected IP figures. A segment the base prices with
 another estimator (rule4ml's analytic fallback) is left as is. With every exponent 1 the wrapper
@@ -52,6 +59,7 @@ from ..boards import Board
 from ..errors import PlanError, Split4mlError
 from ..ir import Layer
 from ..settings import LayerSettings
+from .analytic import REPORT_MODELS, AnalyticEstimator
 from .base import Cost, Estimator
 
 #: Metrics a calibration corrects (the fields of :class:`Cost`).
@@ -138,6 +146,10 @@ class Calibration:
         corrections: metric -> :class:`Correction` (metrics without one are not corrected).
         mode: ``power`` or ``scale``.
         sources: the designs fitted (report paths or labels).
+        report_model: for the analytic estimator, the flavour of its model the corrections were fitted
+            on (:data:`split4ml.estimate.analytic.REPORT_MODELS`): ``hls`` when fitted on HLS
+            C-synthesis reports (what those reports count), ``synth`` otherwise. Files without the
+            key (written before it existed) were fitted on ``synth``.
     """
 
     estimator: str
@@ -145,6 +157,7 @@ class Calibration:
     corrections: Mapping[str, Correction]
     mode: str = "power"
     sources: tuple[str, ...] = ()
+    report_model: str = "synth"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corrections", dict(self.corrections))
@@ -164,9 +177,13 @@ class Calibration:
 
     # ------------------------------------------------------------------ YAML
     def to_dict(self) -> dict[str, Any]:
-        return {"split4ml_calibration": CALIBRATION_VERSION, "estimator": self.estimator, "stage": self.stage,
-                "mode": self.mode, "n_designs": len(self.sources), "sources": list(self.sources),
-                "corrections": {m: self.corrections[m].as_dict() for m in METRICS if m in self.corrections}}
+        out: dict[str, Any] = {"split4ml_calibration": CALIBRATION_VERSION, "estimator": self.estimator,
+                               "stage": self.stage, "mode": self.mode}
+        if self.estimator == "analytic":
+            out["report_model"] = self.report_model
+        out.update({"n_designs": len(self.sources), "sources": list(self.sources),
+                    "corrections": {m: self.corrections[m].as_dict() for m in METRICS if m in self.corrections}})
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "calibration") -> Calibration:
@@ -185,6 +202,10 @@ class Calibration:
         mode = data.get("mode", "power")
         if mode not in MODES:
             raise PlanError(f"{where}.mode: {mode!r} is not one of {MODES}")
+        report_model = data.get("report_model", "synth")
+        if report_model not in REPORT_MODELS:
+            raise PlanError(f"{where}.report_model: {report_model!r} is not one of {REPORT_MODELS}; write the file "
+                            "with 'split4ml calibrate'")
         raw = data.get("corrections") or {}
         if not isinstance(raw, Mapping):
             raise PlanError(f"{where}.corrections: expected a mapping of metric -> {{factor, exponent}}")
@@ -207,7 +228,7 @@ class Calibration:
             corr[m] = Correction(factor=factor, exponent=exponent, n=int(c.get("n", 0) or 0),
                                  n_zero=int(c.get("n_zero", 0) or 0), **stats)
         return cls(estimator=str(est), stage=str(stage), corrections=corr, mode=str(mode),
-                   sources=tuple(str(s) for s in data.get("sources") or ()))
+                   sources=tuple(str(s) for s in data.get("sources") or ()), report_model=str(report_model))
 
     @classmethod
     def read(cls, path: str | Path) -> Calibration:
@@ -225,12 +246,15 @@ class Calibration:
 
 
 def fit_calibration(estimates: Sequence[Cost | Mapping[str, float]], truths: Sequence[Mapping[str, float | None]],
-                    estimator: str, stage: str, mode: str = "power", sources: Sequence[str] = ()) -> Calibration:
+                    estimator: str, stage: str, mode: str = "power", sources: Sequence[str] = (),
+                    report_model: str = "synth") -> Calibration:
     """Fit every metric's correction from pairs (estimate of a design's IP, its report figures).
 
     ``truths[i][metric]`` may be missing or ``None`` (not reported); such designs are left out of
-    that metric.
+    that metric. ``report_model`` names the analytic model flavour the estimates came from.
     """
+    if report_model not in REPORT_MODELS:
+        raise Split4mlError(f"report model {report_model!r} is not one of {REPORT_MODELS}")
     if len(estimates) != len(truths):
         raise ValueError(f"{len(estimates)} estimates for {len(truths)} reports")
     if stage not in STAGES:
@@ -249,7 +273,8 @@ def fit_calibration(estimates: Sequence[Cost | Mapping[str, float]], truths: Seq
         c = fit_correction([p[0] for p in pairs], [p[1] for p in pairs], mode)
         if c.n > 0:
             corr[m] = c
-    return Calibration(estimator=estimator, stage=stage, corrections=corr, mode=mode, sources=tuple(sources))
+    return Calibration(estimator=estimator, stage=stage, corrections=corr, mode=mode, sources=tuple(sources),
+                       report_model=report_model)
 
 
 # ---------------------------------------------------------------------------------------------- estimators
@@ -290,6 +315,10 @@ class CalibratedEstimator:
         if base_name != calibration.estimator:
             raise PlanError(f"the calibration was fitted for the {calibration.estimator} estimator, not {base_name}; "
                             f"use --estimator {calibration.estimator} or calibrate {base_name} again")
+        base_report = getattr(base, "report", None)  # only the analytic estimator has flavours
+        if base_report is not None and base_report != calibration.report_model:
+            # Correct the figures of the flavour the calibration was fitted on.
+            base = AnalyticEstimator(report=calibration.report_model)
         self.base = base
         self.calibration = calibration
         self.additive = is_additive(base) and calibration.additive
@@ -476,13 +505,16 @@ def calibrate_from_reports(paths: Iterable[str | Path], estimator: Estimator, st
     """Fit a :class:`Calibration` of ``estimator`` from the reports under ``paths``.
 
     ``stage="auto"`` fits Vivado synthesis figures when every design has them, else HLS ones.
-    Designs the estimator priced with another estimator (rule4ml's fallback) are left out.
+    Designs the estimator priced with another estimator (rule4ml's fallback) are left out. An
+    analytic calibration on HLS reports is fitted on the analytic model's ``hls`` flavour (what those
+    reports count) and records ``report_model: hls``; applying it prices with that flavour.
 
     Raises:
         Split4mlError: no design with a report was found.
     """
     if stage not in ("auto", *STAGES):
         raise Split4mlError(f"--stage {stage!r} is not one of auto, hls, synth")
+    paths = list(paths)
     got = collect_reports(paths, estimator)
     name = str(getattr(estimator, "name", "analytic"))
     usable = [p for p in got.points if p.source == name]
@@ -494,6 +526,13 @@ def calibrate_from_reports(paths: Iterable[str | Path], estimator: Estimator, st
                             "; run the vendor build (build_all.sh) in the build directory first")
     if stage == "auto":
         stage = "synth" if all(p.report.synth for p in usable) else "hls"
+    report_model = "synth"
+    if name == "analytic" and stage == "hls":
+        # HLS reports count what the analytic model's "hls" flavour prices (see REPORT_MODELS).
+        report_model = "hls"
+        if getattr(estimator, "report", "synth") != "hls":
+            again = {p.label: p for p in collect_reports(paths, AnalyticEstimator(report="hls")).points}
+            usable = [again[p.label] for p in usable]
     cal = fit_calibration([p.estimate for p in usable], [p.report.figures(stage) for p in usable], name, stage, mode,
-                          sources=[p.label for p in usable])
+                          sources=[p.label for p in usable], report_model=report_model)
     return cal, CollectedReports(points=tuple(usable), skipped=tuple(skipped))
