@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from split4ml.plan.dag import import_cpsat_first
+
+# [E2] OR-Tools' CP-SAT crashes in a process that loaded TensorFlow before it (google/or-tools#3230);
+# loading it first keeps the DAG partitioner's solves in-process in test runs.
+import_cpsat_first()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def split4ml_csim_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

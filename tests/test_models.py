@@ -12,14 +12,21 @@ keras = pytest.importorskip("keras")
 
 from split4ml.errors import Split4mlError  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
-from split4ml.models import deep_mlp, mnist_fcnn, small_cnn  # noqa: E402
+from split4ml.models import (  # noqa: E402
+    deep_mlp,
+    digits_split,
+    mnist_fcnn,
+    residual_mlp,
+    small_cnn,
+    train_residual_mlp,
+)
 
 
 def _weights(model: keras.Model) -> list[np.ndarray]:
     return [np.asarray(w) for w in model.get_weights()]
 
 
-@pytest.mark.parametrize("builder", [mnist_fcnn, deep_mlp, small_cnn])
+@pytest.mark.parametrize("builder", [mnist_fcnn, deep_mlp, small_cnn, residual_mlp])
 def test_builders_are_deterministic_per_seed(builder) -> None:
     a, b, c = builder(seed=4), builder(seed=4), builder(seed=5)
     assert [lyr.name for lyr in a.layers] == [lyr.name for lyr in b.layers]
@@ -76,3 +83,19 @@ def test_small_cnn_structure() -> None:
     x = np.random.default_rng(0).uniform(0, 1, size=(3, 8, 8, 1)).astype(np.float32)
     y = model.predict(x, verbose=0)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_residual_mlp_blocks_and_errors() -> None:
+    g = graph_from_keras(residual_mlp(blocks=3, width=8))
+    adds = [lyr for lyr in g.body if lyr.kind == "Add"]
+    assert [a.inputs for a in adds] == [("stem", "b1_fc2"), ("b1_relu", "b2_fc2"), ("b2_relu", "b3_fc2")]
+    with pytest.raises(Split4mlError, match="blocks >= 1"):
+        residual_mlp(blocks=0)
+
+
+def test_residual_mlp_trains_on_digits_in_seconds() -> None:
+    x_train, y_train, x_test, y_test = digits_split()
+    assert x_train.shape == (1438, 64) and x_test.shape == (359, 64) and 0.0 <= x_train.min() <= x_train.max() <= 1.0
+    model, info = train_residual_mlp(epochs=10)
+    assert info["test_accuracy"] > 0.9
+    np.testing.assert_array_equal(info["y_test"], y_test)

@@ -19,7 +19,16 @@ kind                   params
 ``BatchNormalization`` ``epsilon`` (weights ``gamma``, ``beta``, ``moving_mean``,
                        ``moving_variance``)
 ``Activation``         ``{}``; the function is in :attr:`Layer.activation`
+``Add``                ``{}``; two inputs of one shape, summed element-wise
+``Concatenate``        ``axis`` (``-1``: only the last axis); inputs agree on all other axes
+``Slice``              ``start``, ``stop``: rows ``start:stop`` of an ``(n, 1)`` tensor (internal: unpacks
+                       a board's packed input; hls4ml ``Cropping1D``)
+``Reshape``            ``target_shape`` (internal: packs/unpacks board wires; no computation)
 =====================  ==============================================================
+
+Merge layers (``Add``, ``Concatenate``) have several names in :attr:`Layer.inputs` and their
+input shapes in :attr:`Layer.input_shapes`; every other layer has one input. A graph is a DAG in
+topological order with one ``Input`` layer first (the model input) and, for a model, one output.
 
 Dense and Conv layers may carry a fused activation in :attr:`Layer.activation` (Keras
 ``Dense(..., activation="relu")``). Activation functions: ``linear``, ``relu``, ``sigmoid``, ``tanh``,
@@ -40,7 +49,11 @@ from .errors import Split4mlError
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 COMPUTE_KINDS = ("Dense", "Conv1D", "Conv2D")
 POOL_KINDS = ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
-LAYER_KINDS = ("Input", *COMPUTE_KINDS, *POOL_KINDS, "Flatten", "BatchNormalization", "Activation")
+MERGE_KINDS = ("Add", "Concatenate")
+#: Kinds split4ml creates inside a board's sub-graph to pack/unpack its wires (never in a model).
+WIRE_KINDS = ("Slice", "Reshape")
+LAYER_KINDS = ("Input", *COMPUTE_KINDS, *POOL_KINDS, "Flatten", "BatchNormalization", "Activation", *MERGE_KINDS,
+               *WIRE_KINDS)
 
 
 def _frozen(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -56,10 +69,13 @@ class Layer:
         kind: one of :data:`LAYER_KINDS`.
         input_shape: shape of the input tensor, without batch, channels-last.
         output_shape: shape of the output tensor, without batch, channels-last.
-        inputs: names of the producer layers (empty for ``Input``).
+        inputs: names of the producer layers (empty for ``Input``; several for merge layers).
         activation: fused activation (Dense/Conv) or the function of an ``Activation`` layer.
         params: kind-specific parameters (see module docstring).
         weights: name -> numpy array (``kernel``, ``bias``, BatchNorm statistics).
+        input_shapes: the shape of every input, in the order of ``inputs``; empty for single-input
+            layers (then :attr:`in_shapes` is ``(input_shape,)``). ``input_shape`` of a merge layer is
+            its first input's shape.
     """
 
     name: str
@@ -70,8 +86,10 @@ class Layer:
     activation: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shapes", tuple(tuple(int(d) for d in sh) for sh in self.input_shapes))
         object.__setattr__(self, "params", _frozen(self.params))
         object.__setattr__(self, "weights", _frozen(self.weights))
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -82,6 +100,16 @@ class Layer:
     def is_activation(self) -> bool:
         """True for a standalone activation layer, which must stay with its producer."""
         return self.kind == "Activation"
+
+    @property
+    def is_merge(self) -> bool:
+        """True for a layer that combines several tensors (``Add``, ``Concatenate``)."""
+        return self.kind in MERGE_KINDS
+
+    @property
+    def in_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shape of every input, in the order of :attr:`inputs`."""
+        return self.input_shapes or (self.input_shape,)
 
     @property
     def n_params(self) -> int:
@@ -102,9 +130,11 @@ class Layer:
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    """A model as a topologically ordered tuple of layers.
+    """A model as a topologically ordered tuple of layers (a DAG; a chain is the common case).
 
-    ``layers[0]`` is the single ``Input`` layer for the chains that split4ml currently plans.
+    ``layers[0]`` is the model's single ``Input`` layer; every layer comes after its producers.
+    A sub-graph built for one board (:func:`split4ml.split.dag_stages`) may have several ``Input``
+    layers (one per tensor it receives) and several outputs.
     """
 
     name: str
@@ -152,16 +182,52 @@ class Graph:
                 return False
         return len(self.outputs) == 1 and self.outputs[0] == self.layers[-1].name
 
+    def consumers(self, name: str) -> list[Layer]:
+        """The layers that read the output of layer ``name``, in graph order."""
+        return [lyr for lyr in self.layers if name in lyr.inputs]
+
+    def check_dag(self) -> None:
+        """Raise :class:`Split4mlError` unless every layer's producers exist and come before it, and the
+        outputs name layers of the graph."""
+        seen: set[str] = set()
+        for lyr in self.layers:
+            for src in lyr.inputs:
+                if src not in seen:
+                    where = "is not in the graph" if src not in self else "comes after it"
+                    raise Split4mlError(f"graph {self.name!r}: layer {lyr.name!r} reads {src!r}, which {where}; "
+                                        "layers must be in topological order")
+            if lyr.kind == "Input" and lyr.inputs:
+                raise Split4mlError(f"graph {self.name!r}: Input layer {lyr.name!r} cannot have inputs")
+            if lyr.kind != "Input" and not lyr.inputs:
+                raise Split4mlError(f"graph {self.name!r}: layer {lyr.name!r} ({lyr.kind}) has no inputs")
+            if lyr.input_shapes and len(lyr.input_shapes) != len(lyr.inputs):
+                raise Split4mlError(f"graph {self.name!r}: layer {lyr.name!r} has {len(lyr.inputs)} inputs but "
+                                    f"{len(lyr.input_shapes)} input shapes")
+            seen.add(lyr.name)
+        missing = [o for o in self.outputs if o not in seen]
+        if missing:
+            raise Split4mlError(f"graph {self.name!r}: outputs {missing} are not layers of the graph")
+
     def units(self) -> list[tuple[Layer, ...]]:
-        """Group the body into indivisible units: a layer plus the activation layers after it.
+        """Group the body into indivisible units: a layer plus the activation layers it feeds.
 
         A pipeline may be cut only between units, so an activation always stays on the board of
-        the layer that produces its input.
+        the layer that produces its input (in a DAG: it joins its producer's unit; an activation
+        reading the model input starts a unit of its own). Units are in graph order of their first
+        layer.
         """
         groups: list[list[Layer]] = []
+        unit_of: dict[str, int] = {}
         for lyr in self.body:
-            if lyr.is_activation and groups:
-                groups[-1].append(lyr)
+            src = lyr.inputs[0] if len(lyr.inputs) == 1 else None
+            if lyr.is_activation and src in unit_of:
+                k = unit_of[src]
+                groups[k].append(lyr)
+            elif lyr.is_activation and not lyr.inputs and groups:  # producer not recorded: the layer before
+                k = len(groups) - 1
+                groups[k].append(lyr)
             else:
+                k = len(groups)
                 groups.append([lyr])
+            unit_of[lyr.name] = k
         return [tuple(g) for g in groups]

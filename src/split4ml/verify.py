@@ -4,7 +4,10 @@ The same samples go through the per-board C-simulation libraries, run as the pip
 board's input gathered from its producers' outputs, sliced and concatenated, as the runtime does) and through the library of the whole model compiled with
 the same per-layer settings. The split is correct only if every output value is identical.
 Values crossing a board boundary are checked to be exactly representable in the wire type
-(:meth:`~split4ml.fixed.FixedType.to_int`), which is what the runtime sends.
+(:meth:`~split4ml.fixed.FixedType.to_int`), which is what the runtime sends. A model with skip
+connections is verified the same way: its boards form a line of packed stages
+(:func:`split4ml.split.dag_stages`), each receiving and sending one wire, and the whole model is
+compiled as one DAG project (:func:`split4ml.split.whole_dag_stage`).
 
 With labels, :func:`verify_stages` also reports the accuracy of the fixed-point model (argmax of
 the whole model's C-simulation) and of a float reference (e.g. the Keras model).

@@ -345,21 +345,22 @@ def _assert_unsupported(model: keras.Model, layer_name: str, class_name: str, *w
     return msg
 
 
-def test_branching_model_raises() -> None:
+def test_multiply_merge_raises() -> None:
     x = keras.Input((8,), name="x")
     a = layers.Dense(8, name="d1")(x)
     b = layers.Dense(8, name="d2")(a)
-    s = layers.Add(name="skip_add")([a, b])
-    model = keras.Model(x, layers.Dense(2, name="out")(s), name="resnetish")
-    _assert_unsupported(model, "skip_add", "Add", "skip connections are not supported yet")
+    s = layers.Multiply(name="gate")([a, b])
+    model = keras.Model(x, layers.Dense(2, name="out")(s), name="gated")
+    _assert_unsupported(model, "gate", "Multiply", "this layer type is not supported")
 
 
-def test_concatenate_branch_raises() -> None:
+def test_three_input_concatenate_raises() -> None:
     x = keras.Input((8,), name="x")
     a = layers.Dense(4, name="left")(x)
     b = layers.Dense(4, name="right")(x)
-    model = keras.Model(x, layers.Concatenate(name="cat")([a, b]), name="fork")
-    _assert_unsupported(model, "cat", "Concatenate", "not supported yet")
+    c = layers.Dense(4, name="mid")(x)
+    model = keras.Model(x, layers.Concatenate(name="cat")([a, b, c]), name="fork")
+    _assert_unsupported(model, "cat", "Concatenate", "3 inputs are not supported")
 
 
 def test_several_inputs_or_outputs_raise() -> None:
@@ -567,11 +568,14 @@ def test_unreadable_files_raise(tmp_path: Path, cnn: keras.Model) -> None:
 
 
 def test_load_model_dispatch(tmp_path: Path) -> None:
-    for ext in (".pt", ".pt2", ".onnx"):
+    for ext, needle in ((".pt", "as TorchScript"), (".pt2", "as a torch.export program")):
         f = tmp_path / f"m{ext}"
-        f.write_bytes(b"")
-        with pytest.raises(ModelLoadError, match="PyTorch/ONNX frontends are not available yet"):
+        f.write_bytes(b"")  # reaches the PyTorch frontend (tests/frontends/test_torch.py)
+        with pytest.raises(ModelLoadError, match=needle):
             load_model(f)
+    (tmp_path / "m.onnx").write_bytes(b"")  # reaches the ONNX frontend (tests/frontends/test_onnx.py)
+    with pytest.raises(ModelLoadError, match="no ONNX graph nodes"):
+        load_model(tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="extension"):
         load_model(tmp_path / "model.bin")
     with pytest.raises(ModelLoadError, match="unknown framework"):

@@ -73,9 +73,12 @@ def test_hand_built_graph_matches_numpy_forward_pass() -> None:
 
 def test_unsupported_kind_is_named() -> None:
     graph, _ = _dense_graph()
-    bad = Graph("bad", (*graph.layers[:2], Layer("mystery", "Add", (5,), (5,), ("fc1",))), ("mystery",))
-    with pytest.raises(UnsupportedLayerError, match="mystery.*Add"):
+    bad = Graph("bad", (*graph.layers[:2], Layer("mystery", "Multiply", (5,), (5,), ("fc1",))), ("mystery",))
+    with pytest.raises(UnsupportedLayerError, match="mystery.*Multiply"):
         keras_model_from_graph(bad)
+    one = Graph("bad", (*graph.layers[:2], Layer("lonely", "Add", (5,), (5,), ("fc1",))), ("lonely",))
+    with pytest.raises(UnsupportedLayerError, match="lonely.*Add.*exactly two"):
+        keras_model_from_graph(one)
 
 
 def test_wrong_weight_shape_is_reported() -> None:

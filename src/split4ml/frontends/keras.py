@@ -2,8 +2,9 @@
 
 What is converted
 -----------------
-Models whose layers form one chain (every layer consumes the one before it, one input, one
-output). Supported Keras layers and what they become:
+Sequential and functional models with one input and one output: chains, and DAGs whose branches
+meet in ``Add`` or ``Concatenate`` layers (residual blocks, skip connections). Supported Keras
+layers and what they become:
 
 ==========================================  =====================================================
 Keras layer                                 Graph layer
@@ -20,6 +21,8 @@ Keras layer                                 Graph layer
 ``ReLU`` (plain: no max_value, slope 0,     ``Activation`` with activation ``relu``
 threshold 0)
 ``Softmax`` (last axis)                     ``Activation`` with activation ``softmax``
+``Add`` (two inputs of one shape)           ``Add``
+``Concatenate`` (two inputs, last axis)     ``Concatenate`` (``axis=-1``)
 ``Dropout``, ``SpatialDropout1D/2D/3D``,     dropped (identities at inference)
 ``GaussianDropout``, ``GaussianNoise``,
 ``AlphaDropout``, ``ActivityRegularization``
@@ -87,6 +90,8 @@ SUPPORTED_LAYERS: tuple[str, ...] = (
     "Activation",
     "ReLU",
     "Softmax",
+    "Add",
+    "Concatenate",
 )
 
 #: Keras layer classes that are identities at inference and are removed from the chain.
@@ -379,7 +384,33 @@ def _softmax(layer: Any, in_shape: tuple[int, ...]) -> _Converted:
     return _Converted("Activation", "softmax", {}, {})
 
 
-_Converter = Callable[[Any, tuple[int, ...]], "_Converted | None"]
+def _check_two_inputs(layer: Any, in_shapes: list[tuple[int, ...]]) -> None:
+    if len(in_shapes) != 2:
+        raise _unsupported(layer, f"{len(in_shapes)} inputs are not supported (hls4ml merges exactly two tensors); "
+                                  "nest two-input layers instead, e.g. Add()([Add()([a, b]), c])")
+
+
+def _add(layer: Any, in_shape: tuple[int, ...], in_shapes: list[tuple[int, ...]] | None = None) -> _Converted:
+    shapes = in_shapes or [in_shape]
+    _check_two_inputs(layer, shapes)
+    if shapes[0] != shapes[1]:
+        raise _unsupported(layer, f"inputs of shapes {shapes} are not supported (no broadcasting: both inputs must "
+                                  "have the same shape)")
+    return _Converted("Add", None, {}, {})
+
+
+def _concatenate(layer: Any, in_shape: tuple[int, ...],
+                 in_shapes: list[tuple[int, ...]] | None = None) -> _Converted:
+    shapes = in_shapes or [in_shape]
+    _check_two_inputs(layer, shapes)
+    if not _is_last_axis(layer.axis, len(shapes[0]) + 1):
+        raise _unsupported(layer, f"axis={layer.axis!r} is not supported (only the last axis, -1)")
+    if len({len(s) for s in shapes}) != 1 or len({s[:-1] for s in shapes}) != 1:
+        raise _unsupported(layer, f"inputs of shapes {shapes} do not agree on all but the last axis")
+    return _Converted("Concatenate", None, {"axis": -1}, {})
+
+
+_Converter = Callable[..., "_Converted | None"]
 
 _CONVERTERS: dict[str, _Converter] = {
     "Dense": _dense,
@@ -394,7 +425,12 @@ _CONVERTERS: dict[str, _Converter] = {
     "Activation": _activation,
     "ReLU": _relu,
     "Softmax": _softmax,
+    "Add": _add,
+    "Concatenate": _concatenate,
 }
+
+#: Converters that take the shapes of all inputs (merge layers).
+_MERGE_CONVERTERS = frozenset({"Add", "Concatenate"})
 
 
 def _converter_for(keras: ModuleType, layer: Any) -> _Converter | None:
@@ -437,57 +473,60 @@ def _functional_view(keras: ModuleType, model: Any) -> Any:
     )
 
 
-def _chain_nodes(fn: Any, model_name: str) -> list[Any]:
-    """The Keras nodes of a single-chain functional graph, input first.
+def _node_of(tensor: Any) -> Any:
+    op, node_index, _ = tensor._keras_history
+    return op._inbound_nodes[node_index]
 
-    Walks back from the single output, so any layer with several inputs (Add, Concatenate, ...)
-    is found and named.
+
+def _dag_nodes(fn: Any, model_name: str) -> list[Any]:
+    """The Keras nodes on the paths from the single input to the single output, producers first.
+
+    The order is a depth-first post-order from the output (parents in argument order), so a chain
+    comes out input first, layer by layer. Only ``Add`` and ``Concatenate`` may take several inputs
+    (checked by their converters); a layer called more than once (shared weights) is refused.
     """
     inputs, outputs = list(fn.inputs), list(fn.outputs)
     if len(inputs) != 1:
         names = [t._keras_history.operation.name for t in inputs]
         raise UnsupportedLayerError(
-            f"model {model_name!r} has {len(inputs)} inputs {names}; only single-input chains are supported "
-            f"(branches and skip connections are not supported yet); {_SEE_README}"
+            f"model {model_name!r} has {len(inputs)} inputs {names}; only single-input models are supported "
+            f"(concatenate the inputs into one tensor before the model); {_SEE_README}"
         )
     if len(outputs) != 1:
         names = [t._keras_history.operation.name for t in outputs]
         raise UnsupportedLayerError(
-            f"model {model_name!r} has {len(outputs)} outputs {names}; only single-output chains are supported "
-            f"(branches and skip connections are not supported yet); {_SEE_README}"
+            f"model {model_name!r} has {len(outputs)} outputs {names}; only single-output models are supported "
+            f"(concatenate the outputs into one tensor); {_SEE_README}"
         )
-    nodes: list[Any] = []
-    tensor = outputs[0]
-    while True:
-        op, node_index, _ = tensor._keras_history
-        node = op._inbound_nodes[node_index]
-        nodes.append(node)
-        if node.is_input:
-            break
-        parents = list(node.input_tensors)
-        if len(parents) != 1:
-            producers = [t._keras_history.operation.name for t in parents]
-            raise UnsupportedLayerError(
-                f"layer {op.name!r} ({type(op).__name__}) takes {len(parents)} inputs from {producers}: "
-                "branches and skip connections are not supported yet; only chains where each layer "
-                f"consumes the previous one can be split; {_SEE_README}"
-            )
-        tensor = parents[0]
-    nodes.reverse()
-    ops = [n.operation for n in nodes]
+    order: list[Any] = []
+    state: dict[int, int] = {}  # id(node) -> 1 visiting, 2 done
+    stack: list[tuple[Any, bool]] = [(_node_of(outputs[0]), False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            state[id(node)] = 2
+            order.append(node)
+            continue
+        if state.get(id(node)) is not None:
+            continue
+        state[id(node)] = 1
+        stack.append((node, True))
+        if not node.is_input:
+            for t in reversed(list(node.input_tensors)):
+                parent = _node_of(t)
+                if state.get(id(parent)) is None:
+                    stack.append((parent, False))
+    ops = [n.operation for n in order]
     if len({id(o) for o in ops}) != len(ops):
         shared = sorted({o.name for o in ops if sum(p is o for p in ops) > 1})
         raise UnsupportedLayerError(
             f"model {model_name!r} calls layer(s) {shared} more than once (shared weights); "
             f"this is not supported; {_SEE_README}"
         )
-    extra = [o.name for o in fn.operations if all(o is not p for p in ops)]
-    if extra:  # pragma: no cover - Keras keeps only layers on the input->output path
-        raise UnsupportedLayerError(
-            f"model {model_name!r} has layers {extra} off the input->output chain; "
-            f"branches are not supported yet; {_SEE_README}"
-        )
-    return nodes
+    starts = [n for n in order if n.is_input]
+    if len(starts) != 1 or starts[0] is not order[0]:  # pragma: no cover - one model input, checked above
+        raise UnsupportedLayerError(f"model {model_name!r}: the output does not depend on exactly one input")
+    return order
 
 
 def _safe_names(names: list[str]) -> list[str]:
@@ -516,15 +555,16 @@ def _safe_names(names: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- public API
 def graph_from_keras(model: keras.Model, name: str | None = None) -> Graph:
-    """Convert a Keras 3 Sequential or functional chain model to a :class:`Graph`.
+    """Convert a Keras 3 Sequential or functional model (a chain, or a DAG merging in Add/Concatenate)
+    to a :class:`Graph`.
 
     Args:
-        model: a built Keras model whose layers form one chain.
+        model: a built Keras model with one input and one output.
         name: the Graph name; defaults to ``model.name``.
 
     Raises:
-        UnsupportedLayerError: a branch, a nested model, or a layer type/option that is not
-            supported (the message names the layer and its Keras class).
+        UnsupportedLayerError: several model inputs/outputs, a branch merged by another layer than
+            Add/Concatenate, a nested model, or a layer type/option that is not supported (the message names the layer and its Keras class).
         ModelLoadError: an unbuilt Sequential model (unknown input shape).
     """
     keras = _import_keras()
@@ -533,44 +573,60 @@ def graph_from_keras(model: keras.Model, name: str | None = None) -> Graph:
             f"expected a keras.Model, got {type(model).__name__}; load a model file with load_keras(path)"
         )
     fn = _functional_view(keras, model)
-    nodes = _chain_nodes(fn, model.name)
+    nodes = _dag_nodes(fn, model.name)
 
-    # (keras name, kind, in shape, out shape, activation, params, weights) of each kept layer.
-    kept: list[tuple[str, str, tuple[int, ...], tuple[int, ...], str | None, dict, dict]] = []
+    # (keras name, kind, in shapes, out shape, activation, params, weights, keras input tensors) per kept layer
+    kept: list[tuple[str, str, list[tuple[int, ...]], tuple[int, ...], str | None, dict, dict, list[int]]] = []
+    index_of_tensor: dict[int, int] = {}  # id(keras tensor) -> index in kept of the layer producing it
     input_node = nodes[0]
     in_layer = input_node.operation
     in_shape = _shape(input_node.outputs[0], in_layer)
-    kept.append((in_layer.name, "Input", in_shape, in_shape, None, {}, {}))
+    kept.append((in_layer.name, "Input", [in_shape], in_shape, None, {}, {}, []))
+    index_of_tensor[id(input_node.outputs[0])] = 0
     for node in nodes[1:]:
         layer = node.operation
+        parents = list(node.input_tensors)
         converter = _converter_for(keras, layer)
-        if converter is None:
+        if len(parents) != 1 and type(layer).__name__ not in _MERGE_CONVERTERS:
+            producers = [t._keras_history.operation.name for t in parents]
+            raise _unsupported(layer, f"it takes {len(parents)} inputs from {producers}; only Add and Concatenate "
+                                      "may merge branches")
+        srcs = [index_of_tensor[id(t)] for t in parents]
+        if converter is None:  # dropped at inference: its output is its input
+            index_of_tensor[id(node.outputs[0])] = srcs[0]
             continue
-        x_shape = _shape(node.input_tensors[0], layer)
+        x_shapes = [_shape(t, layer) for t in parents]
         y_shape = _shape(node.outputs[0], layer)
-        conv = converter(layer, x_shape)
-        if conv is None:
+        if type(layer).__name__ in _MERGE_CONVERTERS:
+            conv = converter(layer, x_shapes[0], x_shapes)
+        else:
+            conv = converter(layer, x_shapes[0])
+        if conv is None:  # an identity (linear Activation): its output is its input
+            index_of_tensor[id(node.outputs[0])] = srcs[0]
             continue
-        kept.append((layer.name, conv.kind, x_shape, y_shape, conv.activation, conv.params, conv.weights))
+        index_of_tensor[id(node.outputs[0])] = len(kept)
+        kept.append((layer.name, conv.kind, x_shapes, y_shape, conv.activation, conv.params, conv.weights, srcs))
 
     names = _safe_names([k[0] for k in kept])
     layers: list[Layer] = []
-    for i, (new_name, (_, kind, x_shape, y_shape, act, params, weights)) in enumerate(
-        zip(names, kept, strict=True)
-    ):
+    for new_name, (_, kind, x_shapes, y_shape, act, params, weights, srcs) in zip(names, kept, strict=True):
         layers.append(
             Layer(
                 name=new_name,
                 kind=kind,
-                input_shape=x_shape,
+                input_shape=x_shapes[0],
                 output_shape=y_shape,
-                inputs=() if i == 0 else (names[i - 1],),
+                inputs=tuple(names[j] for j in srcs),
                 activation=act,
                 params=params,
                 weights=weights,
+                input_shapes=tuple(x_shapes) if len(x_shapes) > 1 else (),
             )
         )
-    return Graph(name=name or model.name, layers=tuple(layers), outputs=(names[-1],))
+    out = index_of_tensor[id(fn.outputs[0])]
+    graph = Graph(name=name or model.name, layers=tuple(layers), outputs=(names[out],))
+    graph.check_dag()
+    return graph
 
 
 def _weights_next_to(json_path: Path) -> Path | None:

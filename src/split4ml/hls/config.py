@@ -17,6 +17,9 @@ Keras activations (``fc1`` -> ``fc1`` + ``fc1_relu``). Each entry is then filled
   through, so its output keeps its producer's type: give a Flatten the same result type as the
   layer before it, or a stage ending at a Flatten fails :func:`~split4ml.hls.project.check_wire_types`);
 - a fused activation ``<layer>_<act>``: ``result`` = the layer's result type;
+- Add / Concatenate (skip connections) and the wire layers of a packed board (``Slice`` as
+  ``Cropping1D``, ``Reshape``): ``result`` from their settings (the wire layers get the wire's type,
+  so they move values unchanged);
 - an Activation layer: ``result`` from its settings; lookup-table types (``table``, ``exp_table``,
   ``inv_table``, ``inv_inp`` and softmax's internal ``accum``) keep hls4ml's concrete defaults,
   written explicitly.

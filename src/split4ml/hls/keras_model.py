@@ -66,6 +66,16 @@ def _make_keras_layer(layer: Layer) -> Any:
     if kind == "Activation":
         act = _activation(layer)
         return kl.Activation(act, name=layer.name)
+    if kind == "Add":
+        return kl.Add(name=layer.name)
+    if kind == "Concatenate":
+        return kl.Concatenate(axis=int(p.get("axis", -1)), name=layer.name)
+    if kind == "Slice":
+        n = int(layer.input_shape[0])
+        start, stop = int(p["start"]), int(p["stop"])
+        return kl.Cropping1D(cropping=(start, n - stop), name=layer.name)
+    if kind == "Reshape":
+        return kl.Reshape(_tuple(p["target_shape"]), name=layer.name)
     raise UnsupportedLayerError(
         f"layer {layer.name!r} has kind {kind!r}, which split4ml cannot rebuild in Keras; supported kinds are "
         f"{', '.join(k for k in LAYER_KINDS if k != 'Input')}"
@@ -115,7 +125,10 @@ def keras_model_from_graph(graph: Graph) -> Any:
     """A Keras functional model computing ``graph``, with the same layer names and weights.
 
     The Input layer is named ``graph.input.name`` (hls4ml reserves the name ``input``, so split4ml
-    names stage inputs ``stage<i>_input``). Returns a ``keras.Model``.
+    names stage inputs ``stage<i>_input``). Merge layers (``Add``, ``Concatenate``) take their inputs
+    in the order of ``Layer.inputs``; the wire layers of a board's packed sub-graph become Keras
+    ``Cropping1D`` (``Slice``) and ``Reshape``. A graph with several Input layers or outputs gives a
+    model with several inputs or outputs. Returns a ``keras.Model``.
 
     Raises:
         UnsupportedLayerError: a layer kind or activation that cannot be rebuilt, or weights that
@@ -128,21 +141,31 @@ def keras_model_from_graph(graph: Graph) -> Any:
         raise UnsupportedLayerError(
             f"graph {graph.name!r} must start with an Input layer, found {inp_layer.name!r} ({inp_layer.kind})"
         )
-    inp = keras.Input(shape=inp_layer.output_shape, name=inp_layer.name)
-    tensors: dict[str, Any] = {inp_layer.name: inp}
-    for layer in graph.body:
-        if len(layer.inputs) != 1:
+    inputs = []
+    tensors: dict[str, Any] = {}
+    for layer in graph.layers:
+        if layer.kind == "Input":
+            tensors[layer.name] = keras.Input(shape=layer.output_shape, name=layer.name)
+            inputs.append(tensors[layer.name])
+            continue
+        if len(layer.inputs) != 1 and not layer.is_merge:
             raise UnsupportedLayerError(
-                f"layer {layer.name!r} ({layer.kind}) has {len(layer.inputs)} inputs; split4ml rebuilds "
-                "single-input layers only"
+                f"layer {layer.name!r} ({layer.kind}) has {len(layer.inputs)} inputs; only Add and Concatenate "
+                "take several"
             )
-        src = layer.inputs[0]
-        if src not in tensors:
+        if layer.is_merge and len(layer.inputs) != 2:
             raise UnsupportedLayerError(
-                f"layer {layer.name!r} consumes {src!r}, which is not defined before it in graph {graph.name!r}"
+                f"layer {layer.name!r} ({layer.kind}) has {len(layer.inputs)} input(s); hls4ml merges exactly two "
+                "tensors"
+            )
+        missing = [src for src in layer.inputs if src not in tensors]
+        if missing:
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} consumes {missing}, which are not defined before it in graph {graph.name!r}"
             )
         klayer = _make_keras_layer(layer)
-        out = klayer(tensors[src])
+        args = [tensors[src] for src in layer.inputs]
+        out = klayer(args if layer.is_merge else args[0])
         _set_weights(klayer, layer)
         got = tuple(int(d) for d in out.shape[1:])
         if got != layer.output_shape:
@@ -152,7 +175,8 @@ def keras_model_from_graph(graph: Graph) -> Any:
             )
         tensors[layer.name] = out
     outputs = [tensors[n] for n in graph.outputs]
-    return keras.Model(inputs=inp, outputs=outputs[0] if len(outputs) == 1 else outputs, name=_model_name(graph))
+    return keras.Model(inputs=inputs[0] if len(inputs) == 1 else inputs,
+                       outputs=outputs[0] if len(outputs) == 1 else outputs, name=_model_name(graph))
 
 
 def _model_name(graph: Graph) -> str:

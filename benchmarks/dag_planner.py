@@ -1,0 +1,80 @@
+"""How the CP-SAT partitioner plans ResNet-style models (skip connections) onto PYNQ-Z2 boards.
+
+For ``residual_mlp`` with each number of residual blocks given (Dense stem, blocks of
+Dense-Dense-Add-ReLU, Dense head and softmax; width 16, analytic estimator, cap 85 %) and each
+objective, plans it with ``make_plan`` (each layer's reuse factor and strategy chosen jointly with
+the DAG partition, from up to 10 versions per unit) and prints the stages, the estimated
+bottleneck and latency, the joint optimiser's own time (``partition_graph`` with the units'
+versions, best of ``--repeat``) and the whole ``make_plan`` time; ``--two-step`` plans the older
+way (smallest reuse factor per layer, then the partition) for comparison.
+
+    python benchmarks/dag_planner.py --blocks 2 4 6 --boards 3 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from split4ml.plan.dag import import_cpsat_first  # noqa: E402
+
+import_cpsat_first()  # OR-Tools before TensorFlow (google/or-tools#3230)
+
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
+from split4ml.boards import get_board  # noqa: E402
+from split4ml.frontends.keras import graph_from_keras  # noqa: E402
+from split4ml.models import residual_mlp  # noqa: E402
+from split4ml.plan.api import get_estimator, make_plan  # noqa: E402
+from split4ml.plan.dag import graph_versions, partition_graph  # noqa: E402
+from split4ml.plan.model import OBJECTIVES  # noqa: E402
+from split4ml.plan.reuse import choose_settings  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, nargs="+", default=[2, 4, 6])
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--boards", type=int, nargs="+", default=[0], help="board limits to try (0: none)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--two-step", action="store_true", help="per-layer reuse factors first (joint=False)")
+    args = ap.parse_args()
+    board = get_board("pynq-z2")
+    est = get_estimator("analytic")
+    print(f"# {cpu_model()}, Python {platform.python_version()}")
+    for blocks in args.blocks:
+        graph = graph_from_keras(residual_mlp(blocks=blocks, width=args.width, seed=0))
+        print(f"\nresidual_mlp blocks={blocks} width={args.width}: {len(graph.units())} units, "
+              f"{len(graph.body)} layers")
+        for limit in args.boards:
+            max_boards = limit or None
+            for objective in OBJECTIVES:
+                t0 = time.perf_counter()
+                plan = make_plan(graph, model="resnet.keras", board=board, objective=objective,
+                                 max_boards=max_boards, joint=not args.two_step)
+                base = choose_settings(graph, board, plan.cap, est, plan.build)
+                versions = None if args.two_step else graph_versions(graph, base, est, plan.build, board, plan.cap)
+                plan_s = time.perf_counter() - t0
+                best = float("inf")
+                part = None
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    part, _ = partition_graph(graph, base if versions else plan.settings, est, plan.build, board,
+                                              plan.cap, objective=objective, max_boards=max_boards, versions=versions)
+                    best = min(best, time.perf_counter() - t0)
+                assert part is not None
+                m = plan.metrics
+                stages = " | ".join(",".join(st.layers) for st in plan.stages)
+                print(f"  boards<={limit or '-'} {objective:10s}: {len(plan.stages)} boards, bottleneck "
+                      f"{m.bottleneck_us:.3f} us ({m.throughput_per_s:,.0f}/s), latency {m.latency_us:,.1f} us; "
+                      f"optimiser {best * 1000:.0f} ms ({part.n_solves} CP-SAT solves, "
+                      f"{'optimal' if part.optimal else 'NOT proven optimal'}), make_plan {plan_s:.1f} s")
+                print(f"      {stages}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Plans of models with skip connections (DAGs): check, price and package a stage assignment.
+
+A DAG plan is an ordinary :class:`~split4ml.plan.model.Plan` whose stages list any layers (not
+only contiguous runs of a chain), as long as every edge goes from a stage to the same or a later
+one (:func:`split4ml.split.dag_stage_of`). The optimiser (:mod:`split4ml.plan.dag`) and a
+hand-written plan file both end in :func:`assemble_dag`, called by
+:func:`split4ml.plan.api.assemble` for graphs that are not chains.
+
+Pricing: stage ``k`` costs the estimate of its model layers on its board (the wire layers that pack
+and unpack tensors copy values and cost nothing); it sends one wire, the packed tensors crossing
+link ``k`` (:func:`split4ml.split.crossing_tensors`: a skip tensor is sent again by every board it
+passes through), so its interval is ``ii_cycles / clock + transfer time of that wire``, as for a
+chain stage (:func:`split4ml.plan.metrics.group_metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..boards import Board
+from ..errors import InfeasibleError, PlanError
+from ..estimate.base import Estimator
+from ..ir import Graph
+from ..settings import BuildSettings, LayerSettings
+from ..split import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
+from .metrics import BoardLoad, group_metrics
+from .model import Plan, SplitSpec, StagePlan, Wire
+
+
+def _wire(graph: Graph, tensors: Sequence[str], settings: Mapping[str, LayerSettings], build: BuildSettings,
+          where: str) -> Wire:
+    wtype, shape = link_wire(graph, tensors, settings, build, where)
+    return Wire(wtype, shape, tensors=tuple(tensors))
+
+
+def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: Board, cap: float, objective: str,
+                 estimator: Estimator, build: BuildSettings, stage_layers: Sequence[Sequence[str]],
+                 stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
+                 where: Sequence[str] | None = None, board_files: Sequence[str] = (),
+                 base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
+                 model_options: Mapping[str, Any] | None = None) -> Plan:
+    """Price, check and package the DAG stage assignment ``stage_layers`` (one list of layer names per
+    board, in pipeline order) as a :class:`Plan`.
+
+    Each stage's layers are stored in graph order; its ``input``/``output`` wires name the tensors
+    they carry. Every board must fit under ``cap``.
+
+    Raises:
+        PlanError: an invalid assignment (a layer on no board or two, an edge going back, an
+            activation away from its producer), a split (not supported with skip connections),
+            tensors of different types on one link, or io_stream (io_parallel only).
+        InfeasibleError: a board that does not fit (naming the stage, board and layers).
+    """
+    where = list(where) if where is not None else [f"stages[{i}]" for i in range(len(stage_layers))]
+    if len(stage_layers) != len(stage_boards):
+        raise PlanError(f"{len(stage_layers)} stages but {len(stage_boards)} boards")
+    for i, sp in enumerate(splits or ()):
+        if sp is not None:
+            raise PlanError(f"{where[i]}.split: splitting a layer is not supported yet in models with skip "
+                            f"connections (model {graph.name!r}); remove 'split' and give the layer a board of its "
+                            "own, or raise its reuse_factor")
+    check_dag_io_type(graph, build)
+    dag_stage_of(graph, stage_layers)  # its errors name stages[i], as plan files do
+    io = stage_tensors(graph, stage_layers)
+    stages: list[StagePlan] = []
+    loads: list[list[BoardLoad]] = []
+    bytes_in = 0
+    for i, (names, b, (received, sent)) in enumerate(zip(stage_layers, stage_boards, io, strict=True)):
+        chosen = set(names)
+        layers = [lyr for lyr in graph.body if lyr.name in chosen]
+        sets = {lyr.name: settings[lyr.name] for lyr in layers}
+        cost = estimator.segment_cost(layers, sets, build.io_type, b)
+        over = cost.overflow(b, cap)
+        if over:
+            detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
+            raise InfeasibleError(
+                f"{where[i]} (board {b.name}, layers {[lyr.name for lyr in layers]}) does not fit: {detail} "
+                f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
+                "strategy, lower the precision, or use a bigger board.")
+        in_wire = _wire(graph, received, settings, build, f"{where[i]}.input")
+        out_wire = _wire(graph, sent, settings, build, f"{where[i]}.output")
+        if i == 0:
+            bytes_in = in_wire.bytes_per_sample
+        stages.append(StagePlan(index=i, board=b, layers=tuple(lyr.name for lyr in layers), settings=sets, cost=cost,
+                                input=in_wire, output=out_wire))
+        loads.append([BoardLoad(cost, b, out_wire.bytes_per_sample)])
+    metrics = group_metrics(loads, bytes_in)
+    return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
+                estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
+                metrics=metrics, board_files=tuple(board_files), base_dir=base_dir,
+                model_options=dict(model_options or {}))
