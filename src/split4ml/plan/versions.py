@@ -1,0 +1,142 @@
+"""The *versions* of a unit: the hls4ml settings its compute layer may take, each with its cost.
+
+The design-space planner (:mod:`split4ml.plan.joint`) picks one version per unit jointly with the
+cut points and the boards. :func:`unit_versions` lists them:
+
+* **Candidates.** Every reuse factor hls4ml keeps unchanged for the unit's compute layer
+  (:func:`split4ml.estimate.hls_rules.valid_reuse_factors`, never one hls4ml would silently
+  change), under the Latency and the Resource strategy (or only the strategy the user fixed), and
+  at least ``min_reuse_factor``. A unit whose settings the user fixed (reuse factor, or a global
+  reuse factor), or without a compute layer, has one version: its settings as they are.
+* **Priced** per board type with the estimator (unit cost without the shell, as the partitioner
+  adds it); a candidate that fits no board type alone (shell included, under the cap) is dropped.
+* **Pruned.** A candidate is dropped when another one is at least as good in every figure (LUT,
+  FF, DSP, BRAM18, II, latency) on every board type: it can never be needed. Equal figures keep
+  the first (Latency before Resource, smaller reuse factor first).
+* **Capped** at ``max_versions`` (default :data:`MAX_VERSIONS`): the fastest (smallest II), the
+  cheapest (smallest largest utilisation of the first board type), and the rest spread
+  geometrically over the II range of the Pareto set. This bounds the planner's work; the
+  planner is exact over the versions kept, not over every valid reuse factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..boards import RESOURCES, Board
+from ..estimate import hls_rules
+from ..estimate.base import Cost, Estimator
+from ..ir import COMPUTE_KINDS, Layer
+from ..settings import STRATEGIES, LayerSettings
+
+#: Versions kept per unit (see the module docstring).
+MAX_VERSIONS = 10
+
+
+@dataclass(frozen=True)
+class UnitVersion:
+    """One way to build a unit: settings of its layers, and its cost on each board type (no shell)."""
+
+    settings: Mapping[str, LayerSettings]
+    costs: tuple[Cost, ...]
+
+
+def _unit_cost(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], est: Estimator, io_type: str,
+               board: Board) -> Cost:
+    c = Cost()
+    for lyr in unit:
+        c = c + est.layer_cost(lyr, settings[lyr.name], io_type, board)
+    return c
+
+
+def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], boards: Sequence[Board], cap: float,
+                  est: Estimator, io_type: str, *, free: bool, strategy: str | None = None,
+                  min_reuse_factor: int = 1, max_versions: int = MAX_VERSIONS) -> list[UnitVersion]:
+    """The versions of ``unit`` on the board types ``boards`` (see the module docstring).
+
+    Args:
+        unit: the unit's layers (a layer and its activations).
+        settings: current settings of at least the unit's layers (precisions; pinned values).
+        boards: the board types of the cluster; costs come per type, in this order.
+        cap: fraction (0, 1] of each board resource a stage may use.
+        est: an additive estimator (``layer_cost``, ``shell_cost``).
+        io_type: hls4ml io type.
+        free: whether the planner may choose the compute layer's reuse factor and strategy.
+        strategy: the strategy the user fixed, or None for both.
+        min_reuse_factor: smallest reuse factor offered.
+        max_versions: cap on the versions returned.
+
+    Returns:
+        The versions, fastest first; empty when none fits any board type alone (shell included).
+    """
+    base = {lyr.name: settings[lyr.name] for lyr in unit}
+    compute = [lyr for lyr in unit if lyr.kind in COMPUTE_KINDS]
+    shells = [est.shell_cost(b) for b in boards]
+    if not free or not compute:
+        costs = tuple(_unit_cost(unit, base, est, io_type, b) for b in boards)
+        fits = any((sh + c).fits(b, cap) for sh, c, b in zip(shells, costs, boards, strict=True))
+        return [UnitVersion(base, costs)] if fits else []
+    layer = compute[0]
+    cands: list[UnitVersion] = []
+    for s in ([strategy] if strategy else list(STRATEGIES)):
+        for rf in hls_rules.valid_reuse_factors(layer, s, io_type):
+            if rf < min_reuse_factor:
+                continue
+            sets = {**base, layer.name: LayerSettings(reuse_factor=rf, strategy=s,
+                                                      precision=base[layer.name].precision)}
+            costs = tuple(_unit_cost(unit, sets, est, io_type, b) for b in boards)
+            if any((sh + c).fits(b, cap) for sh, c, b in zip(shells, costs, boards, strict=True)):
+                cands.append(UnitVersion(sets, costs))
+    if not cands:
+        return []
+    kept = _pareto(cands)
+    kept.sort(key=lambda v: (v.costs[0].ii_cycles, v.costs[0].latency_cycles))
+    if len(kept) > max_versions:
+        fits = [[(sh + v.costs[t]).fits(b, cap) for v in kept] for t, (sh, b) in enumerate(zip(shells, boards,
+                                                                                              strict=True))]
+        kept = _spread(kept, boards, fits, max_versions)
+    return kept
+
+
+def _figures(v: UnitVersion) -> np.ndarray:
+    return np.array([float(getattr(c, f)) for c in v.costs for f in (*RESOURCES, "ii_cycles", "latency_cycles")])
+
+
+def _pareto(cands: list[UnitVersion]) -> list[UnitVersion]:
+    figs = np.array([_figures(v) for v in cands])
+    out = []
+    for a in range(len(cands)):
+        le = (figs <= figs[a]).all(axis=1)
+        lt = (figs < figs[a]).any(axis=1)
+        same_before = le & ~lt & (np.arange(len(cands)) < a)  # equal figures: keep the first
+        if (le & lt).any() or same_before.any():
+            continue
+        out.append(cands[a])
+    return out
+
+
+def _spread(kept: list[UnitVersion], boards: Sequence[Board], fits: list[list[bool]], k: int) -> list[UnitVersion]:
+    """``k`` of the versions (sorted by II): the fastest and the cheapest, the fastest that fits each
+    board type alone, then, taking the board types in turn, the versions nearest to a geometric
+    spread over the II range of those that fit that type."""
+    ii = np.array([max(float(v.costs[0].ii_cycles), 1e-9) for v in kept])
+    cheapest = min(range(len(kept)), key=lambda i: (kept[i].costs[0].max_utilization(boards[0]), i))
+    chosen = {0, cheapest}
+    on_type = [[i for i in range(len(kept)) if f[i]] for f in fits]
+    for idx in on_type:
+        if idx and len(chosen) < k:
+            chosen.add(idx[0])
+    targets = [list(np.geomspace(ii[idx[0]], ii[idx[-1]], num=max(k, 2))) if idx else [] for idx in on_type]
+    while len(chosen) < k and any(targets):
+        for t, idx in enumerate(on_type):
+            while targets[t] and len(chosen) < k:
+                tgt = targets[t].pop(0)
+                order = sorted(idx, key=lambda i, tgt=tgt: (abs(np.log(ii[i]) - np.log(tgt)), i))
+                pick = next((i for i in order if i not in chosen), None)
+                if pick is not None:
+                    chosen.add(pick)
+                    break
+    return [kept[i] for i in sorted(chosen)]

@@ -1,0 +1,251 @@
+"""The joint planner (versions x cuts x board types) against brute force on small chains."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import replace
+
+import pytest
+
+from split4ml.boards import get_board
+from split4ml.errors import InfeasibleError
+from split4ml.estimate.base import Cost
+from split4ml.plan.joint import BoardPool, solve_joint
+from split4ml.plan.metrics import pipeline_metrics
+from split4ml.plan.partition import REL_TOL, partition_chain, shell_cost
+
+PYNQ = get_board("pynq-z2")
+ZCU = get_board("zcu102")
+#: a small, slow board with another link, so that board types differ in every respect
+TINY = replace(PYNQ, name="tiny", lut=30000, ff=60000, dsp=120, bram18=140, clock_mhz=150.0,
+               link=replace(PYNQ.link, bandwidth_mbps=400.0, latency_us=40.0))
+#: about twice a PYNQ-Z2, slower clock
+MID = replace(PYNQ, name="mid", lut=110000, ff=220000, dsp=400, bram18=500, clock_mhz=80.0,
+              link=replace(PYNQ.link, bandwidth_mbps=2000.0, latency_us=80.0))
+
+
+def _tie(v: float) -> float:
+    return v + REL_TOL * abs(v) + 1e-9
+
+
+def _keys(objective: str, m, n_boards: int) -> tuple[float, float, float]:
+    if objective == "throughput":
+        return (m.bottleneck_us, n_boards, m.latency_us)
+    if objective == "latency":
+        return (m.latency_us, n_boards, m.bottleneck_us)
+    return (n_boards, m.bottleneck_us, m.latency_us)
+
+
+def _lex_best(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Lexicographic minimum with the planner's tie tolerance on every key."""
+    out = []
+    for k in range(3):
+        best = min(r[k] for r in rows)
+        out.append(best)
+        rows = [r for r in rows if r[k] <= _tie(best)]
+    return tuple(out)
+
+
+def _compositions(n: int):
+    for cuts in itertools.product([0, 1], repeat=n - 1):
+        bounds = [0] + [i + 1 for i, c in enumerate(cuts) if c] + [n]
+        yield list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _type_sequences(pool: BoardPool, k: int):
+    if pool.order is not None:
+        for pos in itertools.combinations(range(len(pool.order)), k):
+            yield tuple(pool.order[p] for p in pos)
+    else:
+        for seq in itertools.product(range(len(pool.types)), repeat=k):
+            if all(seq.count(t) <= c for t, c in enumerate(pool.counts)):
+                yield seq
+
+
+def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=None, n_stages=None):
+    rows = []
+    n = len(costs)
+    for ranges in _compositions(n):
+        k = len(ranges)
+        if (max_boards is not None and k > max_boards) or (n_stages is not None and k != n_stages):
+            continue
+        for seq in _type_sequences(pool, k):
+            # per stage, every version assignment that fits; keep them all (metrics need the mix)
+            per_stage = []
+            for (i, j), t in zip(ranges, seq, strict=True):
+                opts = []
+                for vs in itertools.product(*(range(len(costs[u])) for u in range(i, j))):
+                    c = pool.shells[t]
+                    for u, v in zip(range(i, j), vs, strict=True):
+                        c = c + costs[u][v][t]
+                    if c.fits(pool.types[t], cap):
+                        opts.append(c)
+                if not opts:
+                    break
+                per_stage.append(opts)
+            else:
+                boards = [pool.types[t] for t in seq]
+                outs = [bytes_out[j - 1] for _, j in ranges]
+                for combo in itertools.product(*per_stage):
+                    m = pipeline_metrics(list(combo), boards, bytes_in, outs)
+                    rows.append(_keys(objective, m, k))
+    return _lex_best(rows) if rows else None
+
+
+def _random_costs(rng: random.Random, n: int, n_versions: int, types) -> list:
+    """Units of 20-70% of a PYNQ-Z2 at their fastest version; a slower version (reuse factor
+    ``2**v``) takes fewer multipliers and may move weights to BRAM. Per board type the same
+    absolute figures, give or take 15% (DSP shape, clock)."""
+    costs = []
+    for _ in range(n):
+        base = rng.uniform(0.2, 0.7)
+        vs = []
+        for v in range(rng.randint(1, n_versions)):
+            rf = 2 ** v
+            frac = base / rf ** rng.uniform(0.5, 1.0)
+            c = Cost(lut=frac * PYNQ.lut * rng.uniform(0.4, 1.0), ff=frac * PYNQ.ff * 0.3,
+                     dsp=frac * PYNQ.dsp * rng.uniform(0.2, 1.0), bram18=PYNQ.bram18 * rng.uniform(0.0, 0.3) * (v % 2),
+                     latency_cycles=rng.uniform(50, 300) * rf, ii_cycles=rf * rng.choice([50, 400]))
+            per_type = []
+            for _b in types:
+                k = rng.uniform(0.85, 1.15)
+                per_type.append(Cost(lut=c.lut * k, ff=c.ff * k, dsp=c.dsp * k, bram18=c.bram18,
+                                     latency_cycles=c.latency_cycles, ii_cycles=c.ii_cycles))
+            vs.append(per_type)
+        costs.append(vs)
+    return costs
+
+
+def _check(res, costs, bytes_in, bytes_out, pool, cap, objective, **kw):
+    # the reported plan is consistent: costs of the chosen versions, fits, metrics recomputed
+    for (i, j), t, c in zip(res.ranges, res.stage_types, res.stage_costs, strict=True):
+        total = pool.shells[t]
+        for u in range(i, j):
+            total = total + costs[u][res.choice[u]][t]
+        assert total == c
+        assert c.fits(pool.types[t], cap)
+    got = _keys(objective, res.metrics, res.n_stages)
+    want = brute_force(costs, bytes_in, bytes_out, pool, cap, objective, **kw)
+    assert want is not None
+    for g, w in zip(got, want, strict=True):
+        assert g <= _tie(w) and w <= _tie(g), (objective, got, want)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+@pytest.mark.parametrize("seed", range(10))
+def test_versions_one_board_type_match_brute_force(objective: str, seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(3, 6)
+    costs = _random_costs(rng, n, 3, [PYNQ])
+    bytes_out = [rng.choice([20, 200, 2000]) for _ in range(n)]
+    max_boards = rng.choice([None, n, max(2, n - 2)])
+    pool = BoardPool(types=(PYNQ,), counts=(max_boards or n,))
+    try:
+        res = solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective)
+    except InfeasibleError:
+        assert brute_force(costs, 784.0, bytes_out, pool, 0.85, objective) is None
+        return
+    _check(res, costs, 784.0, bytes_out, pool, 0.85, objective)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("order", ["free", "fixed"])
+def test_mixed_boards_match_brute_force(objective: str, seed: int, order: str) -> None:
+    rng = random.Random(100 + seed)
+    n = rng.randint(3, 5)
+    types = (PYNQ, TINY, MID)[: rng.choice([2, 3])]
+    costs = _random_costs(rng, n, 2, types)
+    bytes_out = [rng.choice([20, 200, 2000]) for _ in range(n)]
+    if order == "free":
+        pool = BoardPool(types=types, counts=tuple(rng.randint(0, 3) for _ in types))
+        if pool.n_boards == 0:
+            pool = BoardPool(types=types, counts=(1,) + (0,) * (len(types) - 1))
+    else:
+        pool = BoardPool(types=types, order=tuple(rng.randrange(len(types)) for _ in range(rng.randint(2, 5))))
+    try:
+        res = solve_joint(costs, 100.0, bytes_out, pool, 0.8, objective)
+    except InfeasibleError:
+        assert brute_force(costs, 100.0, bytes_out, pool, 0.8, objective) is None
+        return
+    if order == "fixed":
+        assert list(res.positions) == sorted(set(res.positions))
+        assert all(pool.order[p] == t for p, t in zip(res.positions, res.stage_types, strict=True))
+    _check(res, costs, 100.0, bytes_out, pool, 0.8, objective)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+def test_exact_stage_count(objective: str) -> None:
+    rng = random.Random(7)
+    costs = _random_costs(rng, 5, 3, [PYNQ])
+    bytes_out = [100.0] * 5
+    pool = BoardPool(types=(PYNQ,), counts=(5,))
+    for k in (3, 4):
+        try:
+            res = solve_joint(costs, 10.0, bytes_out, pool, 0.85, objective, n_stages=k)
+        except InfeasibleError:
+            assert brute_force(costs, 10.0, bytes_out, pool, 0.85, objective, n_stages=k) is None
+            continue
+        assert res.n_stages == k
+        _check(res, costs, 10.0, bytes_out, pool, 0.85, objective, n_stages=k)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+def test_one_version_equals_plain_partition(objective: str) -> None:
+    """With one version per unit and one board type, the joint planner is the plain chain DP."""
+    rng = random.Random(3)
+    n = 8
+    units = [Cost(lut=rng.uniform(2e3, 2e4), ff=rng.uniform(2e3, 3e4), dsp=rng.uniform(5, 90),
+                  bram18=rng.uniform(0, 40), latency_cycles=rng.uniform(5, 400), ii_cycles=rng.choice([1, 4, 16, 64]))
+             for _ in range(n)]
+    bytes_out = [rng.choice([32, 256, 2048]) for _ in range(n)]
+    plain = partition_chain(units, 64.0, bytes_out, PYNQ, 0.85, objective=objective)
+    joint = solve_joint([[[c]] for c in units], 64.0, bytes_out, BoardPool(types=(PYNQ,), counts=(n,)), 0.85,
+                        objective)
+    a, b = _keys(objective, plain.metrics, plain.n_stages), _keys(objective, joint.metrics, joint.n_stages)
+    assert all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(a, b, strict=True))
+
+
+def test_versions_trade_boards_for_interval() -> None:
+    """A slower version lets two units share a board: the boards objective takes it, throughput does not."""
+    fast = Cost(dsp=150, ii_cycles=1, latency_cycles=10)
+    slow = Cost(dsp=40, ii_cycles=8, latency_cycles=30)
+    costs = [[[fast], [slow]], [[fast], [slow]]]
+    pool = BoardPool(types=(PYNQ,), counts=(2,))
+    thr = solve_joint(costs, 10.0, [10.0, 10.0], pool, 0.85, "throughput")
+    assert thr.n_stages == 2 and thr.choice == (0, 0)
+    few = solve_joint(costs, 10.0, [10.0, 10.0], pool, 0.85, "boards")
+    assert few.n_stages == 1 and set(few.choice) == {1} or few.choice in ((0, 1), (1, 0))
+    assert few.n_stages == 1
+
+
+def test_infeasible_names_the_unit() -> None:
+    big = Cost(dsp=10_000, ii_cycles=1)
+    with pytest.raises(InfeasibleError, match=r"\['d2'\]"):
+        solve_joint([[[Cost(dsp=1)]], [[big]]], 1.0, [1.0, 1.0], BoardPool(types=(PYNQ,), counts=(3,)), 0.85,
+                    unit_names=["d1", "d2"])
+    with pytest.raises(InfeasibleError, match="board"):
+        solve_joint([[[Cost(dsp=150)]], [[Cost(dsp=150)]]], 1.0, [1.0, 1.0], BoardPool(types=(PYNQ,), counts=(1,)),
+                    0.85)
+
+
+def test_shell_of_each_type_is_charged() -> None:
+    pool = BoardPool(types=(PYNQ, ZCU), counts=(1, 1))
+    assert pool.shells == (shell_cost(PYNQ), shell_cost(ZCU))
+    assert pool.n_boards == 2
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_pareto_front_equals_pairwise_definition(k: int) -> None:
+    import numpy as np
+
+    from split4ml.plan.joint import _pareto
+
+    rng = np.random.default_rng(k)
+    for n in (1, 7, 60, 1300):
+        pts = rng.integers(0, 15, size=(n, k)).astype(float)
+        uniq = np.unique(pts, axis=0)
+        want = [r for r in uniq if not ((uniq <= r).all(axis=1) & (uniq < r).any(axis=1)).any()]
+        assert np.array_equal(np.unique(_pareto(pts), axis=0), np.array(want).reshape(-1, k))
