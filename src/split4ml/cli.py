@@ -50,6 +50,38 @@ EstimatorOpt = Annotated[str, typer.Option(
     "--estimator", help="analytic (default) or rule4ml (needs the rule4ml extra); calibrated with --calibration.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(
     "--calibration", help="Calibration YAML written by 'split4ml calibrate': corrects the estimator it was fitted for.")]
+FrameworkOpt = Annotated[str | None, typer.Option(
+    "--framework", help="keras, pytorch or onnx (default: from the file extension: .keras/.h5/.json, "
+                        ".pt2/.pt/.pth/.py, .onnx).")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="Weights file: a PyTorch state_dict for a .py model, or Keras weights for a .json model.")]
+EntryOpt = Annotated[str | None, typer.Option(
+    "--entry", help="PyTorch .py model: the nn.Module class or factory function in the file that builds it.")]
+InputShapeOpt = Annotated[str | None, typer.Option(
+    "--input-shape", help="PyTorch .py/TorchScript model: input shape without batch, channels-first, e.g. 1,8,8.")]
+
+
+def _model_options(framework: str | None, weights: Path | None, entry: str | None,
+                   input_shape: str | None) -> dict[str, Any]:
+    """The :func:`split4ml.frontends.load_model` keywords given on the command line (None dropped)."""
+    shape: list[int] | None = None
+    if input_shape is not None:
+        try:
+            shape = [int(d) for d in input_shape.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            shape = []
+        if not shape or min(shape) < 1:
+            raise Split4mlError(f"--input-shape {input_shape!r}: expected positive integers like 1,8,8 "
+                                "(channels-first, without the batch dimension)")
+    opts = {"framework": framework, "weights": str(weights) if weights is not None else None, "entry": entry,
+            "input_shape": shape}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _load(model: Path, options: dict[str, Any]) -> Any:
+    from .frontends import load_model
+
+    return load_model(model, **options)
 
 
 @contextmanager
@@ -159,14 +191,15 @@ def boards(json_out: JsonOpt = False, board_file: BoardFileOpt = None) -> None:
 
 
 @app.command()
-def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False, framework: FrameworkOpt = None,
+            weights: WeightsOpt = None, entry: EntryOpt = None, input_shape: InputShapeOpt = None) -> None:
     """Show a model's layers, shapes and parameters as split4ml reads them."""
-    from .frontends import load_model
-
+    options = _model_options(framework, weights, entry, input_shape)
     with _step(not (quiet or json_out), f"reading {model.name}"):
-        g = load_model(model)
+        g = _load(model, options)
     layers = [{"name": lyr.name, "type": lyr.kind, "input_shape": list(lyr.input_shape),
-               "output_shape": list(lyr.output_shape), "activation": lyr.activation, "params": lyr.n_params}
+               "output_shape": list(lyr.output_shape), "activation": lyr.activation, "params": lyr.n_params,
+               "inputs": list(lyr.inputs)}
               for lyr in g.layers]
     data = {"model": g.name, "n_layers": len(g.body), "n_params": g.n_params,
             "input_shape": list(g.input.output_shape), "output_shape": list(g.layers[-1].output_shape),
@@ -175,11 +208,12 @@ def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False) -> 
         _emit_json(data)
         return
     t = Table(title=f"{g.name}: {len(g.body)} layers, {g.n_params:,} parameters")
-    for c in ("layer", "type", "input", "output", "activation", "params"):
+    dag = not g.is_chain  # skip connections: show where each layer reads from
+    for c in ("layer", "type", *(("from",) if dag else ()), "input", "output", "activation", "params"):
         t.add_column(c, justify="right" if c == "params" else "left")
     for r in layers:
-        t.add_row(r["name"], r["type"], str(tuple(r["input_shape"])), str(tuple(r["output_shape"])),
-                  r["activation"] or "", f"{r['params']:,}")
+        t.add_row(r["name"], r["type"], *((" + ".join(r["inputs"]),) if dag else ()), str(tuple(r["input_shape"])),
+                  str(tuple(r["output_shape"])), r["activation"] or "", f"{r['params']:,}")
     out.print(t)
     out.print(f"cut points: between {len(data['units'])} units (a layer stays with the activations after it)")
 
@@ -188,24 +222,26 @@ def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False) -> 
 def estimate(model: Path, board: BoardOpt = "pynq-z2", reuse_factor: RfOpt = None, strategy: StrategyOpt = None,
              precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", config: ConfigOpt = None,
              cap: CapOpt = 0.85, board_file: BoardFileOpt = None, json_out: JsonOpt = False,
-             quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic", calibration: CalibrationOpt = None) -> None:
+             quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic", calibration: CalibrationOpt = None,
+             framework: FrameworkOpt = None, weights: WeightsOpt = None, entry: EntryOpt = None,
+             input_shape: InputShapeOpt = None) -> None:
     """Estimate each layer's cost on a board (settings chosen as the planner would)."""
+    options = _model_options(framework, weights, entry, input_shape)
     with _estimator_warnings():
         _estimate(model, board, reuse_factor, strategy, precision, io_type, config, cap, board_file, json_out, quiet,
-                  estimator, calibration)
+                  estimator, calibration, options)
 
 
 def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str | None, precision: str | None,
               io_type: str, config: Path | None, cap: float, board_file: list[Path] | None, json_out: bool,
-              quiet: bool, estimator: str, calibration: Path | None) -> None:
+              quiet: bool, estimator: str, calibration: Path | None, options: dict[str, Any]) -> None:
     from .boards import get_board
     from .estimate.calibrate import segment_source
-    from .frontends import load_model
     from .plan.api import get_estimator, parse_hls_config
     from .plan.reuse import choose_settings
 
     with _step(not (quiet or json_out), f"reading {model.name}"):
-        g = load_model(model)
+        g = _load(model, options)
     b = get_board(board, tuple(board_file or ()))
     build = _build_settings(precision, io_type)
     overrides: dict[str, Any] = {}
@@ -255,7 +291,10 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
 def print_plan(plan: Any) -> None:
     """Rich table of a plan: per-board utilisation, coloured as the cap nears."""
     m = plan.metrics
-    t = Table(title=f"Plan: {plan.n_boards} x {plan.board.name} in {plan.n_stages} pipeline "
+    names = [sh.board.name for st in plan.stages for sh in st.shards] if any(st.split for st in plan.stages) else []
+    names = [st.board.name for st in plan.stages if not st.split] + names
+    boards = " + ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names)) or f"{plan.n_boards} x {plan.board.name}"
+    t = Table(title=f"Plan: {boards} in {plan.n_stages} pipeline "
                     f"step{'s' if plan.n_stages != 1 else ''}, "
                     f"objective {plan.objective}, cap {plan.cap:.0%}")
     for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "II (cyc)", "interval (us)", "out wire"):
@@ -286,23 +325,42 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
          board_file: BoardFileOpt = None,
          output: Annotated[Path, typer.Option("-o", "--output", help="Plan file to write.")] = Path("plan.yaml"),
          json_out: JsonOpt = False, quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic",
-         calibration: CalibrationOpt = None) -> None:
+         calibration: CalibrationOpt = None, framework: FrameworkOpt = None, weights: WeightsOpt = None,
+         entry: EntryOpt = None, input_shape: InputShapeOpt = None,
+         cluster: Annotated[Path | None, typer.Option(
+             "--cluster", help="Cluster YAML: the boards on hand (types, counts), order fixed|free, links. "
+                               "Replaces --board.")] = None,
+         joint: Annotated[bool, typer.Option(
+             "--joint/--no-joint", help="Choose each layer's reuse factor and strategy jointly with the cuts "
+                                        "(default), or first per layer (smallest that fits a board) and then "
+                                        "cut (the two-step way).")] = True) -> None:
     """Choose the optimal pipeline of boards for MODEL and write it as a plan file."""
     from .boards import get_board
-    from .frontends import load_model
     from .plan.api import make_plan
 
     if boards_ is not None and stages is not None and stages > boards_:
         raise Split4mlError(f"--stages {stages} is more than --boards {boards_}; drop one of them")
+    options = _model_options(framework, weights, entry, input_shape)
+    from .plan.dag import import_cpsat_first
+
+    import_cpsat_first()  # [E2] CP-SAT (models with skip connections) crashes if TensorFlow loads before it
     with _step(not (quiet or json_out), f"reading {model.name}"):
-        g = load_model(model)
-    b = get_board(board, tuple(board_file or ()))
+        g = _load(model, options)
+    cl = None
+    if cluster is not None:
+        from .plan.cluster import read_cluster
+
+        cl = read_cluster(cluster, [str(f) for f in board_file or ()])
+        b = cl.types[0]
+    else:
+        b = get_board(board, tuple(board_file or ()))
     with _estimator_warnings(), _progress(not (quiet or json_out) and estimator == "rule4ml") as cb:
         p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
                       reuse_factor=reuse_factor, strategy=strategy,
                       hls_config=_read_yaml(config, "--config") if config else None,
                       build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
-                      estimator=_with_progress(estimator, calibration, cb), calibration=calibration)
+                      estimator=_with_progress(estimator, calibration, cb), calibration=calibration,
+                      model_options=options, cluster=cl, joint=joint)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})
@@ -427,14 +485,15 @@ def _print_verify(d: dict[str, Any]) -> None:
 @app.command()
 def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working directory.")] = Path("split4ml-demo"),
          samples: Annotated[int, typer.Option("--samples", "-n", help="Test samples to verify.")] = 500,
-         stages: Annotated[int | None, typer.Option(
-             "--stages", help="Exactly this many stages (default: the planner's choice).")] = None,
+         stages: Annotated[int, typer.Option(
+             "--stages", min=0, help="Boards to split across (default 3, to show a split; 0 = the planner's "
+             "own choice, which fits this small network on one board at a higher reuse factor).")] = 3,
          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """The original work's MNIST network, trained, planned, built and verified across PYNQ-Z2 boards."""
     from .demo import run_demo
 
     with _progress(not (quiet or json_out)) as cb:
-        res = run_demo(output, samples=samples, n_stages=stages, progress=cb,
+        res = run_demo(output, samples=samples, n_stages=stages or None, progress=cb,
                        log=(lambda s: None) if (json_out or quiet) else (lambda s: err.print(s)))
     if json_out:
         _emit_json(res)
@@ -680,7 +739,9 @@ def calibrate(
     if json_out:
         _emit_json(data)
         return
-    t = Table(title=f"Calibration of the {cal.estimator} estimator on {len(got.points)} design(s), {cal.stage} figures")
+    flavour = f" ({cal.report_model} model)" if cal.estimator == "analytic" else ""
+    t = Table(title=f"Calibration of the {cal.estimator} estimator{flavour} on {len(got.points)} design(s), "
+              f"{cal.stage} figures")
     for c in ("metric", "factor", "exponent", "designs", "zero", "MdAPE before", "MdAPE after"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for m in METRICS:

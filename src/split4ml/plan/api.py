@@ -18,7 +18,17 @@ from ..estimate.base import Cost, Estimator
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
-from ..split import Node, Pipeline, Source, Stage, chain_stage, make_stages, whole_model_stage
+from ..split import (
+    Node,
+    Pipeline,
+    Source,
+    Stage,
+    chain_stage,
+    dag_stages,
+    linear_pipeline,
+    make_stages,
+    whole_model_stage,
+)
 from .metrics import BoardLoad, group_metrics
 from .model import (
     OBJECTIVES,
@@ -196,14 +206,12 @@ def align_passthrough(graph: Graph, settings: dict[str, LayerSettings]) -> dict[
     type whatever its config says; a stage that ended at a Flatten with another declared type
     would send a wire of the wrong type.
     """
-    prev: Layer | None = None
-    for lyr in graph.body:
-        if lyr.kind == "Flatten" and prev is not None:
+    for lyr in graph.body:  # in a DAG, a Flatten's producer is its input (not always the layer before it)
+        if lyr.kind == "Flatten" and lyr.inputs and lyr.inputs[0] in settings:
             s = settings[lyr.name]
-            want = settings[prev.name].precision.result
+            want = settings[lyr.inputs[0]].precision.result
             if s.precision.result != want:
                 settings[lyr.name] = replace(s, precision=replace(s.precision, result=want))
-        prev = lyr
     return settings
 
 
@@ -221,8 +229,12 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
              where: Sequence[str] | None = None, board_files: Sequence[str] = (),
              base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
              shard_settings: Sequence[Mapping[str, LayerSettings]] | None = None,
-             tail_settings: Mapping[str, LayerSettings] | None = None) -> Plan:
+             tail_settings: Mapping[str, LayerSettings] | None = None,
+             model_options: Mapping[str, Any] | None = None) -> Plan:
     """Price, check and package a partition as a :class:`Plan`.
+
+    ``model_options`` (framework, weights, entry, input_shape) are recorded so the plan reloads the
+    model the same way (:func:`load_plan`).
 
     Checks that stages cover the model's layers once each, in order; that no stage starts with an
     activation separated from its producer; and that every board fits under ``cap``.
@@ -233,8 +245,13 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     split) runs first on the next stage; after the last stage, or before another split, it gets a
     merge board of its own. ``tail_settings`` may fix tail layers' settings.
     """
-    if not graph.is_chain:
-        raise PlanError(f"model {graph.name!r} is not a chain of layers; only chains can be planned for now")
+    if not graph.is_chain:  # skip connections: plan/dag_plan.py
+        from .dag_plan import assemble_dag
+
+        return assemble_dag(graph, model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
+                            estimator=estimator, build=build, stage_layers=stage_layers, stage_boards=stage_boards,
+                            settings=settings, where=where, board_files=board_files, base_dir=base_dir,
+                            splits=splits, model_options=model_options)
     where = list(where) if where is not None else [f"stages[{i}]" for i in range(len(stage_layers))]
     body = [lyr.name for lyr in graph.body]
     flat = [n for names in stage_layers for n in names]
@@ -347,7 +364,8 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     metrics = group_metrics(loads, bytes_in)
     return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
-                metrics=metrics, board_files=tuple(board_files), base_dir=base_dir)
+                metrics=metrics, board_files=tuple(board_files), base_dir=base_dir,
+                model_options=dict(model_options or {}))
 
 
 def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
@@ -394,10 +412,18 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
               max_boards: int | None = None, n_stages: int | None = None, reuse_factor: int | None = None,
               strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
               build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
-              board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None) -> Plan:
-    """Plan the optimal pipeline of ``graph`` on boards of type ``board``.
+              board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
+              model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True) -> Plan:
+    """Plan the optimal pipeline of ``graph`` on boards of type ``board``, or on the boards of
+    ``cluster`` (a :class:`~split4ml.plan.cluster.Cluster`: mixed types, counts, order).
 
-    ``estimator`` and ``calibration`` are as :func:`get_estimator` takes them.
+    With ``joint`` (the default) each free layer's reuse factor and strategy are chosen jointly
+    with the partition (:mod:`split4ml.plan.design`); ``joint=False`` is the older two-step way
+    (smallest reuse factor that fits one board, then the partition), kept for comparison.
+
+    ``estimator`` and ``calibration`` are as :func:`get_estimator` takes them. ``model_options`` are
+    the :func:`split4ml.frontends.load_model` keywords ``graph`` was loaded with (``framework``,
+    ``weights``, ``entry``, ``input_shape``; ``None`` values are dropped); the plan records them.
     """
     from .partition import partition_chain
     from .reuse import choose_settings
@@ -406,8 +432,6 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         raise PlanError(f"--objective {objective!r} is not one of {OBJECTIVES}")
     if not 0 < cap <= 1:
         raise PlanError(f"--cap must be in (0, 1], got {cap}")
-    if not graph.is_chain:
-        raise PlanError(f"model {graph.name!r} is not a chain of layers; only chains can be planned for now")
     build = build or BuildSettings()
     overrides: dict[str, dict[str, Any]] = {}
     if hls_config:
@@ -420,6 +444,36 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     units = graph.units()
     free = [lyr.name for lyr in graph.body
             if lyr.kind in COMPUTE_KINDS and reuse_factor is None and "reuse_factor" not in overrides.get(lyr.name, {})]
+    if not graph.is_chain:  # skip connections, merges: CP-SAT partition of the DAG (plan/dag.py) [E2]
+        if cluster is not None:
+            raise PlanError(f"--cluster: model {graph.name!r} has skip connections, and mixed board clusters are "
+                            "planned for chains only so far; plan it on one board type with --board (and --boards)")
+        return _make_dag_plan(graph, model=model, board=board, cap=cap, objective=objective, max_boards=max_boards,
+                              n_stages=n_stages, est=est, build=build, settings=settings, free=free,
+                              board_files=board_files, model_options=model_options, joint=joint,
+                              reuse_factor=reuse_factor, strategy=strategy, overrides=overrides)
+    model_path = Path(model)
+    sha = file_sha256(model_path) if model_path.is_file() else None
+    model_str = str(model_path.resolve()) if model_path.exists() else str(model)
+
+    # Design-space planner (plan/design.py): per-layer settings chosen jointly with the cuts and
+    # boards. It returns None when some unit fits no board alone (the split planner below takes
+    # over); with a board budget the split planner runs too, and the better plan wins.
+    joint_plan: Plan | None = None
+    if joint or cluster is not None:
+        from .design import plan_joint
+
+        jp = plan_joint(graph, settings, est, build, board=board, cluster=cluster, cap=cap, objective=objective,
+                        max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy,
+                        overrides=overrides)
+        if jp is not None:
+            joint_plan = annotate_estimates(assemble(
+                graph, model=model_str, model_sha256=sha, board=jp.stage_boards[0], cap=cap, objective=objective,
+                estimator=est, build=build, stage_layers=jp.stage_layers, stage_boards=jp.stage_boards,
+                settings=jp.settings, board_files=list(board_files) + list(getattr(cluster, "board_files", ())),
+                model_options=_recorded_options(model_options)), graph, est)
+            if cluster is not None or max_boards is None or objective == "boards":
+                return joint_plan
 
     # Intra-layer splits: every unit that fits no board alone must be split (the partitioner picks
     # kind and parts); with a board budget, throughput and latency may also buy splits of units that
@@ -457,19 +511,105 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         # the smallest that admits a plan (joint search comes with the design-space planner).
         found = _raise_reuse_floor(graph, settings, free, build.io_type, partition) if free else None
         if found is None:
+            if joint_plan is not None:
+                return joint_plan
             raise
         settings, part = found
     if "optional" in policy:
         part = _optional_splits(part, lambda: partition(settings), offer, options, policy, units, settings, est,
                                 build.io_type, board, objective, max_boards)
     stage_layers, splits, shard_sets, tail_sets = _split_stages(part, units, options)
-    model_path = Path(model)
-    sha = file_sha256(model_path) if model_path.is_file() else None
-    plan = assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model), model_sha256=sha,
+    plan = assemble(graph, model=model_str, model_sha256=sha,
                     board=board, cap=cap, objective=objective, estimator=est, build=build,
                     stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=settings,
-                    board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets)
+                    board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets,
+                    model_options=_recorded_options(model_options))
+    if joint_plan is not None:
+        from .design import better, objective_key
+
+        if not better(objective_key(plan.metrics, plan.n_boards, objective),
+                      objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
+            return joint_plan
     return annotate_estimates(plan, graph, est)
+
+
+def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
+                   max_boards: int | None, n_stages: int | None, est: Estimator, build: BuildSettings,
+                   settings: dict[str, LayerSettings], free: Sequence[str], board_files: Sequence[str],
+                   model_options: Mapping[str, Any] | None, joint: bool = True, reuse_factor: int | None = None,
+                   strategy: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+    """:func:`make_plan` for a graph with skip connections: units priced by the (additive) estimator,
+    stages chosen by :func:`split4ml.plan.dag.partition_graph`, the plan built by :func:`assemble` (its
+    DAG path).
+
+    With ``joint`` (the default, as for chains) every unit's version (reuse factor and strategy of
+    its compute layer; :func:`split4ml.plan.dag.graph_versions`) is chosen by the CP-SAT model jointly
+    with the stages. Otherwise (or when some unit has no version that fits a board alone, or the
+    joint model is infeasible) the two-step way: ``settings`` (smallest reuse factor that fits one
+    board), then the partition; with a board limit those settings cannot meet, the free reuse
+    factors are raised to a common floor. As for chains, with a board budget both ways run and the
+    better plan wins."""
+    from ..estimate.calibrate import is_additive
+    from .dag import chosen_settings, graph_versions, partition_graph
+    from .design import better, objective_key
+
+    model_path = Path(model)
+    sha = file_sha256(model_path) if model_path.is_file() else None
+
+    def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
+        plan = assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model),
+                        model_sha256=sha, board=board, cap=cap, objective=objective, estimator=est, build=build,
+                        stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=dict(sets),
+                        board_files=board_files, model_options=_recorded_options(model_options))
+        return annotate_estimates(plan, graph, est)
+
+    def partition(sets: Mapping[str, LayerSettings], versions: Any = None) -> Any:
+        return partition_graph(graph, sets, est, build, board, cap, objective=objective, max_boards=max_boards,
+                               n_stages=n_stages, versions=versions)
+
+    joint_plan: Plan | None = None
+    joint_error: InfeasibleError | None = None
+    if joint and is_additive(est):
+        versions = graph_versions(graph, settings, est, build, board, cap, reuse_factor=reuse_factor,
+                                  strategy=strategy, overrides=overrides)
+        if versions is not None:
+            try:
+                part, stage_layers = partition(settings, versions)
+            except InfeasibleError as exc:
+                joint_error = exc
+            else:
+                joint_plan = make(stage_layers, chosen_settings(settings, versions, part))
+                if max_boards is None and n_stages is None or objective == "boards":
+                    return joint_plan
+    try:
+        part, stage_layers = partition(settings)
+    except InfeasibleError:
+        found = _raise_reuse_floor(graph, settings, free, build.io_type, partition) if free else None
+        if found is None:
+            if joint_plan is not None:
+                return joint_plan
+            if joint_error is not None:
+                raise joint_error from None
+            raise
+        settings, (part, stage_layers) = found
+    plan = make(stage_layers, settings)
+    if joint_plan is not None and not better(objective_key(plan.metrics, plan.n_boards, objective),
+                                             objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
+        return joint_plan
+    return plan
+
+
+def _recorded_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The model options a plan records: ``None`` dropped, the weights path absolute."""
+    out = {k: v for k, v in (options or {}).items() if v is not None}
+    if "weights" in out:
+        w = Path(str(out["weights"]))
+        out["weights"] = str(w.resolve()) if w.exists() else str(w)
+        if w.is_file():
+            out["weights_sha256"] = file_sha256(w)
+    if "input_shape" in out:
+        out["input_shape"] = [int(d) for d in out["input_shape"]]
+    return out
 
 
 def _split_policy(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
@@ -666,12 +806,17 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     if spec.model_sha256 and spec.model_path.is_file() and file_sha256(spec.model_path) != spec.model_sha256:
         raise PlanError(f"model_sha256: {spec.model_path} has changed since this plan was made; re-plan it, or "
                         "delete the model_sha256 line if the change is intended")
+    weights = spec.load_options().get("weights")
+    w_sha = spec.model_options.get("weights_sha256")
+    if w_sha and weights and Path(weights).is_file() and file_sha256(weights) != w_sha:
+        raise PlanError(f"model_options.weights_sha256: {weights} has changed since this plan was made; re-plan "
+                        "it, or delete the weights_sha256 line if the change is intended")
     plan = assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
                     objective=spec.objective, estimator=est, build=spec.build,
                     stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
                     stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
                     board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
-                    shard_settings=shard_sets, tail_settings=tail_sets)
+                    shard_settings=shard_sets, tail_settings=tail_sets, model_options=spec.model_options)
     return annotate_estimates(plan, graph, est)
 
 
@@ -717,7 +862,7 @@ def load_plan(path: str | Path) -> tuple[Plan, Graph]:
     spec = read_plan_spec(path)
     if not spec.model_path.exists():
         raise PlanError(f"model: {spec.model_path} does not exist; fix the 'model' path in {path}")
-    graph = load_model(spec.model_path)
+    graph = load_model(spec.model_path, **spec.load_options())
     return resolve_plan(spec, graph), graph
 
 
@@ -764,6 +909,12 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
     """
     from ..shard import shard_unit
 
+    if not graph.is_chain:  # skip connections: one packed board per stage, in a line (split.dag_stages)
+        merged: dict[str, LayerSettings] = {}
+        for st in stages:
+            merged.update(st.settings)
+        return linear_pipeline(dag_stages(graph, [st.layers for st in stages], [st.board for st in stages], merged,
+                                          build))
     unit_names = {tuple(lyr.name for lyr in u) for u in graph.units()}
     merges = {st.merge: st for st in stages if st.merge is not None}
     nodes: list[Node] = []
@@ -847,6 +998,10 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
 def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:
     """The per-board stages of a plan, and the whole model as reference stage."""
     settings = plan.settings
+    if not graph.is_chain:
+        stages = dag_stages(graph, [st.layers for st in plan.stages], [st.board for st in plan.stages], settings,
+                            plan.build)
+        return stages, whole_model_stage(graph, plan.board, settings, plan.build)
     stages = make_stages(graph, [st.layers for st in plan.stages], [st.board for st in plan.stages], settings,
                          plan.build)
     whole = whole_model_stage(graph, plan.board, settings, plan.build)

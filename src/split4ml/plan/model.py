@@ -103,11 +103,56 @@ class PlanSpec:
     base_dir: Path = Path(".")
     #: the corrections of a ``calibrated`` estimator (the ``calibration`` mapping of the plan file)
     calibration: Mapping[str, Any] | None = None
+    #: how to load the model file besides its path (``model_options`` of the plan file: ``framework``,
+    #: ``weights``, ``entry``, ``input_shape``; see :func:`split4ml.frontends.load_model`)
+    model_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def model_path(self) -> Path:
         p = Path(self.model)
         return p if p.is_absolute() else (self.base_dir / p)
+
+    def load_options(self) -> dict[str, Any]:
+        """``model_options`` as :func:`split4ml.frontends.load_model` keywords (weights made absolute)."""
+        return resolve_model_options(self.model_options, self.base_dir)
+
+
+#: Keys of a plan's ``model_options`` (keywords of :func:`split4ml.frontends.load_model`).
+MODEL_OPTION_KEYS = ("framework", "weights", "entry", "input_shape")
+#: ``model_options`` keys that are checks, not load keywords: the sha256 of the ``weights`` file.
+MODEL_CHECK_KEYS = ("weights_sha256",)
+
+
+def resolve_model_options(options: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    """``options`` as load keywords: a relative ``weights`` path taken relative to ``base_dir`` (the plan
+    file's folder), the check keys (``weights_sha256``) left out."""
+    out = {k: v for k, v in options.items() if k not in MODEL_CHECK_KEYS}
+    if out.get("weights") is not None and not Path(str(out["weights"])).is_absolute():
+        out["weights"] = str(base_dir / str(out["weights"]))
+    return out
+
+
+def _model_options(raw: Any) -> dict[str, Any]:
+    """Check the form of a plan file's ``model_options`` mapping."""
+    if raw is None:
+        return {}
+    _expect(isinstance(raw, Mapping), "model_options",
+            f"expected a mapping with some of {', '.join(MODEL_OPTION_KEYS)}, got {raw!r}")
+    allowed = (*MODEL_OPTION_KEYS, *MODEL_CHECK_KEYS)
+    unknown = sorted(set(raw) - set(allowed))
+    _expect(not unknown, "model_options", f"unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+    out: dict[str, Any] = {}
+    for key in ("framework", "weights", "entry", "weights_sha256"):
+        if raw.get(key) is not None:
+            _expect(isinstance(raw[key], str), f"model_options.{key}", f"expected a string, got {raw[key]!r}")
+            out[key] = raw[key]
+    shape = raw.get("input_shape")
+    if shape is not None:
+        _expect(isinstance(shape, list) and len(shape) > 0
+                and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape),
+                "model_options.input_shape", f"expected a list of positive integers (no batch), got {shape!r}")
+        out["input_shape"] = [int(d) for d in shape]
+    return out
 
 
 def _expect(cond: bool, where: str, msg: str) -> None:
@@ -258,6 +303,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
         board_files=tuple(str(base_dir / f) if not Path(f).is_absolute() else str(f) for f in board_files),
         base_dir=base_dir,
         calibration=data.get("calibration"),
+        model_options=_model_options(data.get("model_options")),
     )
 
 
@@ -279,17 +325,26 @@ def file_sha256(path: str | Path) -> str:
 # ----------------------------------------------------------------------------- resolved plan
 @dataclass(frozen=True)
 class Wire:
-    """An edge between boards: fixed-point type and shape of what crosses it, per sample."""
+    """An edge between boards: fixed-point type and shape of what crosses it, per sample.
+
+    ``tensors`` (plans of models with skip connections) names the tensors packed on the wire, in
+    order (producer layer names; the model input by its Input layer's name); empty for chains.
+    """
 
     type: FixedType
     shape: tuple[int, ...]
+    tensors: tuple[str, ...] = ()
 
     @property
     def bytes_per_sample(self) -> int:
         return int(math.prod(self.shape)) * self.type.storage_bytes
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": str(self.type), "shape": list(self.shape), "bytes_per_sample": self.bytes_per_sample}
+        out: dict[str, Any] = {"type": str(self.type), "shape": list(self.shape),
+                               "bytes_per_sample": self.bytes_per_sample}
+        if self.tensors:
+            out["tensors"] = list(self.tensors)
+        return out
 
 
 def layer_entries(names: Sequence[str], settings: Mapping[str, LayerSettings]) -> list[dict[str, Any]]:
@@ -370,6 +425,8 @@ class Plan:
     #: the corrections of a ``calibrated`` estimator (:meth:`Calibration.to_dict` form), so that the
     #: plan is re-priced the same way when it is read back
     calibration: Mapping[str, Any] | None = None
+    #: how the model file is loaded besides its path (see :attr:`PlanSpec.model_options`)
+    model_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_stages(self) -> int:
@@ -401,10 +458,23 @@ class Plan:
             except ValueError:
                 model = model.resolve()
         m = self.metrics
+        options = dict(self.model_options)
+        if options.get("weights") is not None:
+            weights = Path(str(options["weights"]))
+            weights = weights if weights.is_absolute() else self.base_dir / weights
+            if relative_to is not None:
+                try:
+                    weights = weights.resolve().relative_to(relative_to.resolve())
+                except ValueError:
+                    weights = weights.resolve()
+            options["weights"] = str(weights)
+        if options.get("input_shape") is not None:
+            options["input_shape"] = [int(d) for d in options["input_shape"]]
         out: dict[str, Any] = {
             "split4ml_plan": PLAN_VERSION,
             "model": str(model),
             "model_sha256": self.model_sha256,
+            **({"model_options": options} if options else {}),
             "board": self.board.name,
             "cap": self.cap,
             "objective": self.objective,
@@ -476,6 +546,7 @@ class Plan:
                 {
                     "index": st.index,
                     "board": st.board.name,
+                    "board_type": st.board.name,
                     "layers": list(st.layers),
                     "resources": st.cost.resources(),
                     "utilization": st.utilization(),
@@ -488,7 +559,7 @@ class Plan:
                     "merge": st.merge,
                     "estimate_source": st.estimate_source,
                     "shards": [
-                        {"board": sh.board.name, "layer": st.split.layer, "kind": st.split.kind, "part": sh.part,
+                        {"board": sh.board.name, "board_type": sh.board.name, "layer": st.split.layer, "kind": st.split.kind, "part": sh.part,
                          "parts": st.split.parts, "layers": list(sh.layers), "resources": sh.cost.resources(),
                          "utilization": sh.utilization(), "ii_cycles": sh.cost.ii_cycles,
                          "latency_cycles": sh.cost.latency_cycles, "estimate_source": sh.estimate_source}
