@@ -58,7 +58,7 @@ def models() -> list[tuple[str, Graph]]:
     from split4ml.models import deep_mlp, mnist_fcnn
 
     return [
-        ("mnist_fcnn (784-128-64-10)", graph_from_keras(mnist_fcnn(seed=0))),
+        ("mnist_fcnn (784-16-32-10)", graph_from_keras(mnist_fcnn(seed=0))),
         ("deep_mlp (32-64-64-32-32-16-16-10)", graph_from_keras(deep_mlp(seed=0))),
         ("deep_mlp wide (64-128-128-64-64-10)", graph_from_keras(deep_mlp(widths=(128, 128, 64, 64), n_in=64,
                                                                            seed=0))),
