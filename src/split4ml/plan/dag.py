@@ -88,7 +88,7 @@ from ..estimate.base import Cost, Estimator
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
 from .metrics import PipelineMetrics, pipeline_metrics
-from .partition import ABS_TOL_US, OBJECTIVES, REL_TOL, _unit_overflow_message, shell_cost
+from .partition import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
 
 #: Integer time units per microsecond in the bottleneck and latency proxies (picoseconds).
 TIME_SCALE = 1_000_000
@@ -587,16 +587,7 @@ def _validate(unit_costs: Sequence[Cost], tensors: Sequence[Tensor], objective: 
     n = len(unit_costs)
     if n == 0:
         raise PlanError("the model has no units (layers) to place on boards")
-    if objective not in OBJECTIVES:
-        raise PlanError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    if not 0 < cap <= 1:
-        raise PlanError(f"cap {cap!r} must be in (0, 1]: the fraction of each board resource a stage may use")
-    if max_boards is not None and max_boards < 1:
-        raise PlanError(f"max_boards must be at least 1, got {max_boards}")
-    if n_stages is not None and n_stages < 1:
-        raise PlanError(f"the number of stages must be at least 1, got {n_stages}")
-    if n_stages is not None and max_boards is not None and n_stages > max_boards:
-        raise PlanError(f"asked for exactly {n_stages} stages but at most {max_boards} boards")
+    check_options(objective, cap, max_boards, n_stages)
     for i, c in enumerate(unit_costs):
         vals = [getattr(c, r) for r in RESOURCES] + [c.latency_cycles, c.ii_cycles]
         if any(v < 0 for v in vals):

@@ -56,7 +56,7 @@ from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost
 from .metrics import PipelineMetrics, pipeline_metrics
-from .partition import OBJECTIVES, _tie
+from .partition import _tie, check_options
 
 _INF = math.inf
 _NRES = len(RESOURCES)
@@ -425,10 +425,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     n = len(costs)
     if n == 0:
         raise PlanError("the model has no units (layers) to place on boards")
-    if objective not in OBJECTIVES:
-        raise PlanError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    if not 0 < cap <= 1:
-        raise PlanError(f"cap {cap!r} must be in (0, 1]: the fraction of each board resource a stage may use")
+    check_options(objective, cap)
     if len(bytes_out) != n:
         raise ValueError(f"bytes_out has {len(bytes_out)} entries for {n} units")
     if any(len(vs) == 0 for vs in costs):

@@ -400,15 +400,13 @@ def _unit_overflow_message(bad: list[tuple[str, Cost]], board: Board, cap: float
     )
 
 
-def _validate(units: Sequence[Cost], bytes_out: Sequence[float], objective: str, max_boards: int | None,
-              n_stages: int | None, unit_names: Sequence[str] | None, cap: float, additive: bool) -> None:
-    n = len(units)
-    if n == 0:
-        raise PlanError("the model has no units (layers) to place on boards")
-    if len(bytes_out) != n:
-        raise ValueError(f"bytes_out has {len(bytes_out)} entries for {n} units")
-    if unit_names is not None and len(unit_names) != n:
-        raise ValueError(f"unit_names has {len(unit_names)} entries for {n} units")
+def check_options(objective: str, cap: float, max_boards: int | None = None, n_stages: int | None = None) -> None:
+    """The planner options every partitioner (chain, joint, DAG) checks the same way.
+
+    Raises:
+        PlanError: unknown objective, cap outside (0, 1], a board or stage count below 1, or more
+            stages asked for than boards allowed.
+    """
     if objective not in OBJECTIVES:
         raise PlanError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if not 0 < cap <= 1:
@@ -419,6 +417,18 @@ def _validate(units: Sequence[Cost], bytes_out: Sequence[float], objective: str,
         raise PlanError(f"the number of stages must be at least 1, got {n_stages}")
     if n_stages is not None and max_boards is not None and n_stages > max_boards:
         raise PlanError(f"asked for exactly {n_stages} stages but at most {max_boards} boards")
+
+
+def _validate(units: Sequence[Cost], bytes_out: Sequence[float], objective: str, max_boards: int | None,
+              n_stages: int | None, unit_names: Sequence[str] | None, cap: float, additive: bool) -> None:
+    n = len(units)
+    if n == 0:
+        raise PlanError("the model has no units (layers) to place on boards")
+    if len(bytes_out) != n:
+        raise ValueError(f"bytes_out has {len(bytes_out)} entries for {n} units")
+    if unit_names is not None and len(unit_names) != n:
+        raise ValueError(f"unit_names has {len(unit_names)} entries for {n} units")
+    check_options(objective, cap, max_boards, n_stages)
     if any(b < 0 for b in bytes_out):
         raise ValueError("bytes_out must be non-negative")
     if additive:
