@@ -223,6 +223,20 @@ def _wire_type(settings: Mapping[str, LayerSettings], layer: Layer) -> FixedType
     return settings[layer.name].precision.result
 
 
+def check_stage_fit(cost: Cost, board: Board, cap: float, what: str, names: Sequence[str],
+                    can_split: bool = True) -> None:
+    """Raise :class:`InfeasibleError` naming the stage (``what``), board, layers and overflowing
+    resources when ``cost`` does not fit ``board`` under ``cap``, with the ways out."""
+    over = cost.overflow(board, cap)
+    if over:
+        detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
+        split = "split the layer into more parts, " if can_split else ""
+        raise InfeasibleError(
+            f"{what} (board {board.name}, layers {list(names)}) does not fit: {detail} "
+            f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
+            f"strategy, {split}lower the precision, or use a bigger board.")
+
+
 def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board, cap: float, objective: str,
              estimator: Estimator, build: BuildSettings, stage_layers: Sequence[Sequence[str]],
              stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
@@ -291,15 +305,6 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     pending: Any = None  # the ShardedUnit of the split stage just before
     index = 0
 
-    def check_fit(cost: Cost, b: Board, what: str, names: Sequence[str]) -> None:
-        over = cost.overflow(b, cap)
-        if over:
-            detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
-            raise InfeasibleError(
-                f"{what} (board {b.name}, layers {list(names)}) does not fit: {detail} "
-                f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
-                "strategy, split the layer into more parts, lower the precision, or use a bigger board.")
-
     def plain_stage(names: Sequence[str], b: Board, what: str) -> None:
         nonlocal in_wire, pending, index
         tail = list(pending.tail) if pending is not None else []
@@ -308,7 +313,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                 **{n: settings[n] for n in names}}
         layers = [*tail, *(graph.layer(n) for n in names)]
         cost = estimator.segment_cost(layers, sets, build.io_type, b)
-        check_fit(cost, b, what, [lyr.name for lyr in layers])
+        check_stage_fit(cost, b, cap, what, [lyr.name for lyr in layers])
         out_wire = Wire(_wire_type(sets, layers[-1]), layers[-1].output_shape)
         stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings=sets, cost=cost, input=in_wire,
                                 output=out_wire, merge=pending.layer if pending is not None and tail else None,
@@ -338,7 +343,8 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         shards = []
         for part, piece in enumerate(su.shards):
             cost = estimator.segment_cost(piece.layers, piece.settings, build.io_type, b)
-            check_fit(cost, b, f"{where[i]} shard {part} of {sp.layer!r}", [lyr.name for lyr in piece.layers])
+            check_stage_fit(cost, b, cap, f"{where[i]} shard {part} of {sp.layer!r}",
+                            [lyr.name for lyr in piece.layers])
             if piece.source_slice is None:
                 sh_in = in_wire
             else:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..boards import Board
-from ..errors import InfeasibleError, PlanError
+from ..errors import PlanError
 from ..estimate.base import Estimator
 from ..ir import Graph
 from ..settings import BuildSettings, LayerSettings
 from ..split import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
+from .api import check_stage_fit
 from .metrics import BoardLoad, group_metrics
 from .model import Plan, SplitSpec, StagePlan, Wire
 
@@ -72,13 +73,7 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
         layers = [lyr for lyr in graph.body if lyr.name in chosen]
         sets = {lyr.name: settings[lyr.name] for lyr in layers}
         cost = estimator.segment_cost(layers, sets, build.io_type, b)
-        over = cost.overflow(b, cap)
-        if over:
-            detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
-            raise InfeasibleError(
-                f"{where[i]} (board {b.name}, layers {[lyr.name for lyr in layers]}) does not fit: {detail} "
-                f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
-                "strategy, lower the precision, or use a bigger board.")
+        check_stage_fit(cost, b, cap, where[i], [lyr.name for lyr in layers], can_split=False)
         in_wire = _wire(graph, received, settings, build, f"{where[i]}.input")
         out_wire = _wire(graph, sent, settings, build, f"{where[i]}.output")
         if i == 0:
