@@ -856,3 +856,30 @@ def test_keras_and_onnx_same_plan_and_bit_exact(monkeypatch, capsys, tmp_path: P
     v = json.loads(out)
     assert rc == 0, out + err
     assert v["bit_exact"] and v["samples"] == 100 and v["mismatched_samples"] == 0 and v["max_abs_diff"] == 0.0
+
+
+def test_plan_notices_changed_external_weights(tmp_path):
+    """torch's exporter keeps the weights in ``m.onnx.data``: the plan's model_sha256 covers that file
+    too, so a plan made before the weights changed is refused, not silently re-used."""
+    import onnx
+
+    from split4ml.boards import get_board
+    from split4ml.errors import PlanError
+    from split4ml.plan.api import load_plan, make_plan
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    model = _model([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], {"w": w}, (8,), (4,))
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.onnx.data", size_threshold=0)
+    data = tmp_path / "m.onnx.data"
+    assert data.is_file()
+    plan = make_plan(load_onnx(path), model=path, board=get_board("pynq-z2"))
+    plan.write(tmp_path / "plan.yaml")
+    load_plan(tmp_path / "plan.yaml")  # unchanged: loads
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0x01  # one bit of one weight
+    data.write_bytes(bytes(raw))
+    with pytest.raises(PlanError, match="model_sha256"):
+        load_plan(tmp_path / "plan.yaml")

@@ -39,6 +39,7 @@ from .model import (
     StagePlan,
     Wire,
     file_sha256,
+    model_sha256,
     read_plan_spec,
 )
 
@@ -459,7 +460,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
                               board_files=board_files, model_options=model_options, joint=joint,
                               reuse_factor=reuse_factor, strategy=strategy, overrides=overrides)
     model_path = Path(model)
-    sha = file_sha256(model_path) if model_path.is_file() else None
+    sha = model_sha256(model_path) if model_path.is_file() else None
     model_str = str(model_path.resolve()) if model_path.exists() else str(model)
 
     # Design-space planner (plan/design.py): per-layer settings chosen jointly with the cuts and
@@ -560,7 +561,7 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     from .design import better, objective_key
 
     model_path = Path(model)
-    sha = file_sha256(model_path) if model_path.is_file() else None
+    sha = model_sha256(model_path) if model_path.is_file() else None
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
         plan = assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model),
@@ -809,7 +810,7 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
             if ls.reuse_factor is not None or ls.strategy is not None:
                 tail_sets[ls.name] = LayerSettings(reuse_factor=ls.reuse_factor or 1, strategy=ls.strategy or "Latency",
                                                    precision=ls.precision or LayerPrecision())
-    if spec.model_sha256 and spec.model_path.is_file() and file_sha256(spec.model_path) != spec.model_sha256:
+    if spec.model_sha256 and spec.model_path.is_file() and model_sha256(spec.model_path) != spec.model_sha256:
         raise PlanError(f"model_sha256: {spec.model_path} has changed since this plan was made; re-plan it, or "
                         "delete the model_sha256 line if the change is intended")
     weights = spec.load_options().get("weights")

@@ -316,9 +316,48 @@ def read_plan_spec(path: str | Path) -> PlanSpec:
 
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
+    _hash_file(h, path)
+    return h.hexdigest()
+
+
+def _hash_file(h: Any, path: str | Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def _onnx_external_files(path: Path) -> list[Path]:
+    """The external-data files an ONNX model's initializers point to (torch's exporter writes the
+    weights of a model to ``m.onnx.data`` next to ``m.onnx``), sorted; ``[]`` when the weights are
+    inside the file or the ``onnx`` package is not installed."""
+    try:
+        import onnx
+    except ImportError:
+        return []
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable ONNX file: the frontend says why when it loads it
+        return []
+    names = {entry.value for init in proto.graph.initializer for entry in init.external_data
+             if entry.key == "location"}
+    return sorted(path.parent / n for n in names)
+
+
+def model_sha256(path: str | Path) -> str:
+    """The SHA-256 of a model file as a plan records it (``model_sha256``).
+
+    For an ONNX model whose weights live in external-data files, those files are hashed too (in
+    name order, after the model file), so a plan notices when the weights change.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return file_sha256(path)
+    h = hashlib.sha256()
+    _hash_file(h, path)
+    for extra in _onnx_external_files(path):
+        h.update(extra.name.encode())
+        if extra.is_file():
+            _hash_file(h, extra)
     return h.hexdigest()
 
 
