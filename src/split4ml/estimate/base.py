@@ -65,6 +65,17 @@ class Cost:
                 "ii_cycles": round(self.ii_cycles, 1)}
 
 
+def layers_cost(est: Estimator, layers: Sequence[Layer], settings: Mapping[str, LayerSettings], io_type: str,
+                board: Board) -> Cost:
+    """The sum of ``est.layer_cost`` over ``layers``, in order, without the board shell (an ``Input``
+    layer is the board's interface, priced in the shell, and is skipped)."""
+    c = Cost()
+    for lyr in layers:
+        if lyr.kind != "Input":
+            c = c + est.layer_cost(lyr, settings[lyr.name], io_type, board)
+    return c
+
+
 def total(costs: Sequence[Cost]) -> Cost:
     out = Cost()
     for c in costs:

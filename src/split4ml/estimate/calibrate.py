@@ -60,7 +60,7 @@ from ..errors import PlanError, Split4mlError
 from ..ir import Layer
 from ..settings import LayerSettings
 from .analytic import REPORT_MODELS, AnalyticEstimator
-from .base import Cost, Estimator
+from .base import Cost, Estimator, layers_cost
 
 #: Metrics a calibration corrects (the fields of :class:`Cost`).
 METRICS = ("lut", "ff", "dsp", "bram18", "latency_cycles", "ii_cycles")
@@ -284,11 +284,7 @@ def ip_cost(est: Estimator, layers: Sequence[Layer], settings: Mapping[str, Laye
     inner = getattr(est, "ip_cost", None)
     if callable(inner):
         return inner(layers, settings, io_type, board)
-    c = Cost()
-    for lyr in layers:
-        if lyr.kind != "Input":
-            c = c + est.layer_cost(lyr, settings[lyr.name], io_type, board)
-    return c
+    return layers_cost(est, layers, settings, io_type, board)
 
 
 def segment_source(est: Estimator, layers: Sequence[Layer], settings: Mapping[str, LayerSettings], io_type: str,

@@ -63,7 +63,7 @@ from ..boards import Board
 from ..errors import Split4mlError
 from ..ir import ACTIVATIONS, COMPUTE_KINDS, POOL_KINDS, Layer
 from ..settings import LayerSettings
-from .base import Cost, Estimator
+from .base import Cost, Estimator, layers_cost
 
 log = logging.getLogger(__name__)
 
@@ -519,11 +519,7 @@ class Rule4mlEstimator:
         reason = self.unsupported_reason(layers, settings, io_type, board)
         if reason is not None:
             self._fell_back(reason, layers)
-            body = [lyr for lyr in layers if lyr.kind != "Input"]
-            c = Cost()
-            for lyr in body:
-                c = c + self.fallback.layer_cost(lyr, settings[lyr.name], io_type, board)
-            return c
+            return layers_cost(self.fallback, layers, settings, io_type, board)
         r = self.predict(self.request(layers, settings, board))
         return Cost(**r)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..boards import Board, get_board
 from ..errors import InfeasibleError, PlanError
-from ..estimate.base import Cost, Estimator
+from ..estimate.base import Cost, Estimator, layers_cost
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
@@ -497,12 +497,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
     def partition(sets: Mapping[str, LayerSettings]) -> Any:
-        unit_costs = []
-        for unit in units:
-            c = Cost()
-            for lyr in unit:
-                c = c + est.layer_cost(lyr, sets[lyr.name], build.io_type, board)
-            unit_costs.append(c)
+        unit_costs = [layers_cost(est, unit, sets, build.io_type, board) for unit in units]
         bytes_out = [math.prod(u[-1].output_shape) * _wire_type(sets, u[-1]).storage_bytes for u in units]
         bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
         return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,

@@ -84,7 +84,7 @@ from typing import Any
 
 from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
-from ..estimate.base import Cost, Estimator
+from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
 from .metrics import PipelineMetrics, pipeline_metrics
@@ -807,12 +807,7 @@ def graph_problem(graph: Graph, settings: Mapping[str, LayerSettings], estimator
     units = graph.units()
     unit_of = {lyr.name: i for i, unit in enumerate(units) for lyr in unit}
     unit_of[graph.input.name] = -1
-    costs = []
-    for unit in units:
-        c = Cost()
-        for lyr in unit:
-            c = c + estimator.layer_cost(lyr, settings[lyr.name], build.io_type, board)
-        costs.append(c)
+    costs = [layers_cost(estimator, unit, settings, build.io_type, board) for unit in units]
     tensors = []
     for lyr in graph.layers:
         p = unit_of[lyr.name]

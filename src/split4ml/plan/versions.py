@@ -28,7 +28,7 @@ import numpy as np
 
 from ..boards import RESOURCES, Board
 from ..estimate import hls_rules
-from ..estimate.base import Cost, Estimator
+from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import COMPUTE_KINDS, Layer
 from ..settings import STRATEGIES, LayerSettings
 
@@ -43,13 +43,6 @@ class UnitVersion:
     settings: Mapping[str, LayerSettings]
     costs: tuple[Cost, ...]
 
-
-def _unit_cost(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], est: Estimator, io_type: str,
-               board: Board) -> Cost:
-    c = Cost()
-    for lyr in unit:
-        c = c + est.layer_cost(lyr, settings[lyr.name], io_type, board)
-    return c
 
 
 def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], boards: Sequence[Board], cap: float,
@@ -76,7 +69,7 @@ def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
     compute = [lyr for lyr in unit if lyr.kind in COMPUTE_KINDS]
     shells = [est.shell_cost(b) for b in boards]
     if not free or not compute:
-        costs = tuple(_unit_cost(unit, base, est, io_type, b) for b in boards)
+        costs = tuple(layers_cost(est, unit, base, io_type, b) for b in boards)
         fits = any((sh + c).fits(b, cap) for sh, c, b in zip(shells, costs, boards, strict=True))
         return [UnitVersion(base, costs)] if fits else []
     layer = compute[0]
@@ -87,7 +80,7 @@ def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
                 continue
             sets = {**base, layer.name: LayerSettings(reuse_factor=rf, strategy=s,
                                                       precision=base[layer.name].precision)}
-            costs = tuple(_unit_cost(unit, sets, est, io_type, b) for b in boards)
+            costs = tuple(layers_cost(est, unit, sets, io_type, b) for b in boards)
             if any((sh + c).fits(b, cap) for sh, c, b in zip(shells, costs, boards, strict=True)):
                 cands.append(UnitVersion(sets, costs))
     if not cands:
