@@ -167,20 +167,29 @@ def _cleanup(model: onnx.ModelProto) -> Any:
 
 
 # --------------------------------------------------------------------------- names
-def _scope_name(node: Any) -> str | None:
-    """The module path the dynamo exporter recorded (``pkg.torch.onnx.name_scopes``), if any."""
+def _name_scopes(node: Any) -> list[Any] | None:
+    """The scopes the dynamo exporter recorded for a node (``pkg.torch.onnx.name_scopes``: ``['',
+    'features', 'features.0', 'conv1d']``); ``[]`` when that metadata is there but unreadable, None
+    when it is missing (another exporter, or a hand-built graph)."""
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             try:
                 scopes = ast.literal_eval(prop.value)
             except (ValueError, SyntaxError):
-                return None
-            # ['', 'features', 'features.0', 'conv1d']: each module scope is its full path; the last is the op
-            if isinstance(scopes, list) and len(scopes) > 2 and str(scopes[-2]):
-                return str(scopes[-2])
-            # ['', 'relu_1']: an op outside modules; its torch.export node name, as the PyTorch frontend names it
-            if isinstance(scopes, list) and len(scopes) == 2 and str(scopes[0]) == "" and str(scopes[1]):
-                return str(scopes[1])
+                return []
+            return scopes if isinstance(scopes, list) else []
+    return None
+
+
+def _scope_name(node: Any) -> str | None:
+    """The module path the dynamo exporter recorded, if any."""
+    scopes = _name_scopes(node)
+    # ['', 'features', 'features.0', 'conv1d']: each module scope is its full path; the last is the op
+    if scopes is not None and len(scopes) > 2 and str(scopes[-2]):
+        return str(scopes[-2])
+    # ['', 'relu_1']: an op outside modules; its torch.export node name, as the PyTorch frontend names it
+    if scopes is not None and len(scopes) == 2 and str(scopes[0]) == "" and str(scopes[1]):
+        return str(scopes[1])
     return None
 
 
@@ -224,16 +233,10 @@ def _torchscript_path(node: Any) -> str | None:
 def _torch_scope(node: Any) -> str | None:
     """The torch module path a torch-exported node ran in (``b1``; ``''`` at the top level), or None when the
     node does not come from a torch exporter (a hand-built graph)."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            if isinstance(scopes, list) and len(scopes) >= 2:
-                return str(scopes[-2])
-            return None
-    return _torchscript_path(node)
+    scopes = _name_scopes(node)
+    if scopes is None:
+        return _torchscript_path(node)
+    return str(scopes[-2]) if len(scopes) >= 2 else None
 
 
 def _merge_name(node: Any, word: str) -> str:
