@@ -459,9 +459,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
                               n_stages=n_stages, est=est, build=build, settings=settings, free=free,
                               board_files=board_files, model_options=model_options, joint=joint,
                               reuse_factor=reuse_factor, strategy=strategy, overrides=overrides)
-    model_path = Path(model)
-    sha = model_sha256(model_path) if model_path.is_file() else None
-    model_str = str(model_path.resolve()) if model_path.exists() else str(model)
+    model_str, sha = _model_record(model)
 
     # Design-space planner (plan/design.py): per-layer settings chosen jointly with the cuts and
     # boards. It returns None when some unit fits no board alone (the split planner below takes
@@ -555,14 +553,13 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     from .dag import chosen_settings, graph_versions, partition_graph
     from .design import better, objective_key
 
-    model_path = Path(model)
-    sha = model_sha256(model_path) if model_path.is_file() else None
+    model_str, sha = _model_record(model)
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
-        plan = assemble(graph, model=str(model_path.resolve()) if model_path.exists() else str(model),
-                        model_sha256=sha, board=board, cap=cap, objective=objective, estimator=est, build=build,
-                        stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=dict(sets),
-                        board_files=board_files, model_options=_recorded_options(model_options))
+        plan = assemble(graph, model=model_str, model_sha256=sha, board=board, cap=cap, objective=objective,
+                        estimator=est, build=build, stage_layers=stage_layers,
+                        stage_boards=[board] * len(stage_layers), settings=dict(sets), board_files=board_files,
+                        model_options=_recorded_options(model_options))
         return annotate_estimates(plan, graph, est)
 
     def partition(sets: Mapping[str, LayerSettings], versions: Any = None) -> Any:
@@ -599,6 +596,14 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
                                              objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
         return joint_plan
     return plan
+
+
+def _model_record(model: str | Path) -> tuple[str, str | None]:
+    """How a plan records its model file: the absolute path (as given when it does not exist) and
+    its :func:`model_sha256` (None when it is not a file)."""
+    path = Path(model)
+    sha = model_sha256(path) if path.is_file() else None
+    return (str(path.resolve()) if path.exists() else str(model)), sha
 
 
 def _recorded_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
