@@ -23,8 +23,20 @@ kind                   params
 ``Concatenate``        ``axis`` (``-1``: only the last axis); inputs agree on all other axes
 ``Slice``              ``start``, ``stop``: rows ``start:stop`` of an ``(n, 1)`` tensor (internal: unpacks
                        a board's packed input; hls4ml ``Cropping1D``)
-``Reshape``            ``target_shape`` (internal: packs/unpacks board wires; no computation)
+``Reshape``            ``target_shape`` (packs/unpacks board wires, or a model's reshape; no computation)
+``Quantizer``          ``{}``: an element-wise requantisation (HGQ's ``FixedPointQuantizer``)
+``ApplyAlpha``         ``{}``: an element-wise scale and bias (weights ``scale``, ``bias``; QKeras/QONNX
+                       scales and ONNX bias adds)
+``Op``                 ``hls_class`` (the hls4ml layer class), ``elementwise`` (bool): any other layer
+                       hls4ml converts (a binary net's ``BatchNormalizationQuantizedTanh``, a
+                       ``Transpose``...); it is planned and built but never split inside
 =====================  ==============================================================
+
+A model read from a file (:mod:`split4ml.frontends`) is hls4ml's own conversion of it: each layer
+names the hls4ml nodes it stands for (:attr:`Layer.hls_nodes`), and :attr:`Graph.source` keeps the
+model so that each board's project is cut from hls4ml's conversion of the whole model. A layer of a
+quantized model carries the types its quantizers give (:attr:`Layer.precision`); they are never
+replaced by split4ml's defaults.
 
 Merge layers (``Add``, ``Concatenate``) have several names in :attr:`Layer.inputs` and their
 input shapes in :attr:`Layer.input_shapes`; every other layer has one input. A graph is a DAG in
@@ -45,15 +57,20 @@ from typing import Any
 import numpy as np
 
 from .errors import Split4mlError
+from .settings import LayerPrecision
 
+#: Activation functions split4ml can also rebuild itself (a shard's copy, a hand-made graph); a model
+#: read through hls4ml may use any function hls4ml supports.
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 COMPUTE_KINDS = ("Dense", "Conv1D", "Conv2D")
 POOL_KINDS = ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
 MERGE_KINDS = ("Add", "Concatenate")
-#: Kinds split4ml creates inside a board's sub-graph to pack/unpack its wires (never in a model).
+#: Kinds split4ml creates inside a board's sub-graph to pack/unpack its wires.
 WIRE_KINDS = ("Slice", "Reshape")
+#: Element-wise kinds that stay on the board of the layer producing their input (see :meth:`Graph.units`).
+ATTACHED_KINDS = ("Activation", "Quantizer", "ApplyAlpha")
 LAYER_KINDS = ("Input", *COMPUTE_KINDS, *POOL_KINDS, "Flatten", "BatchNormalization", "Activation", *MERGE_KINDS,
-               *WIRE_KINDS)
+               *WIRE_KINDS, "Quantizer", "ApplyAlpha", "Op")
 
 
 def _frozen(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -76,6 +93,13 @@ class Layer:
         input_shapes: the shape of every input, in the order of ``inputs``; empty for single-input
             layers (then :attr:`in_shapes` is ``(input_shape,)``). ``input_shape`` of a merge layer is
             its first input's shape.
+        hls_nodes: the hls4ml nodes (in the conversion of the whole model) this layer stands for, in
+            order: ``("fc1", "fc1_relu")`` for a Dense whose fused activation hls4ml runs as a node of
+            its own. Empty for layers split4ml makes (shards, merges, wire packing) and for graphs
+            built by hand; those are rebuilt from this layer's own fields.
+        precision: the types the model itself gives the layer (a quantized model: from its
+            quantizers, as hls4ml resolves them); ``None`` when the plan chooses them (a float model).
+            ``precision.input`` is the type of the values the layer reads.
     """
 
     name: str
@@ -87,8 +111,11 @@ class Layer:
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, np.ndarray] = field(default_factory=dict)
     input_shapes: tuple[tuple[int, ...], ...] = ()
+    hls_nodes: tuple[str, ...] = ()
+    precision: LayerPrecision | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hls_nodes", tuple(self.hls_nodes))
         object.__setattr__(self, "input_shapes", tuple(tuple(int(d) for d in sh) for sh in self.input_shapes))
         object.__setattr__(self, "params", _frozen(self.params))
         object.__setattr__(self, "weights", _frozen(self.weights))
@@ -98,8 +125,19 @@ class Layer:
 
     @property
     def is_activation(self) -> bool:
-        """True for a standalone activation layer, which must stay with its producer."""
+        """True for a standalone activation layer."""
         return self.kind == "Activation"
+
+    @property
+    def is_attached(self) -> bool:
+        """True for an element-wise layer that must stay on the board of its producer: an activation, a
+        requantisation (``Quantizer``), a scale (``ApplyAlpha``) or an element-wise ``Op``."""
+        return self.kind in ATTACHED_KINDS or (self.kind == "Op" and bool(self.params.get("elementwise")))
+
+    @property
+    def synthetic(self) -> bool:
+        """True for a layer split4ml builds from its own fields (no hls4ml node of the model)."""
+        return not self.hls_nodes
 
     @property
     def is_merge(self) -> bool:
@@ -140,6 +178,9 @@ class Graph:
     name: str
     layers: tuple[Layer, ...]
     outputs: tuple[str, ...]
+    #: the model this graph was read from (:class:`split4ml.frontends.source.ModelSource`); sub-graphs
+    #: cut from it keep it. ``None`` for graphs built by hand.
+    source: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -173,6 +214,11 @@ class Graph:
     @property
     def n_params(self) -> int:
         return sum(lyr.n_params for lyr in self.layers)
+
+    @property
+    def quantized(self) -> bool:
+        """True when the model's own quantizers give its layers' types (see :attr:`Layer.precision`)."""
+        return any(lyr.precision is not None for lyr in self.layers)
 
     @property
     def is_chain(self) -> bool:
@@ -209,21 +255,21 @@ class Graph:
             raise Split4mlError(f"graph {self.name!r}: outputs {missing} are not layers of the graph")
 
     def units(self) -> list[tuple[Layer, ...]]:
-        """Group the body into indivisible units: a layer plus the activation layers it feeds.
+        """Group the body into indivisible units: a layer plus the element-wise layers it feeds.
 
-        A pipeline may be cut only between units, so an activation always stays on the board of
-        the layer that produces its input (in a DAG: it joins its producer's unit; an activation
-        reading the model input starts a unit of its own). Units are in graph order of their first
-        layer.
+        A pipeline may be cut only between units, so an activation (or a requantisation, a scale:
+        :attr:`Layer.is_attached`) always stays on the board of the layer that produces its input (in
+        a DAG: it joins its producer's unit; one reading the model input starts a unit of its own).
+        Units are in graph order of their first layer.
         """
         groups: list[list[Layer]] = []
         unit_of: dict[str, int] = {}
         for lyr in self.body:
             src = lyr.inputs[0] if len(lyr.inputs) == 1 else None
-            if lyr.is_activation and src in unit_of:
+            if lyr.is_attached and src in unit_of:
                 k = unit_of[src]
                 groups[k].append(lyr)
-            elif lyr.is_activation and not lyr.inputs and groups:  # producer not recorded: the layer before
+            elif lyr.is_attached and not lyr.inputs and groups:  # producer not recorded: the layer before
                 k = len(groups) - 1
                 groups[k].append(lyr)
             else:

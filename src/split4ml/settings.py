@@ -24,22 +24,37 @@ DEFAULT_RESULT_PRECISION = FixedType(16, 6, rounding="RND_CONV", saturation="SAT
 
 @dataclass(frozen=True)
 class LayerPrecision:
-    """The concrete fixed-point types of one layer (never ``auto``)."""
+    """The concrete fixed-point types of one layer (never ``auto``).
+
+    ``input`` is the type of the values the layer reads. It is set for the layers of a quantized model
+    (where it differs from layer to layer); ``None`` means the layer reads values of its own
+    ``result`` type, as in a float model built with one precision family.
+    """
 
     weight: FixedType = DEFAULT_PRECISION
     bias: FixedType = DEFAULT_PRECISION
     result: FixedType = DEFAULT_RESULT_PRECISION
     accum: FixedType = DEFAULT_PRECISION
+    input: FixedType | None = None
+
+    @property
+    def data(self) -> FixedType:
+        """The type of the values the layer reads: ``input``, else ``result``."""
+        return self.input if self.input is not None else self.result
 
     def as_dict(self) -> dict[str, str]:
-        return {"weight": str(self.weight), "bias": str(self.bias), "result": str(self.result),
-                "accum": str(self.accum)}
+        out = {"weight": str(self.weight), "bias": str(self.bias), "result": str(self.result),
+               "accum": str(self.accum)}
+        if self.input is not None:
+            out["input"] = str(self.input)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, str], where: str = "precision") -> LayerPrecision:
-        unknown = set(d) - {"weight", "bias", "result", "accum"}
+        unknown = set(d) - {"weight", "bias", "result", "accum", "input"}
         if unknown:
-            raise PlanError(f"{where}: unknown precision field(s) {sorted(unknown)}; use weight, bias, result, accum")
+            raise PlanError(f"{where}: unknown precision field(s) {sorted(unknown)}; use weight, bias, result, accum "
+                            "(and input)")
         base = cls()
         try:
             return cls(
@@ -47,6 +62,7 @@ class LayerPrecision:
                 bias=FixedType.parse(d.get("bias", base.bias)),
                 result=FixedType.parse(d.get("result", base.result)),
                 accum=FixedType.parse(d.get("accum", base.accum)),
+                input=FixedType.parse(d["input"]) if d.get("input") is not None else None,
             )
         except PlanError as exc:
             raise PlanError(f"{where}: {exc}") from exc

@@ -347,9 +347,21 @@ def model_sha256(path: str | Path) -> str:
     """The SHA-256 of a model file as a plan records it (``model_sha256``).
 
     For an ONNX model whose weights live in external-data files, those files are hashed too (in
-    name order, after the model file), so a plan notices when the weights change.
+    name order, after the model file), so a plan notices when the weights change; so is the weights
+    file found next to a Keras ``.json`` architecture.
     """
     path = Path(path)
+    if path.suffix.lower() == ".json":
+        from ..frontends.keras import weights_next_to
+
+        weights = weights_next_to(path)
+        if weights is None:
+            return file_sha256(path)
+        h = hashlib.sha256()
+        _hash_file(h, path)
+        h.update(weights.name.encode())
+        _hash_file(h, weights)
+        return h.hexdigest()
     if path.suffix.lower() != ".onnx":
         return file_sha256(path)
     h = hashlib.sha256()
