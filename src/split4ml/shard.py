@@ -247,9 +247,9 @@ def _check(unit: Sequence[Layer], layer: str, kind: str, k: int,
         what = next(lyr for lyr in unit if lyr.name == layer)
         raise PlanError(f"split: layer {layer!r} ({what.kind}) is not a compute layer; only {', '.join(COMPUTE_KINDS)} "
                         "layers can be split (by neurons or by inputs); split the compute layer that leads its unit")
-    rest = [lyr for lyr in unit[1:] if not lyr.is_activation]
+    rest = [lyr for lyr in unit[1:] if not lyr.is_attached]
     if rest:
-        raise PlanError(f"split of layer {layer!r}: its unit may hold only activation layers after it, found "
+        raise PlanError(f"split of layer {layer!r}: its unit may hold only element-wise layers after it, found "
                         f"{[lyr.name for lyr in rest]}")
     if kind not in SPLIT_KINDS:
         raise PlanError(f"split of layer {layer!r}: kind {kind!r} is not one of {', '.join(SPLIT_KINDS)}")
@@ -281,8 +281,8 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
     fused_tail = fused not in ELEMENTWISE_ACTIVATIONS
     # standalone activations: elementwise ones before the first non-elementwise one stay in the shards
     acts = list(unit[1:])
-    cut = next((j for j, a in enumerate(acts) if (a.activation or "linear") not in ELEMENTWISE_ACTIVATIONS),
-               len(acts))
+    cut = next((j for j, a in enumerate(acts)
+                if a.kind != "Activation" or (a.activation or "linear") not in ELEMENTWISE_ACTIVATIONS), len(acts))
     if fused_tail:
         cut = 0
     shard_acts, tail_acts = acts[:cut], acts[cut:]
@@ -295,7 +295,7 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
             weights["bias"] = np.ascontiguousarray(np.asarray(bias)[a:b])
         params = {**target.params, count: b - a}
         lyr = target.with_(name=name, output_shape=_slice_shape(target.output_shape, a, b), params=params,
-                           weights=weights, activation="linear" if fused_tail else target.activation)
+                           weights=weights, activation="linear" if fused_tail else target.activation, hls_nodes=())
         st = _apply_override(name, _choose_rf(lyr, settings[target.name], io_type), overrides.get(name), lyr,
                              io_type)
         layers = [lyr]
@@ -304,7 +304,7 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
         for act in shard_acts:
             aname = shard_activation_name(act.name, i)
             alyr = act.with_(name=aname, inputs=(prev,), input_shape=_slice_shape(act.input_shape, a, b),
-                             output_shape=_slice_shape(act.output_shape, a, b))
+                             output_shape=_slice_shape(act.output_shape, a, b), hls_nodes=())
             sets[aname] = _apply_override(aname, settings[act.name], overrides.get(aname), None, io_type)
             layers.append(alyr)
             prev = aname
@@ -376,7 +376,8 @@ def _input(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str, 
         name = shard_name(target.name, "input", i)
         params = {**target.params, "use_bias": False}
         lyr = target.with_(name=name, input_shape=_slice_shape(target.input_shape, a, b), params=params,
-                           weights={"kernel": np.ascontiguousarray(kernel[..., a:b, :])}, activation="linear")
+                           weights={"kernel": np.ascontiguousarray(kernel[..., a:b, :])}, activation="linear",
+                           hls_nodes=())
         derived = _choose_rf(lyr, replace(base, precision=shard_prec), io_type)
         st = _apply_override(name, derived, overrides.get(name), lyr, io_type)
         shards.append(ShardPiece(layers=(lyr,), settings={name: st}, source_slice=(a, b), out_type=wide,

@@ -88,11 +88,11 @@ def subgraph(graph: Graph, layer_names: tuple[str, ...] | list[str], index: int)
         layers.append(lyr.with_(inputs=(prev,)))
         prev = lyr.name
     return Graph(name=f"{graph.name}_{'whole' if index < 0 else f'stage{index}'}", layers=tuple(layers),
-                 outputs=(prev,))
+                 outputs=(prev,), source=graph.source)
 
 
 def chain_graph(name: str, input_name: str, layers: Sequence[Layer],
-                input_shape: tuple[int, ...] | None = None) -> Graph:
+                input_shape: tuple[int, ...] | None = None, source: object = None) -> Graph:
     """``layers`` (from any graphs, e.g. a split's tail followed by ordinary layers) as one chain behind
     a fresh Input layer called ``input_name`` of ``input_shape`` (default: the first layer's input shape).
 
@@ -111,12 +111,12 @@ def chain_graph(name: str, input_name: str, layers: Sequence[Layer],
         nxt = lyr.with_(inputs=(prev.name,))
         out.append(nxt)
         prev = nxt
-    return Graph(name=name, layers=tuple(out), outputs=(prev.name,))
+    return Graph(name=name, layers=tuple(out), outputs=(prev.name,), source=source)
 
 
 def chain_stage(index: int, board: Board, layers: Sequence[Layer], settings: Mapping[str, LayerSettings],
                 input_type: FixedType, build: BuildSettings, *, model_name: str = "model", part: int | None = None,
-                input_shape: tuple[int, ...] | None = None) -> Stage:
+                input_shape: tuple[int, ...] | None = None, source: object = None) -> Stage:
     """A :class:`Stage` running ``layers`` in a chain (e.g. one shard of a split layer, or a split's tail
     followed by the next layers), fed by a wire of ``input_type`` and ``input_shape``.
 
@@ -124,7 +124,7 @@ def chain_stage(index: int, board: Board, layers: Sequence[Layer], settings: Map
     the last layer's result type.
     """
     tag = f"stage{index}" if part is None else f"stage{index}_{part}"
-    graph = chain_graph(f"{model_name}_{tag}", f"{tag}_input", layers, input_shape)
+    graph = chain_graph(f"{model_name}_{tag}", f"{tag}_input", layers, input_shape, source=source)
     missing = [lyr.name for lyr in layers if lyr.name not in settings]
     if missing:
         raise PlanError(f"stage {index}{'' if part is None else f' part {part}'}: no settings for layer(s) {missing}")
@@ -288,8 +288,9 @@ def dag_stage_of(graph: Graph, stage_layers: Sequence[Sequence[str]]) -> dict[st
                     f"stages[{stage_of[lyr.name]}]: layer {lyr.name!r} reads {src!r}, which runs later on "
                     f"stages[{stage_of[src]}]; every layer must be on the same board as its producers or after "
                     "them (move one of the two)")
-        if lyr.is_activation and lyr.inputs[0] in stage_of and stage_of[lyr.inputs[0]] != stage_of[lyr.name]:
-            raise PlanError(f"stages[{stage_of[lyr.name]}]: activation {lyr.name!r} must stay on the same board as "
+        if lyr.is_attached and lyr.inputs[0] in stage_of and stage_of[lyr.inputs[0]] != stage_of[lyr.name]:
+            what = "activation" if lyr.is_activation else f"{lyr.kind} layer"
+            raise PlanError(f"stages[{stage_of[lyr.name]}]: {what} {lyr.name!r} must stay on the same board as "
                             f"{lyr.inputs[0]!r}, which produces its input; move it to stages[{stage_of[lyr.inputs[0]]}]")
     return stage_of
 
@@ -466,7 +467,7 @@ def dag_stage(index: int, board: Board, graph: Graph, layer_names: Sequence[str]
             width[c] = n_out
             acc = c
         outputs = (acc,)
-    sub = Graph(name=f"{graph.name}_{tag}", layers=tuple(layers), outputs=outputs)
+    sub = Graph(name=f"{graph.name}_{tag}", layers=tuple(layers), outputs=outputs, source=graph.source)
     sub.check_dag()
     return Stage(index=index, board=board, graph=sub, settings=st_settings, input_type=in_type, output_type=out_type,
                  build=build)

@@ -1,4 +1,4 @@
-"""hls_config: every precision concrete, taken from the stage's settings and wire types."""
+"""The hls4ml configuration: a float model's types from the plan, a quantized model's from hls4ml."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from split4ml.boards import get_board
 from split4ml.errors import BuildError
 from split4ml.fixed import FixedType
 from split4ml.frontends.keras import graph_from_keras
-from split4ml.hls.config import assert_no_auto_config, check_no_auto, hls_config
+from split4ml.hls.config import assert_no_auto_config, check_no_auto, layer_entries, model_config
+from split4ml.hls.project import convert_stage
 from split4ml.models import deep_mlp, small_cnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
-from split4ml.split import make_stages, whole_model_stage
+from split4ml.split import make_stages
 
 W8 = FixedType(8, 3)
 B12 = FixedType(12, 4)
@@ -29,63 +30,70 @@ def _all_strings(node) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def mlp_stages():
+def mlp():
     graph = graph_from_keras(deep_mlp())
-    names = [lyr.name for lyr in graph.body]
-    settings = {n: LayerSettings() for n in names}
+    settings = {lyr.name: LayerSettings() for lyr in graph.body}
     settings["fc2"] = LayerSettings(reuse_factor=4, strategy="Resource",
                                     precision=LayerPrecision(weight=W8, bias=B12, result=R18, accum=A24))
-    build = BuildSettings(input_precision=IN14)
-    board = get_board("pynq-z2")
-    stages = make_stages(graph, [tuple(names[:2]), tuple(names[2:])], [board, board], settings, build)
-    return stages, whole_model_stage(graph, board, settings, build)
+    return graph, settings, BuildSettings(input_precision=IN14)
 
 
-def test_every_type_is_concrete_and_from_settings(mlp_stages) -> None:
-    stages, whole = mlp_stages
-    cfg = hls_config(stages[0])
+def test_float_model_config_names_every_hls4ml_node_with_the_plans_types(mlp) -> None:
+    graph, settings, build = mlp
+    cfg = model_config(graph, settings, build)
     assert not [s for s in _all_strings(cfg) if s.lower() == "auto"]
     layers = cfg["LayerName"]
-    assert layers["stage0_input"]["Precision"]["result"] == IN14.hls4ml()
+    assert layers[graph.input.name]["Precision"]["result"] == IN14.hls4ml()
     fc2 = layers["fc2"]
     assert fc2["Precision"] == {"weight": W8.hls4ml(), "bias": B12.hls4ml(), "result": R18.hls4ml(),
                                 "accum": A24.hls4ml()}
     assert fc2["ReuseFactor"] == 4 and fc2["Strategy"] == "Resource"
-    # hls4ml splits the fused relu off as fc2_relu: it carries fc2's result type
+    # hls4ml runs the fused relu as a node of its own, fc2_relu: it carries fc2's result type
+    assert graph.layer("fc2").hls_nodes == ("fc2", "fc2_relu")
     assert layers["fc2_relu"]["Precision"]["result"] == R18.hls4ml()
     assert layers["fc1"]["Strategy"] == "Latency"
-    assert cfg["Model"]["Precision"]["default"] == whole.build.default_precision.hls4ml()
+    assert cfg["Model"]["Precision"]["default"] == build.default_precision.hls4ml()
 
 
-def test_next_stage_input_is_upstream_result_type(mlp_stages) -> None:
-    stages, _ = mlp_stages
-    cfg = hls_config(stages[1])
-    assert cfg["LayerName"]["stage1_input"]["Precision"]["result"] == R18.hls4ml()
-    assert "fc2" not in cfg["LayerName"]
+def test_layer_entries_of_a_layer_split4ml_builds_use_its_own_name() -> None:
+    graph = graph_from_keras(deep_mlp())
+    fc1 = graph.layer("fc1").with_(name="fc1__n0", hls_nodes=())
+    entries = layer_entries(fc1, LayerSettings(reuse_factor=2), node_names=())
+    assert set(entries) == {"fc1__n0", "fc1__n0_relu"} and entries["fc1__n0"]["ReuseFactor"] == 2
 
 
-def test_softmax_tables_stay_at_concrete_hls4ml_defaults(mlp_stages) -> None:
+def test_stages_keep_hls4mls_softmax_tables_and_the_wire_types(mlp) -> None:
     import hls4ml
 
-    from split4ml.hls.keras_model import keras_model_from_graph
-
-    _, whole = mlp_stages
-    cfg = hls_config(whole)
-    base = hls4ml.utils.config_from_keras_model(keras_model_from_graph(whole.graph), granularity="name",
-                                                backend="VivadoAccelerator")
-    sm, base_sm = cfg["LayerName"]["softmax"]["Precision"], base["LayerName"]["softmax"]["Precision"]
-    for key in ("table", "exp_table", "inv_table", "inv_inp", "accum"):
-        assert sm[key] == base_sm[key] and base_sm[key] != "auto"
-    assert sm["result"] == whole.settings["softmax"].precision.result.hls4ml()
+    graph, settings, build = mlp
+    names = [lyr.name for lyr in graph.body]
+    board = get_board("pynq-z2")
+    stages = make_stages(graph, [tuple(names[:2]), tuple(names[2:])], [board, board], settings, build)
+    assert stages[1].input_type == R18  # the wire carries fc2's result type
+    hm = convert_stage(stages[1], "unused-dir", write=False)
+    softmax = next(lyr for lyr in hm.get_layers() if lyr.class_name == "Softmax")
+    base = hls4ml.utils.config_from_keras_model(deep_mlp(), granularity="name", backend="Vivado")
+    defaults = base["LayerName"][softmax.name]["Precision"]
+    for key in ("table", "exp_table", "inv_table", "inv_inp"):
+        got = FixedType.parse(str(softmax.types[f"{key}_t"].precision))
+        assert got == FixedType.parse(defaults[key]) and defaults[key] != "auto"
+    assert FixedType.parse(str(hm.get_input_variables()[0].type.precision)) == R18
 
 
 def test_cnn_config_is_concrete() -> None:
     graph = graph_from_keras(small_cnn())
-    settings = {lyr.name: LayerSettings() for lyr in graph.body}
-    stage = whole_model_stage(graph, get_board("zcu102"), settings, BuildSettings())
-    cfg = hls_config(stage)
+    cfg = model_config(graph, {lyr.name: LayerSettings() for lyr in graph.body}, BuildSettings())
     assert not [s for s in _all_strings(cfg) if s.lower() == "auto"]
-    assert set(cfg["LayerName"]) >= {"whole_input", "conv1", "conv1_relu", "pool1", "flatten", "fc1", "softmax"}
+    assert set(cfg["LayerName"]) >= {graph.input.name, "conv1", "conv1_relu", "pool1", "flatten", "fc1", "softmax"}
+
+
+def test_a_graph_built_by_hand_has_no_hls4ml_model() -> None:
+    graph = graph_from_keras(deep_mlp())
+    from split4ml.ir import Graph
+
+    bare = Graph(name="bare", layers=graph.layers, outputs=graph.outputs)
+    with pytest.raises(BuildError, match="not read from a model"):
+        model_config(bare, {}, BuildSettings())
 
 
 def test_assert_no_auto_config_names_the_place() -> None:

@@ -1,4 +1,4 @@
-"""Shard and merge layers of intra-layer splits through Keras, the hls4ml config and conversion."""
+"""Shard and merge layers of intra-layer splits: hls4ml's layers for them, their types, conversion."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 
 from split4ml.boards import get_board
 from split4ml.fixed import FixedType
-from split4ml.hls.config import hls_config
-from split4ml.hls.keras_model import keras_model_from_graph
 from split4ml.hls.project import convert_stage
+from split4ml.hls.synthetic import layer_dicts, synthetic_config
 from split4ml.ir import Layer
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.shard import MERGE_WEIGHT_TYPE, partial_sum_type, shard_unit
@@ -52,25 +51,28 @@ def dense_split():
     return su, shard, merge
 
 
-def test_keras_rebuilds_shard_without_bias_and_merge_exactly(dense_split) -> None:
+def test_hls4ml_layers_of_a_shard_without_bias_and_of_the_merge(dense_split) -> None:
     su, shard, merge = dense_split
-    ks = keras_model_from_graph(shard.graph).get_layer("fc__i0")
-    assert ks.use_bias is False and len(ks.get_weights()) == 1
-    np.testing.assert_array_equal(ks.get_weights()[0], su.shards[0].layer.weights["kernel"])
-    km = keras_model_from_graph(merge.graph).get_layer("fc__merge")
-    kernel, bias = km.get_weights()
-    np.testing.assert_array_equal(kernel, np.vstack([np.eye(6)] * 3))
-    np.testing.assert_array_equal(bias, _dense().weights["bias"])
+    piece = su.shards[0].layer
+    (d,) = layer_dicts(piece, ["in"], [piece.input_shape])
+    assert d["class_name"] == "Dense" and d["n_out"] == 6 and d["inputs"] == ["in"]
+    np.testing.assert_array_equal(d["weight_data"], piece.weights["kernel"])
+    assert d["bias_data"] is None or not np.any(d["bias_data"])
+    m = merge.graph.layer("fc__merge")
+    md, act = layer_dicts(m, ["in"], [m.input_shape])
+    np.testing.assert_array_equal(md["weight_data"], np.vstack([np.eye(6)] * 3))
+    np.testing.assert_array_equal(md["bias_data"], _dense().weights["bias"])
+    assert act["name"] == "fc__merge_relu" and act["class_name"] == "Activation"
 
 
 def test_config_spells_partial_sum_and_merge_types(dense_split) -> None:
     _, shard, merge = dense_split
     wide = partial_sum_type(ACC, 3)
     assert wide == FixedType(20, 9)
-    cfg = hls_config(shard)["LayerName"]
+    cfg = synthetic_config(list(shard.graph.body), shard.settings, {"stage0_0_input": shard.input_type})
     assert cfg["fc__i0"]["Precision"]["accum"] == "fixed<20,9>"
     assert cfg["fc__i0"]["Precision"]["result"] == "fixed<20,9>"
-    cfg = hls_config(merge)["LayerName"]
+    cfg = synthetic_config(list(merge.graph.body), merge.settings, {"stage1_input": merge.input_type})
     assert cfg["stage1_input"]["Precision"]["result"] == wide.hls4ml()
     p = cfg["fc__merge"]["Precision"]
     assert p["weight"] == MERGE_WEIGHT_TYPE.hls4ml() == "ufixed<1,1>"

@@ -382,16 +382,18 @@ def test_resnet_planned_on_pynq_boards_is_bit_exact(resnet) -> None:
     plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), n_stages=3)
     assert len(plan.stages) == 3
     pipeline, whole = plan_pipeline(plan, graph)
-    from split4ml.hls.config import hls_config
+    from split4ml.hls.project import convert_stage
 
     seen = set()
     for node in pipeline.nodes:
-        cfg = hls_config(node.stage)["LayerName"]
+        hm = convert_stage(node.stage, "unused-dir", write=False)
+        built = {n.name: n for n in hm.get_layers()}
         for lyr in node.stage.graph.body:
             if lyr.name in plan.settings and lyr.kind in ("Dense", "Conv2D"):
                 want = plan.settings[lyr.name]
-                assert (cfg[lyr.name]["ReuseFactor"], cfg[lyr.name]["Strategy"]) == (want.reuse_factor,
-                                                                                     want.strategy)
+                got = built[lyr.hls_nodes[0]]
+                assert (got.get_attr("reuse_factor"), got.get_attr("strategy").lower()) == (
+                    want.reuse_factor, want.strategy.lower())
                 seen.add(lyr.name)
     assert len(seen) == 6  # stem, 2 x (fc1, fc2), head
     x = plan.build.input_precision.quantize(random_inputs(plan.build.input_precision, (64,), 48, seed=2) * 0.25 + 0.5)

@@ -1,139 +1,114 @@
-"""The hls4ml config of one stage, with every precision spelled out.
+"""The hls4ml configuration of a model's conversion and of split4ml's own layers.
 
 hls4ml's ``auto`` types are what make naive splits fail: with ``granularity='name'`` hls4ml 1.3
-infers a very wide result type for, e.g., the layer feeding a softmax, and an independently
-converted sub-model would infer different types at its edges. split4ml therefore writes every
-type itself, from the stage's :class:`~split4ml.settings.LayerSettings` and wire types, and
-refuses to build when anything is still unspecified (:func:`check_no_auto`).
+infers a very wide result type for, e.g., the layer feeding a softmax. So for a **float model**
+split4ml writes every type itself, from the plan's :class:`~split4ml.settings.LayerSettings`: the
+configuration names every hls4ml node of the model (:attr:`split4ml.ir.Layer.hls_nodes`):
 
-The config starts from :func:`hls4ml.utils.config_from_keras_model` (``granularity='name'``), which
-lists every layer name hls4ml will create, including the activation layers it splits off fused
-Keras activations (``fc1`` -> ``fc1`` + ``fc1_relu``). Each entry is then filled:
+- a Dense/Conv node: ``weight``, ``bias``, ``result``, ``accum``, ``ReuseFactor``, ``Strategy``; its
+  activation node (``fc1_relu``): ``result``;
+- BatchNormalization / ApplyAlpha: ``scale`` (= weight type), ``bias``, ``result``;
+- pooling: ``result``, ``accum``; every other node: ``result``. Lookup-table types of activations
+  keep hls4ml's concrete defaults.
 
-- the Input layer: ``result`` = the stage's input wire type;
-- a Dense/Conv layer: ``weight``, ``bias``, ``result``, ``accum``, ``ReuseFactor``, ``Strategy``;
-- BatchNormalization: ``scale`` (= weight type), ``bias``, ``result``;
-- pooling: ``result``, ``accum``; Flatten: ``result`` (with ``io_parallel`` hls4ml passes a Flatten
-  through, so its output keeps its producer's type: give a Flatten the same result type as the
-  layer before it, or a stage ending at a Flatten fails :func:`~split4ml.hls.project.check_wire_types`);
-- a fused activation ``<layer>_<act>``: ``result`` = the layer's result type;
-- Add / Concatenate (skip connections) and the wire layers of a packed board (``Slice`` as
-  ``Cropping1D``, ``Reshape``): ``result`` from their settings (the wire layers get the wire's type,
-  so they move values unchanged);
-- an Activation layer: ``result`` from its settings; lookup-table types (``table``, ``exp_table``,
-  ``inv_table``, ``inv_inp`` and softmax's internal ``accum``) keep hls4ml's concrete defaults,
-  written explicitly.
+A **quantized model** keeps the types its quantizers give: its configuration is the one hls4ml's
+``config_from_*_model(granularity='name')`` writes (:meth:`~split4ml.frontends.source.ModelSource.base_config`),
+with the plan's reuse factor and strategy for each node, and hls4ml resolves its ``auto`` types.
+Either way, :func:`check_no_auto` refuses a converted model that still has an unspecified type.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BuildError
-from ..fixed import FixedType
-from ..split import Stage
+from ..ir import COMPUTE_KINDS, Graph, Layer
+from ..settings import BuildSettings, LayerSettings
 
 #: Precision keys of activation layers that are lookup-table internals, kept at hls4ml's defaults.
 TABLE_KEYS = ("table", "exp_table", "inv_table", "inv_inp")
 #: hls4ml's default table type, used if hls4ml leaves a table key as ``auto``.
 DEFAULT_TABLE_TYPE = "fixed<18,8,RND,SAT>"
-#: Kinds whose hls4ml layer has the full weight/bias/result/accum set.
-_COMPUTE_KINDS = ("Dense", "Conv1D", "Conv2D")
+#: hls4ml's "very large" BRAM factor: keep every weight array inside the design.
+BRAM_FACTOR = 1_000_000_000
 
 
 def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == "auto"
 
 
-def _precision_for_ir_layer(kind: str, key: str, stage: Stage, name: str) -> str | None:
-    """The type for precision ``key`` of the IR layer ``name``, or None to keep hls4ml's value."""
-    prec = stage.settings[name].precision
-    if key == "result":
-        return prec.result.hls4ml()
-    if kind == "Activation":
-        # softmax/sigmoid/tanh internals: tables and softmax's accumulator keep hls4ml's defaults
-        return None
-    if key in ("weight", "scale"):
-        return prec.weight.hls4ml()
-    if key == "bias":
-        return prec.bias.hls4ml()
-    if key == "accum":
-        return prec.accum.hls4ml()
-    return None
+def model_block(build: BuildSettings) -> dict[str, Any]:
+    """The ``Model`` section every configuration starts from."""
+    return {"Precision": {"default": build.default_precision.hls4ml()}, "ReuseFactor": 1, "Strategy": "Latency",
+            "BramFactor": BRAM_FACTOR, "TraceOutput": False}
 
 
-def _fused_owner(name: str, stage: Stage) -> str | None:
-    """The IR layer whose fused activation hls4ml split off as ``name`` (``fc1_relu`` -> ``fc1``)."""
-    for layer in stage.graph.body:
-        act = layer.activation
-        if layer.kind in _COMPUTE_KINDS and act and act != "linear" and name == f"{layer.name}_{act}":
-            return layer.name
-    return None
-
-
-def fill_config(base: Mapping[str, Any], stage: Stage) -> dict[str, Any]:
-    """Fill hls4ml's name-granularity config ``base`` with the stage's concrete settings.
-
-    ``base`` is what :func:`hls4ml.utils.config_from_keras_model` returns for the stage's Keras
-    model; it is not modified. Raises :class:`BuildError` when a type would stay ``auto``.
-    """
-    cfg: dict[str, Any] = copy.deepcopy(dict(base))
-    build = stage.build
-    model_cfg = cfg.setdefault("Model", {})
-    model_cfg["Precision"] = {"default": build.default_precision.hls4ml()}
-    model_cfg["ReuseFactor"] = 1
-    model_cfg["Strategy"] = "Latency"
-    model_cfg.setdefault("BramFactor", 1_000_000_000)
-    model_cfg["TraceOutput"] = False
-
-    layers_cfg: dict[str, Any] = cfg.setdefault("LayerName", {})
-    input_name = stage.graph.input.name
-    kinds = {lyr.name: lyr.kind for lyr in stage.graph.layers}
-    last_result: FixedType = stage.input_type
-    for name, entry in layers_cfg.items():
-        precision: dict[str, Any] = entry.setdefault("Precision", {})
-        if not isinstance(precision, dict):
-            precision = {"result": precision}
-            entry["Precision"] = precision
-        if name == input_name:
-            precision["result"] = stage.input_type.hls4ml()
-            last_result = stage.input_type
-        elif name in stage.settings:
-            kind = kinds[name]
-            ls = stage.settings[name]
-            for key in list(precision):
-                value = _precision_for_ir_layer(kind, key, stage, name)
-                if value is not None:
-                    precision[key] = value
-            precision.setdefault("result", ls.precision.result.hls4ml())
-            entry["ReuseFactor"] = int(ls.reuse_factor)
-            if kind in _COMPUTE_KINDS:
-                entry["Strategy"] = ls.strategy
-            last_result = ls.precision.result
-        elif (owner := _fused_owner(name, stage)) is not None:
-            ls = stage.settings[owner]
-            precision["result"] = ls.precision.result.hls4ml()
-            entry["ReuseFactor"] = int(ls.reuse_factor)
-            last_result = ls.precision.result
+def layer_entries(layer: Layer, settings: LayerSettings, node_names: tuple[str, ...] | None = None,
+                  types: bool = True) -> dict[str, dict[str, Any]]:
+    """The ``LayerName`` entries of ``layer``'s hls4ml nodes (``node_names``, by default its
+    :attr:`~split4ml.ir.Layer.hls_nodes`, or ``(layer.name, <name>_<activation>)`` for a layer
+    split4ml builds). Without ``types`` only the reuse factor and strategy are written."""
+    names = node_names if node_names is not None else layer.hls_nodes
+    if not names:
+        act = layer.activation or "linear"
+        names = (layer.name, f"{layer.name}_{act}") if layer.kind in COMPUTE_KINDS and act != "linear" else (layer.name,)
+    p = settings.precision
+    out: dict[str, dict[str, Any]] = {}
+    first: dict[str, Any] = {"ReuseFactor": int(settings.reuse_factor)}
+    if layer.kind in COMPUTE_KINDS:
+        first["Strategy"] = settings.strategy
+    if types:
+        if layer.kind in COMPUTE_KINDS:
+            prec = {"weight": p.weight.hls4ml(), "bias": p.bias.hls4ml(), "result": p.result.hls4ml(),
+                    "accum": p.accum.hls4ml()}
+        elif layer.kind in ("BatchNormalization", "ApplyAlpha"):
+            prec = {"scale": p.weight.hls4ml(), "bias": p.bias.hls4ml(), "result": p.result.hls4ml()}
+        elif "Pooling" in layer.kind:
+            prec = {"result": p.result.hls4ml(), "accum": p.accum.hls4ml()}
         else:
-            # a layer hls4ml creates that the IR does not know: keep the type flowing into it
-            for key, value in list(precision.items()):
-                if _is_auto(value):
-                    precision[key] = last_result.hls4ml()
-        for key, value in list(precision.items()):
-            if _is_auto(value) and key in (*TABLE_KEYS, "accum") and kinds.get(name) == "Activation":
-                precision[key] = DEFAULT_TABLE_TYPE
-    missing = [name for name in stage.settings if name not in layers_cfg]
-    if missing:
-        raise BuildError(
-            f"{stage.name} on {stage.board.name}: hls4ml's config has no entry for layer(s) {missing}; "
-            "the Keras model rebuilt from the IR does not match the stage graph"
-        )
-    assert_no_auto_config(cfg, where=f"{stage.name} on {stage.board.name}")
+            prec = {"result": p.result.hls4ml()}
+        first["Precision"] = prec
+    out[names[0]] = first
+    for extra in names[1:]:
+        entry: dict[str, Any] = {"ReuseFactor": int(settings.reuse_factor)}
+        if types:
+            entry["Precision"] = {"result": p.result.hls4ml()}
+        out[extra] = entry
+    return out
+
+
+def model_config(graph: Graph, settings: Mapping[str, LayerSettings], build: BuildSettings) -> dict[str, Any]:
+    """The hls4ml configuration (``{"Model": ..., "LayerName": ...}``) converting ``graph``'s model
+    with ``settings`` (layers without settings keep reuse factor 1, Latency, and for a float model
+    the build's precisions); see the module docstring.
+
+    Raises:
+        BuildError: ``graph`` was not read from a model file (it has no :attr:`~split4ml.ir.Graph.source`).
+    """
+    source = graph.source
+    if source is None:
+        raise BuildError(f"graph {graph.name!r} was not read from a model, so hls4ml has no conversion of it")
+    if source.quantized:
+        cfg = source.base_config(build.default_precision.hls4ml())
+        # a node hls4ml creates from a parsed layer takes that layer's entry: without a reuse factor
+        # there, the node keeps the one written under its own name below
+        for entry in cfg["LayerName"].values():
+            entry.pop("ReuseFactor", None)
+            entry.pop("Strategy", None)
+        names = cfg["LayerName"]
+        for layer in graph.body:
+            if layer.name in settings and layer.hls_nodes:
+                for node, entry in layer_entries(layer, settings[layer.name], types=False).items():
+                    names.setdefault(node, {}).update(entry)
+        return cfg
+    cfg = {"Model": model_block(build), "LayerName": {}}
+    names = cfg["LayerName"]
+    names[graph.input.name] = {"Precision": {"result": build.input_precision.hls4ml()}}
+    default = LayerSettings(precision=build.layer_precision())
+    for layer in graph.body:
+        names.update(layer_entries(layer, settings.get(layer.name, default)))
     return cfg
 
 
@@ -156,28 +131,16 @@ def assert_no_auto_config(cfg: Mapping[str, Any], where: str = "config") -> None
         )
 
 
-def hls_config(stage: Stage, keras_model: Any = None) -> dict[str, Any]:
-    """The hls4ml config (``{"Model": ..., "LayerName": ...}``) of ``stage``, every type concrete.
-
-    ``keras_model`` is the stage's Keras model if the caller already built it
-    (:func:`split4ml.hls.keras_model.keras_model_from_graph`); otherwise it is rebuilt here.
-    """
-    import hls4ml
-
-    from .keras_model import keras_model_from_graph
-    from .project import backend_for
-
-    model = keras_model if keras_model is not None else keras_model_from_graph(stage.graph)
-    backend, _ = backend_for(stage.board)
-    try:
-        # hls4ml prints its layer handlers (stdout) and optional-package notes (stderr)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            base = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
-    except Exception as exc:  # hls4ml raises bare Exceptions
-        raise BuildError(
-            f"{stage.name} on {stage.board.name}: hls4ml cannot read the stage's Keras model: {exc}"
-        ) from exc
-    return fill_config(base, stage)
+def with_tables(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with hls4ml's default table type where a table precision is ``auto``."""
+    out = copy.deepcopy(dict(cfg))
+    for entry in out.get("LayerName", {}).values():
+        prec = entry.get("Precision")
+        if isinstance(prec, dict):
+            for key in TABLE_KEYS:
+                if _is_auto(prec.get(key)):
+                    prec[key] = DEFAULT_TABLE_TYPE
+    return out
 
 
 def check_no_auto(hls_model: Any, where: str = "model") -> None:

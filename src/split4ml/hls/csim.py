@@ -4,8 +4,8 @@ Compiling an hls4ml project takes seconds (g++ on the generated C++), so every c
 kept in a content-addressed cache and reused by tests, ``verify`` and the runtime node:
 
 - the key (:func:`cache_key`) is a sha256 over everything that changes the generated C++: the
-  graph (layer names, kinds, shapes, params, activations, weight bytes), the settings of every
-  layer, the wire types, the build settings, the hls4ml backend and io type, the hls4ml version and
+  model file(s) the stage is cut from (their sha256), the graph (layer names, hls4ml nodes, kinds,
+  shapes, params, activations, weight bytes), the settings of every layer, the wire types, the build settings, the hls4ml backend and io type, the hls4ml version and
   :data:`CACHE_FORMAT`. The board's part and clock do not change the C-simulation and are not
   part of the key (the cached project may therefore name another board of the same backend);
 - the cache root is ``$SPLIT4ML_CACHE`` if set, else ``~/.cache/split4ml/csim``; entry ``<key>/``
@@ -44,7 +44,7 @@ from ..split import Stage
 from .project import DEFAULT_PROJECT_NAME, convert_stage, converter_kwargs
 
 #: Bumped whenever the way split4ml writes projects changes (invalidates old cache entries).
-CACHE_FORMAT = "split4ml-csim-1"
+CACHE_FORMAT = "split4ml-csim-2"
 CACHE_ENV = "SPLIT4ML_CACHE"
 MANIFEST = "manifest.json"
 
@@ -91,10 +91,13 @@ def cache_key(stage: Stage) -> str:
          "accum": str(b.accum_precision), "input": str(b.input_precision),
          "wire_in": str(stage.input_type), "wire_out": str(stage.output_type)})
     add({"outputs": list(stage.graph.outputs)})
+    source = stage.graph.source
+    add({"model": source.digest() if source is not None else None})
     for layer in stage.graph.layers:
         add({"name": layer.name, "kind": layer.kind, "in": list(layer.input_shape),
              "out": list(layer.output_shape), "inputs": list(layer.inputs), "act": layer.activation,
-             "params": layer.params})
+             "params": layer.params, "hls_nodes": list(layer.hls_nodes),
+             "precision": layer.precision.as_dict() if layer.precision is not None else None})
         for wname in sorted(layer.weights):
             arr = np.ascontiguousarray(layer.weights[wname])
             add({"weight": wname, "dtype": arr.dtype.str, "shape": list(arr.shape)})
@@ -215,12 +218,26 @@ class _Pending:
 
 
 def _write_project(stage: Stage, entry: Path) -> tuple[Path, str]:
-    """Write ``stage``'s hls4ml project in ``entry/prj``; returns (project dir, library stamp)."""
+    """Write ``stage``'s hls4ml project in ``entry/prj``; returns (project dir, library stamp). A
+    :class:`~split4ml.hls.reference.Reference` writes its own (hls4ml's direct conversion)."""
     if entry.exists():
         shutil.rmtree(entry)
     prj = entry / "prj"
+    writer = getattr(stage, "write_project", None)
+    if writer is not None:
+        return prj, writer(prj, DEFAULT_PROJECT_NAME)
     hls_model = convert_stage(stage, prj, project_name=DEFAULT_PROJECT_NAME, write=True)
     return prj, str(hls_model.config.get_config_value("Stamp"))
+
+
+def _key(stage: Any) -> str:
+    own = getattr(stage, "cache_key", None)
+    return own() if own is not None else cache_key(stage)
+
+
+def _backend(stage: Any) -> str:
+    own = getattr(stage, "backend", None)
+    return own if isinstance(own, str) else converter_kwargs(stage)[0]
 
 
 def _run_gxx(stage: Stage, prj: Path, stamp: str) -> Path:
@@ -240,7 +257,7 @@ def _write_manifest(p: _Pending) -> dict[str, Any]:
     import hls4ml
 
     assert p.library is not None
-    backend, _ = converter_kwargs(p.stage)
+    backend = _backend(p.stage)
     manifest = {
         "key": p.key,
         "format": CACHE_FORMAT,
@@ -276,7 +293,7 @@ def compile_stages(stages: Sequence[Stage], cache_dir: Path | str | None = None,
         BuildError: conversion or compilation failed (naming stage, board and layer where known).
     """
     root = cache_root(cache_dir)
-    keys = [cache_key(st) for st in stages]
+    keys = [_key(st) for st in stages]
     total = len(stages)
     ready: dict[str, CsimModel] = {}
 

@@ -1,8 +1,9 @@
 """One hls4ml project per board: choose the backend, convert a stage, write the project.
 
-A stage goes IR -> Keras sub-model (:mod:`.keras_model`) -> hls4ml config with every type concrete
-(:mod:`.config`) -> hls4ml ``ModelGraph`` -> project directory. Boards that hls4ml knows as
-VivadoAccelerator boards (``pynq-z2``, ``zcu102``) get the VivadoAccelerator backend, whose AXI
+A stage's layers are cut from hls4ml's conversion of the whole model (:mod:`.cut`), so each board
+runs the nodes hls4ml built for those layers; the layers split4ml makes (shards, merges, wire
+packing) are converted by hls4ml's own Keras handlers (:mod:`.synthetic`). Boards that hls4ml knows
+as VivadoAccelerator boards (``pynq-z2``, ``zcu102``) get the VivadoAccelerator backend, whose AXI
 stream wrapper carries the stage's wire types (so a board sends and receives raw fixed-point
 values); other boards get the Vitis backend with their part number.
 """
@@ -21,7 +22,7 @@ from ..boards import Board
 from ..errors import BuildError, Split4mlError
 from ..fixed import FixedType
 from ..split import Stage
-from .config import check_no_auto, hls_config
+from .config import check_no_auto
 
 #: hls4ml backends split4ml writes projects for.
 BACKENDS = ("VivadoAccelerator", "Vitis", "Vivado")
@@ -145,6 +146,13 @@ def check_wire_types(hls_model: Any, stage: Stage) -> None:
             )
 
 
+def conversion_backend(backend: str) -> str:
+    """The backend a stage is converted with: VivadoAccelerator runs the Vivado backend's passes
+    (and hls4ml refuses some layers, e.g. HGQ's quantizers, under its name), so a PYNQ stage is
+    converted by the Vivado backend and written by VivadoAccelerator's writer."""
+    return "Vivado" if backend == "VivadoAccelerator" else backend
+
+
 def convert_stage(stage: Stage, out_dir: Path | str, project_name: str = DEFAULT_PROJECT_NAME,
                   write: bool = True) -> Any:
     """Convert ``stage`` to an hls4ml ``ModelGraph`` whose project lives in ``out_dir``.
@@ -156,23 +164,21 @@ def convert_stage(stage: Stage, out_dir: Path | str, project_name: str = DEFAULT
     Raises:
         BuildError: naming the stage, board and, where hls4ml tells, the layer.
     """
-    import hls4ml
-
-    from .keras_model import keras_model_from_graph
+    from .cut import as_accelerator, stage_model
 
     out = Path(out_dir)
     where = f"{stage.name} on {stage.board.name}"
     log = io.StringIO()
-    keras_model = keras_model_from_graph(stage.graph)
-    cfg = hls_config(stage, keras_model)
     backend, kwargs = converter_kwargs(stage)
+    conv_kwargs = {k: kwargs[k] for k in ("part", "clock_period", "io_type") if k in kwargs}
     out.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet(log):
-            hls_model = hls4ml.converters.convert_from_keras_model(
-                keras_model, output_dir=str(out), project_name=project_name, backend=backend,
-                hls_config=cfg, allow_da_fallback=False, **kwargs,
-            )
+            hls_model = stage_model(stage.graph, stage.settings, stage.build, stage.input_type,
+                                    conversion_backend(backend), conv_kwargs, str(out), project_name, where)
+            if backend == "VivadoAccelerator":
+                as_accelerator(hls_model, kwargs["board"], kwargs["part"], kwargs["clock_period"], kwargs["io_type"],
+                               kwargs["input_type"], kwargs["output_type"])
     except Split4mlError:
         raise
     except Exception as exc:  # hls4ml raises bare Exceptions / AssertionErrors
