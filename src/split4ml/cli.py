@@ -152,6 +152,13 @@ def _build_settings(precision: str | None, io_type: str) -> Any:
     return BuildSettings(io_type=io_type)
 
 
+def _check_precision_option(graph: Any, precision: str | None) -> None:
+    """Refuse ``--precision`` for a quantized model, whose types are its quantizers'."""
+    if precision and graph.quantized:
+        raise Split4mlError(f"--precision {precision}: model {graph.name!r} is quantized, so its types come from its "
+                            "quantizers; --precision is for float models: drop it")
+
+
 def _read_yaml(path: Path, what: str) -> Any:
     from .yamlio import read_yaml
 
@@ -199,23 +206,32 @@ def inspect(model: Path, json_out: JsonOpt = False, quiet: QuietOpt = False, fra
         g = _load(model, options)
     layers = [{"name": lyr.name, "type": lyr.kind, "input_shape": list(lyr.input_shape),
                "output_shape": list(lyr.output_shape), "activation": lyr.activation, "params": lyr.n_params,
-               "inputs": list(lyr.inputs)}
+               "inputs": list(lyr.inputs), "hls_nodes": list(lyr.hls_nodes),
+               "precision": lyr.precision.as_dict() if lyr.precision is not None else None}
               for lyr in g.layers]
+    src = g.source
     data = {"model": g.name, "n_layers": len(g.body), "n_params": g.n_params,
             "input_shape": list(g.input.output_shape), "output_shape": list(g.layers[-1].output_shape),
-            "layers": layers, "units": [[lyr.name for lyr in u] for u in g.units()]}
+            "layers": layers, "units": [[lyr.name for lyr in u] for u in g.units()],
+            "quantized": g.quantized, "reader": src.reader if src is not None else None,
+            "via": (src.via or None) if src is not None else None}
     if json_out:
         _emit_json(data)
         return
     t = Table(title=f"{g.name}: {len(g.body)} layers, {g.n_params:,} parameters")
     dag = not g.is_chain  # skip connections: show where each layer reads from
-    for c in ("layer", "type", *(("from",) if dag else ()), "input", "output", "activation", "params"):
+    q = g.quantized  # a quantized model: show the types its quantizers give
+    for c in ("layer", "type", *(("from",) if dag else ()), "input", "output", "activation",
+              *(("result type",) if q else ()), "params"):
         t.add_column(c, justify="right" if c == "params" else "left")
     for r in layers:
+        res = (r["precision"]["result"] if r["precision"] else "",) if q else ()
         t.add_row(r["name"], r["type"], *((" + ".join(r["inputs"]),) if dag else ()), str(tuple(r["input_shape"])),
-                  str(tuple(r["output_shape"])), r["activation"] or "", f"{r['params']:,}")
+                  str(tuple(r["output_shape"])), r["activation"] or "", *res, f"{r['params']:,}")
     out.print(t)
-    out.print(f"cut points: between {len(data['units'])} units (a layer stays with the activations after it)")
+    how = f"read by hls4ml ({data['reader']})" + (f", {data['via']}" if data["via"] else "") if src else ""
+    out.print(f"cut points: between {len(data['units'])} units (a layer stays with the element-wise layers after "
+              f"it); {how}" + ("; quantized: its types come from its quantizers" if q else ""))
 
 
 @app.command()
@@ -237,13 +253,14 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
               quiet: bool, estimator: str, calibration: Path | None, options: dict[str, Any]) -> None:
     from .boards import get_board
     from .estimate.calibrate import segment_source
-    from .plan.api import get_estimator, parse_hls_config
+    from .plan.api import get_estimator, model_build, parse_hls_config
     from .plan.reuse import choose_settings
 
     with _step(not (quiet or json_out), f"reading {model.name}"):
         g = _load(model, options)
+    _check_precision_option(g, precision)
     b = get_board(board, tuple(board_file or ()))
-    build = _build_settings(precision, io_type)
+    build = model_build(g, _build_settings(precision, io_type))
     overrides: dict[str, Any] = {}
     if config:
         build, crf, cst, overrides = parse_hls_config(_read_yaml(config, "--config"), build)
@@ -346,6 +363,7 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
     import_cpsat_first()  # [E2] CP-SAT (models with skip connections) crashes if TensorFlow loads before it
     with _step(not (quiet or json_out), f"reading {model.name}"):
         g = _load(model, options)
+    _check_precision_option(g, precision)
     cl = None
     if cluster is not None:
         from .plan.cluster import read_cluster
@@ -418,19 +436,9 @@ def _load_data(path: Path) -> tuple[Any, Any]:
 
 
 def run_verify(p: Any, g: Any, x: Any, y: Any, progress: Any) -> Any:
-    from .hls.keras_model import keras_model_from_graph
-    from .plan.api import plan_pipeline
-    from .verify import verify_pipeline
+    from .verify import verify_plan
 
-    pipeline, whole = plan_pipeline(p, g)
-    float_model = None
-    if y is not None:
-        km = keras_model_from_graph(g)
-
-        def float_model(a: Any) -> Any:
-            return km.predict(a, verbose=0)
-
-    return verify_pipeline(pipeline, whole, x, y, float_model=float_model, progress=progress)
+    return verify_plan(p, g, x, y, progress=progress)
 
 
 @app.command()

@@ -1,8 +1,11 @@
 """Prove a split bit-exact: the chained stage C-simulations against the whole model's.
 
 The same samples go through the per-board C-simulation libraries, run as the pipeline's DAG (each
-board's input gathered from its producers' outputs, sliced and concatenated, as the runtime does) and through the library of the whole model compiled with
-the same per-layer settings. The split is correct only if every output value is identical.
+board's input gathered from its producers' outputs, sliced and concatenated, as the runtime does) and
+through the reference: the whole model as hls4ml converts it directly from the user's original file,
+with the same per-layer settings (:class:`~split4ml.hls.reference.Reference`; a graph built by hand has
+split4ml's own whole-model stage instead). The split is correct only if every output value is
+identical.
 Values crossing a board boundary are checked to be exactly representable in the wire type
 (:meth:`~split4ml.fixed.FixedType.to_int`), which is what the runtime sends. A model with skip
 connections is verified the same way: its boards form a line of packed stages
@@ -16,7 +19,7 @@ the whole model's C-simulation) and of a float reference (e.g. the Keras model).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +50,10 @@ class VerifyResult:
         float_accuracy: accuracy of the float reference (labels and float model given), else None.
         mismatched_indices: indices of the mismatched samples.
         n_boards: number of boards (pipeline nodes); ``None`` means one per step.
+        reference: what the boards were compared with (:func:`~split4ml.hls.reference.describe_reference`).
+        framework_agreement: for a quantized model its framework can run (HGQ2, which is bit-exact to
+            Keras by design), how the pipeline's outputs compare with the framework model's own:
+            ``{"framework", "samples", "matching_samples", "max_abs_diff", "bit_exact"}``.
     """
 
     bit_exact: bool
@@ -58,6 +65,8 @@ class VerifyResult:
     float_accuracy: float | None = None
     mismatched_indices: tuple[int, ...] = ()
     n_boards: int | None = None
+    reference: Mapping[str, Any] | None = None
+    framework_agreement: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (keys are a stable interface of ``split4ml verify --json``)."""
@@ -71,6 +80,8 @@ class VerifyResult:
             "fixed_accuracy": self.fixed_accuracy,
             "float_accuracy": self.float_accuracy,
             "mismatched_indices": list(self.mismatched_indices[:100]),
+            "reference": dict(self.reference) if self.reference is not None else None,
+            "framework_agreement": dict(self.framework_agreement) if self.framework_agreement is not None else None,
         }
 
 
@@ -166,21 +177,25 @@ def _pipeline_input_type(pipeline: Pipeline) -> FixedType:
     return next(iter(types))
 
 
-def verify_pipeline(pipeline: Pipeline, whole: Stage, x: np.ndarray, y: np.ndarray | None = None,
+def verify_pipeline(pipeline: Pipeline, whole: Any, x: np.ndarray, y: np.ndarray | None = None,
                     float_model: Callable[[np.ndarray], Any] | None = None,
-                    progress: Progress | None = None, batch_size: int = 256) -> VerifyResult:
+                    progress: Progress | None = None, batch_size: int = 256,
+                    framework_model: tuple[str, Callable[[np.ndarray], Any]] | None = None) -> VerifyResult:
     """Compare the C-simulation of ``pipeline`` (every board's library, run as the DAG) with the whole
     model's, sample by sample.
 
     Args:
         pipeline: the boards as a DAG (:func:`split4ml.plan.api.plan_pipeline`); nodes reading the
             model input must all take the same input type.
-        whole: the whole model as one stage (:func:`split4ml.split.whole_model_stage`).
+        whole: the reference: :class:`~split4ml.hls.reference.Reference` (hls4ml's direct conversion of
+            the model file), or the whole model as one stage (:func:`split4ml.split.whole_model_stage`).
         x: samples, ``(n, *input_shape)``; quantised to each model's input type first.
         y: optional labels (class indices or one-hot) for the accuracies.
         float_model: optional float reference, ``x -> class scores`` (e.g. a Keras ``predict``).
         progress: optional callback ``(step, done, total)``.
         batch_size: samples per batch between progress reports.
+        framework_model: optional ``(name, x -> y)``: the framework model's own outputs, compared with
+            the pipeline's (``framework_agreement``).
 
     Every board's stage is compiled through the cache (in parallel, :func:`~split4ml.hls.csim.compile_stages`).
     Every value a board outputs is checked to be representable in its output wire type.
@@ -191,6 +206,7 @@ def verify_pipeline(pipeline: Pipeline, whole: Stage, x: np.ndarray, y: np.ndarr
         DataError: ``x`` or ``y`` has the wrong shape.
     """
     from .hls import csim
+    from .hls.reference import describe_reference
 
     def report(step: str, done: int, total: int) -> None:
         if progress is not None:
@@ -251,6 +267,14 @@ def verify_pipeline(pipeline: Pipeline, whole: Stage, x: np.ndarray, y: np.ndarr
         fixed_acc = _accuracy(out_whole, labels)
         if float_model is not None:
             float_acc = _accuracy(np.asarray(float_model(xa)), labels)
+    agreement = None
+    if framework_model is not None and n:
+        fw_name, fw = framework_model
+        fw_out = np.asarray(fw(x_pipe), dtype=np.float64).reshape(n, -1)
+        if fw_out.shape == flat_pipe.shape:
+            same_fw = np.all(fw_out == flat_pipe, axis=1)
+            agreement = {"framework": fw_name, "samples": n, "matching_samples": int(same_fw.sum()),
+                         "max_abs_diff": float(np.max(np.abs(fw_out - flat_pipe))), "bit_exact": bool(same_fw.all())}
 
     return VerifyResult(
         bit_exact=not mismatched,
@@ -262,6 +286,8 @@ def verify_pipeline(pipeline: Pipeline, whole: Stage, x: np.ndarray, y: np.ndarr
         float_accuracy=float_acc,
         mismatched_indices=mismatched,
         n_boards=len(pipeline.nodes),
+        reference=describe_reference(whole),
+        framework_agreement=agreement,
     )
 
 
@@ -283,3 +309,32 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
                          f"{whole.input_shape}")
     return verify_pipeline(linear_pipeline(list(stages)), whole, x, y, float_model=float_model, progress=progress,
                            batch_size=batch_size)
+
+
+def verify_plan(plan: Any, graph: Any, x: np.ndarray, y: np.ndarray | None = None,
+                progress: Progress | None = None) -> VerifyResult:
+    """Verify a plan's boards against its reference (:func:`split4ml.plan.api.plan_pipeline`).
+
+    With labels the float accuracy is the framework model's own (Keras, torch) when split4ml can run
+    it, else (a graph built by hand) that of the graph rebuilt in Keras. For a quantized Keras 3 model
+    (HGQ2, bit-exact to Keras by design) the pipeline's outputs are also compared with Keras's.
+    """
+    from .plan.api import plan_pipeline
+
+    pipeline, whole = plan_pipeline(plan, graph)
+    source = graph.source
+    own = source.float_predict() if source is not None else None
+    float_model = None
+    if y is not None:
+        if own is not None:
+            float_model = own
+        elif source is None:
+            from .hls.keras_model import keras_model_from_graph
+
+            km = keras_model_from_graph(graph)
+
+            def float_model(a: Any) -> Any:
+                return km.predict(a, verbose=0)
+    framework = (source.framework, own) if (source is not None and own is not None and source.quantized) else None
+    return verify_pipeline(pipeline, whole, x, y, float_model=float_model, progress=progress,
+                           framework_model=framework)

@@ -281,11 +281,14 @@ def test_batchnorm_and_flatten(est):
     assert est.layer_cost(fl, LayerSettings(), "io_stream", PYNQ) == Cost()
 
 
-def test_unsupported_kind_and_activation_raise(est):
+def test_unsupported_kind_raises_and_other_activations_are_tables(est):
     with pytest.raises(UnsupportedLayerError, match="LSTM"):
         est.layer_cost(Layer("x", "LSTM", (4,), (4,)), LayerSettings(), "io_parallel", PYNQ)
-    with pytest.raises(UnsupportedLayerError, match="gelu"):
-        est.layer_cost(Layer("x", "Activation", (4,), (4,), activation="gelu"), LayerSettings(), "io_parallel", PYNQ)
+    # any other activation hls4ml runs is a table lookup, priced as sigmoid is
+    gelu = est.layer_cost(Layer("x", "Activation", (4,), (4,), activation="gelu"), LayerSettings(), "io_parallel", PYNQ)
+    sig = est.layer_cost(Layer("x", "Activation", (4,), (4,), activation="sigmoid"), LayerSettings(), "io_parallel",
+                         PYNQ)
+    assert gelu == sig and gelu.bram18 > 0
 
 
 def test_stream_fifos_use_bram_for_big_feature_maps(est):

@@ -12,9 +12,10 @@ Units: ``lut``, ``ff``, ``dsp``, ``bram18`` are device primitives (BRAM in 18 Kb
 
 Conventions and assumptions (the estimator sees one layer at a time):
 
-* The width of a layer's *input* values is taken as ``settings.precision.result.width`` (in a
-  chain with one result precision this is the producer's result type, and split4ml defaults the
-  model input to the result precision as well).
+* The width of a layer's *input* values is ``settings.precision.input`` when it is set (the layers
+  of a quantized model, whose widths change from layer to layer), else ``settings.precision.result``
+  (in a float model with one result precision this is the producer's result type, and split4ml
+  defaults the model input to the result precision as well).
 * A fused activation (``Dense(..., activation="relu")``) is costed as hls4ml builds it: a separate
   activation layer after the layer, on the layer's outputs. ``linear`` costs nothing (hls4ml
   removes linear activations).
@@ -36,7 +37,7 @@ only for the Resource kernel with RF > n_in, whose accumulator index HLS cannot 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -212,7 +213,13 @@ POOL_AVG_LUT_PER_BIT = 1.0
 WEIGHT_STATS_CACHE_SIZE = 4096
 
 _ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+#: Activations hls4ml computes with comparisons and shifts (priced like ReLU): a quantized model's
+#: ``linear`` requantisation, leaky/thresholded ReLU, hard tanh and the binary/ternary signs.
+COMPARE_ACTIVATIONS = ("relu", "leaky_relu", "leakyrelu", "thresholded_relu", "thresholdedrelu", "relu6",
+                       "hard_tanh", "binary_tanh", "ternary_tanh", "ternarytanh", "prelu", "quantized_relu")
 _POOLS = ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+#: ``Op`` classes that only move values (io_parallel wiring, stream re-packing): no logic.
+MOVE_OPS = ("Transpose", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "Resize", "Repack", "Clone")
 
 
 # ==============================================================================================
@@ -418,8 +425,9 @@ class AnalyticEstimator(AdditiveEstimator):
             else:
                 cost = self._compute(layer, settings, io_type, board)
             act = layer.activation or "linear"
-            if act != "linear":
-                cost = cost + self._activation(act, layer.output_shape, settings, io_type, board, layer.name)
+            if act != "linear":  # the fused activation reads the layer's own results
+                own = replace(settings, precision=replace(settings.precision, input=None))
+                cost = cost + self._activation(act, layer.output_shape, own, io_type, board, layer.name)
             return cost
         if kind == "Activation":
             return self._activation(layer.activation or "linear", layer.output_shape, settings, io_type, board,
@@ -435,6 +443,14 @@ class AnalyticEstimator(AdditiveEstimator):
             return Cost()
         if kind == "Add":
             return self._add(layer, settings, io_type)
+        if kind == "ApplyAlpha":  # scale * x + bias per value: hls4ml's normalize kernel, as BatchNormalization
+            return self._batchnorm(layer, settings, io_type, board)
+        if kind == "Quantizer":
+            return self._requantize(layer, settings, io_type)
+        if kind == "Op":
+            if layer.params.get("hls_class") in MOVE_OPS:
+                return Cost()
+            return self._requantize(layer, settings, io_type)
         raise UnsupportedLayerError(
             f"layer {layer.name!r}: the analytic estimator does not model kind {kind!r}; "
             f"supported kinds are {', '.join(LAYER_KINDS)}"
@@ -450,6 +466,19 @@ class AnalyticEstimator(AdditiveEstimator):
                                    + (CAST_SAT_LUT_PER_BIT if res.saturation != "WRAP" else 0.0)) + LAYER_CONTROL_LUT
         ii = n_values // lanes
         return Cost(lut=lut, ff=lanes * res.width + LAYER_CONTROL_FF, latency_cycles=float(ii),
+                    ii_cycles=float(ii))
+
+    def _requantize(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
+        """An element-wise layer priced as a cast of every value from its input type to its result
+        type (HGQ's ``FixedPointQuantizer``, a binary net's thresholding sign, other element-wise
+        ``Op``s): one cycle. [E1: quantized models]"""
+        n_values = math.prod(layer.output_shape)
+        p = settings.precision
+        lanes = int(layer.output_shape[-1]) if io_type == "io_stream" else n_values
+        lut = lanes * max(cast_luts_per_value(p.data, p.result), p.result.width * RELU_LUT_PER_BIT) \
+            + LAYER_CONTROL_LUT / 2
+        ii = n_values // max(1, lanes)
+        return Cost(lut=lut, ff=lanes * p.result.width + LAYER_CONTROL_FF / 2, latency_cycles=float(ii),
                     ii_cycles=float(ii))
 
     def _merge_adder(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
@@ -499,7 +528,7 @@ class AnalyticEstimator(AdditiveEstimator):
         (one input vector, or one output pixel of a convolution).
         """
         p = settings.precision
-        wd, ww, wa = p.result.width, p.weight.width, p.accum.width
+        wd, ww, wa = p.data.width, p.weight.width, p.accum.width
         rf = max(1, int(settings.reuse_factor))
         total = n_in * n_out
         s7 = is_7series(board)
@@ -587,7 +616,7 @@ class AnalyticEstimator(AdditiveEstimator):
         n_in, n_out = mult_size(layer)
         acc = _Acc(lut=LAYER_CONTROL_LUT, ff=LAYER_CONTROL_FF)
         pass_lat, pass_ii = self._matmul(acc, layer, n_in, n_out, settings, board)
-        wd, wr = settings.precision.result.width, settings.precision.result.width
+        wd, wr = settings.precision.data.width, settings.precision.result.width
         rf = max(1, int(settings.reuse_factor))
         out_px = _pixels(layer.output_shape)
         stream = io_type == "io_stream"
@@ -646,14 +675,12 @@ class AnalyticEstimator(AdditiveEstimator):
     # ------------------------------------------------------------------ activations
     def _activation(self, fn: str, shape: tuple[int, ...], settings: LayerSettings, io_type: str,
                     board: Board, where: str) -> Cost:
-        if fn not in _ACTIVATIONS:
-            raise UnsupportedLayerError(
-                f"layer {where!r}: activation {fn!r} is not modelled; supported: {', '.join(_ACTIVATIONS)}"
-            )
-        if fn == "linear":
-            return Cost()
         p = settings.precision
-        wd = wr = p.result.width
+        if fn == "linear":
+            if p.input is None or p.input == p.result:
+                return Cost()
+            fn = "relu"  # a quantized model's linear activation requantises: a cast, priced like ReLU
+        wd, wr = p.data.width, p.result.width
         stream = io_type == "io_stream"
         n = 1
         for d in shape:
@@ -661,10 +688,10 @@ class AnalyticEstimator(AdditiveEstimator):
         px = _pixels(shape)
         lanes = int(shape[-1]) if stream else n  # values handled per cycle
         acc = _Acc(lut=LAYER_CONTROL_LUT / 2, ff=LAYER_CONTROL_FF / 2)
-        if fn == "relu":
+        if fn in COMPARE_ACTIVATIONS:
             acc.add(lut=lanes * wr * RELU_LUT_PER_BIT, ff=lanes * wr)
             latency = 1.0
-        elif fn in ("sigmoid", "tanh"):
+        elif fn != "softmax":  # sigmoid, tanh and every other table-based function (elu, selu, softplus...)
             acc.add(lut=lanes * wd * TABLE_INDEX_LUT_PER_BIT, ff=lanes * (wr + TABLE_WIDTH))
             copies = -(-lanes // TABLE_LOOKUPS_PER_COPY)
             acc.add(bram18=copies * bram18_for(TABLE_SIZE, TABLE_WIDTH))
@@ -687,7 +714,7 @@ class AnalyticEstimator(AdditiveEstimator):
     # ------------------------------------------------------------------ pooling
     def _pooling(self, layer: Layer, settings: LayerSettings, io_type: str) -> Cost:
         p = settings.precision
-        wd = wr = p.result.width
+        wd, wr = p.data.width, p.result.width
         pool = layer.params.get("pool_size", (2,))
         pool = (int(pool),) if isinstance(pool, int) else tuple(int(k) for k in pool)
         area = 1
@@ -715,7 +742,7 @@ class AnalyticEstimator(AdditiveEstimator):
     def _batchnorm(self, layer: Layer, settings: LayerSettings, io_type: str, board: Board) -> Cost:
         # nnet::normalize: res = data * scale + bias per value, scale/bias constant per channel.
         p = settings.precision
-        wd, ww, wa = p.result.width, p.weight.width, p.accum.width
+        wd, ww, wa = p.data.width, p.weight.width, p.accum.width
         stream = io_type == "io_stream"
         n_chan = int(layer.output_shape[-1])
         px = _pixels(layer.output_shape)

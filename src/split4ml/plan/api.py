@@ -200,6 +200,14 @@ def parse_hls_config(cfg: Mapping[str, Any], build: BuildSettings,
     return build, (int(rf) if rf is not None else None), strategy, overrides
 
 
+def model_build(graph: Graph, build: BuildSettings) -> BuildSettings:
+    """``build`` for ``graph``: a quantized model's input type is the model's own (what hls4ml's
+    conversion gives its input), not split4ml's default."""
+    if graph.quantized and graph.input.precision is not None:
+        return replace(build, input_precision=graph.input.precision.result)
+    return build
+
+
 def align_passthrough(graph: Graph, settings: dict[str, LayerSettings]) -> dict[str, LayerSettings]:
     """Give every Flatten the result type of its producer.
 
@@ -445,6 +453,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         build, cfg_rf, cfg_strategy, overrides = parse_hls_config(hls_config, build)
         reuse_factor = reuse_factor if reuse_factor is not None else cfg_rf
         strategy = strategy if strategy is not None else cfg_strategy
+    build = model_build(graph, build)
     est = get_estimator(estimator, calibration)
     settings = align_passthrough(graph, choose_settings(graph, board, cap, est, build, reuse_factor=reuse_factor,
                                                         strategy=strategy, overrides=overrides))
@@ -789,8 +798,9 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
             if o:
                 overrides[ls.name] = o
     est = get_estimator(spec.estimator, calibration=spec.calibration)
+    build = model_build(graph, spec.build)
     try:
-        settings = choose_settings(graph, board, spec.cap, est, spec.build, reuse_factor=spec.reuse_factor,
+        settings = choose_settings(graph, board, spec.cap, est, build, reuse_factor=spec.reuse_factor,
                                    strategy=spec.strategy, overrides=overrides)
     except PlanError as exc:
         raise PlanError(f"stages: {exc}") from exc
@@ -802,8 +812,8 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
         layers = [graph.layer(ls.name) for ls in st.layers]
         free = [ls.name for ls in st.layers if ls.name not in overrides or "reuse_factor" not in overrides[ls.name]]
         if st.split is None and spec.reuse_factor is None:
-            settings.update(fit_stage(layers, settings, free, b, spec.cap, est, spec.build.io_type))
-        shard_sets.append(_shard_settings(st, layers, settings, b, spec.cap, est, spec.build.io_type)
+            settings.update(fit_stage(layers, settings, free, b, spec.cap, est, build.io_type))
+        shard_sets.append(_shard_settings(st, layers, settings, b, spec.cap, est, build.io_type)
                           if st.split is not None else {})
     for st in spec.stages:
         for ls in st.tail_layers:
@@ -819,7 +829,7 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
         raise PlanError(f"model_options.weights_sha256: {weights} has changed since this plan was made; re-plan "
                         "it, or delete the weights_sha256 line if the change is intended")
     plan = assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
-                    objective=spec.objective, estimator=est, build=spec.build,
+                    objective=spec.objective, estimator=est, build=build,
                     stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
                     stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
                     board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
@@ -874,13 +884,16 @@ def load_plan(path: str | Path) -> tuple[Plan, Graph]:
 
 
 def plan_pipeline(plan: Plan, graph: Graph) -> tuple[Pipeline, Stage]:
-    """The boards of a plan as a :class:`~split4ml.split.Pipeline`, and the whole-model reference stage.
+    """The boards of a plan as a :class:`~split4ml.split.Pipeline`, and the reference they are verified
+    against (:func:`split4ml.hls.reference.reference_for`: hls4ml's direct conversion of the model file).
 
     Verify and the runtime both execute this topology, so what is checked is what runs. See
     :func:`stages_pipeline` for how splits become nodes.
     """
+    from ..hls.reference import reference_for
+
     pipeline = stages_pipeline(graph, plan.stages, plan.build)
-    return pipeline, whole_model_stage(graph, plan.board, plan.settings, plan.build)
+    return pipeline, reference_for(graph, plan.board, plan.settings, plan.build)
 
 
 def _slice_sources(sources: Sequence[Source], widths: Sequence[int], a: int, b: int) -> tuple[Source, ...]:
@@ -974,7 +987,7 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
                     a, b = piece.source_slice
                     sources, in_shape = _slice_sources(prev, prev_widths, a, b), (*prev_shape[:-1], b - a)
                 stage = chain_stage(st.index, board, piece.layers, piece.settings, prev_type, build,
-                                    model_name=graph.name, part=i, input_shape=in_shape)
+                                    model_name=graph.name, part=i, input_shape=in_shape, source=graph.source)
                 nodes.append(Node(id=stage.name, stage=stage, sources=sources))
                 ids.append(stage.name)
             prev = tuple(Source(i) for i in ids)
@@ -989,7 +1002,7 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
         settings: dict[str, LayerSettings] = dict(pending.tail_settings) if tail else {}
         settings.update({n: st.settings[n] for n in st.layers})
         stage = chain_stage(st.index, st.board, layers, settings, prev_type, build, model_name=graph.name,
-                            input_shape=prev_shape)
+                            input_shape=prev_shape, source=graph.source)
         nodes.append(Node(id=stage.name, stage=stage, sources=prev))
         steps.append((stage.name,))
         prev, prev_widths = (Source(stage.name),), [stage.output_shape[-1]]

@@ -2,7 +2,9 @@
 
 Rules (:func:`choose_settings`):
 
-* Every body layer gets ``build.layer_precision()`` unless an override gives its precision.
+* Every body layer gets ``build.layer_precision()`` unless an override gives its precision; a layer
+  of a quantized model keeps the types of its quantizers (:attr:`split4ml.ir.Layer.precision`) and
+  refuses another precision.
 * A reuse factor (RF) the user sets (globally or per layer) is kept, but it must be one hls4ml
   keeps: if hls4ml would silently change it (:func:`hls_rules.hls4ml_would_change`, or the
   io_parallel Resource-convolution limit ``RF <= n_in``), a :class:`PlanError` names the layer, the
@@ -136,6 +138,13 @@ def choose_settings(graph: Graph, board: Board, cap: float, estimator: Estimator
         o = overrides.get(name, {})
         rf = _rf(o["reuse_factor"], f"layer {name!r}") if o.get("reuse_factor") is not None else None
         st = _strategy(o["strategy"], f"layer {name!r}") if o.get("strategy") is not None else None
+        own = body[name].precision
+        if own is not None:  # a quantized model's layer: its types are the model's
+            if o.get("precision") is not None and _precision(o["precision"], own, f"layer {name!r}") != own:
+                raise PlanError(
+                    f"layer {name!r}: model {graph.name!r} is quantized, so the layer's types come from its "
+                    f"quantizers ({own.as_dict()}); remove 'precision' from its settings")
+            return rf, st, own
         return rf, st, _precision(o.get("precision"), base, f"layer {name!r}")
 
     # Check every user-set RF first, so that one error lists every offending layer.
