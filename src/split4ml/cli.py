@@ -435,12 +435,6 @@ def _load_data(path: Path) -> tuple[Any, Any]:
     return d["x"], (d["y"] if "y" in d else None)
 
 
-def run_verify(p: Any, g: Any, x: Any, y: Any, progress: Any) -> Any:
-    from .verify import verify_plan
-
-    return verify_plan(p, g, x, y, progress=progress)
-
-
 @app.command()
 def verify(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
            data: Annotated[Path | None, typer.Option("--data", help=".npz with 'x' (and 'y' labels).")] = None,
@@ -452,7 +446,7 @@ def verify(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
 
     from .errors import DataError
     from .plan.api import load_plan
-    from .verify import random_inputs
+    from .verify import random_inputs, verify_plan
 
     if samples < 1:
         raise DataError(f"--samples must be at least 1, got {samples}")
@@ -469,7 +463,7 @@ def verify(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
     else:
         x, y = random_inputs(p.build.input_precision, in_shape, samples, seed=seed), None
     with _progress(not (quiet or json_out)) as cb:
-        res = run_verify(p, g, x, y, cb)
+        res = verify_plan(p, g, x, y, progress=cb)
     d = res.as_dict()
     if json_out:
         _emit_json(d)
@@ -484,10 +478,18 @@ def _print_verify(d: dict[str, Any]) -> None:
     style = "bold green" if ok else "bold red"
     out.print(f"[{style}]{'BIT-EXACT' if ok else 'MISMATCH'}[/]: {d['samples']} samples through {d['n_stages']} "
               f"stages; {d['mismatched_samples']} mismatched, max |diff| {d['max_abs_diff']:g}")
+    ref = d.get("reference")
+    if ref:
+        via = f", via {ref['via']}" if ref.get("via") else ""
+        out.print(f"reference: {ref['converter']}({ref['model']}){via}")
+    fw = d.get("framework_agreement")
+    if fw:
+        out.print(f"{fw['framework']} itself: {fw['matching_samples']} of {fw['samples']} samples identical, "
+                  f"max |diff| {fw['max_abs_diff']:g}")
     if d.get("fixed_accuracy") is not None:
         fa = d.get("float_accuracy")
         out.print(f"accuracy: fixed-point {d['fixed_accuracy']:.2%}"
-                  + (f", float (Keras) {fa:.2%}" if fa is not None else ""))
+                  + (f", float (framework) {fa:.2%}" if fa is not None else ""))
 
 
 @app.command()

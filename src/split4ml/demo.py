@@ -70,9 +70,9 @@ def run_demo(out_dir: str | Path = "split4ml-demo", samples: int = 500, n_stages
     """Train, plan, build and verify; returns a JSON-ready summary."""
     from .boards import get_board
     from .build import build_plan
-    from .cli import run_verify
     from .frontends import load_model
     from .plan.api import load_plan, make_plan
+    from .verify import verify_plan
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,8 @@ def run_demo(out_dir: str | Path = "split4ml-demo", samples: int = 500, n_stages
     log(f"[3/4] writing {plan.n_stages} hls4ml projects")
     build = build_plan(plan, graph, out / "build", progress=progress)
     n = min(samples, len(x_test))
-    log(f"[4/4] verifying {n} held-out digits: chained C-sim of {plan.n_stages} boards vs the whole model")
-    res = run_verify(plan, graph, x_test[:n], y_test[:n], progress)
+    log(f"[4/4] verifying {n} held-out digits: chained C-sim of {plan.n_stages} boards vs hls4ml's own "
+        "conversion of the whole model")
+    res = verify_plan(plan, graph, x_test[:n], y_test[:n], progress=progress)
     return {"model_file": str(model_file), "plan_file": str(plan_file), "plan": plan.to_json(),
             "build": build.as_dict(), "verify": res.as_dict()}

@@ -253,6 +253,10 @@ def _check(unit: Sequence[Layer], layer: str, kind: str, k: int,
                         f"{[lyr.name for lyr in rest]}")
     if kind not in SPLIT_KINDS:
         raise PlanError(f"split of layer {layer!r}: kind {kind!r} is not one of {', '.join(SPLIT_KINDS)}")
+    if target.params.get("special_types"):
+        raise PlanError(f"split of layer {layer!r}: hls4ml computes it with a binary (XNOR) or power-of-two type, "
+                        "which split4ml cannot rebuild for a shard; keep the layer whole (a bigger board, or a larger "
+                        "reuse factor)")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise PlanError(f"split of layer {layer!r}: parts must be an integer >= 2, got {k!r}")
     n = target.output_shape[-1] if kind == "neuron" else target.input_shape[-1]

@@ -115,3 +115,28 @@ def brevitas_mlp(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     export_qonnx(model, torch.randn(1, 32), export_path=str(path))
     return path
+
+
+def keras2_binary_mlp(folder: Path, name: str = "bnn", seed: int = 0) -> Path:
+    """A binary MLP in the Keras 2 format of hls4ml's binary-network examples (``BinaryDense`` layers, each
+    followed by a BatchNormalization and a ``binary_tanh``): written by tf-keras as Dense/tanh, then
+    renamed in the JSON. hls4ml runs the binary activations as XNOR-encoded 1-bit values."""
+    import tf_keras as k2
+
+    k2.utils.set_random_seed(seed)
+    model = k2.Sequential([k2.layers.InputLayer(input_shape=(16,), name="input1")])
+    for i, width in enumerate((32, 16), start=1):
+        model.add(k2.layers.Dense(width, use_bias=False, name=f"fc{i}"))
+        model.add(k2.layers.BatchNormalization(name=f"bn{i}"))
+        model.add(k2.layers.Activation("tanh", name=f"act{i}"))
+    model.add(k2.layers.Dense(5, use_bias=False, name="output"))
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, k2.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = folder / f"{name}.json"
+    text = model.to_json().replace('"class_name": "Dense"', '"class_name": "BinaryDense"')
+    arch.write_text(text.replace('"activation": "tanh"', '"activation": "binary_tanh"'))
+    model.save_weights(str(folder / f"{name}_weights.h5"))
+    return arch

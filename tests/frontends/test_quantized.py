@@ -119,3 +119,20 @@ def test_quantized_model_plans_builds_verifies_and_runs(which: str, converter: s
                            "--json")
     r = json.loads(out)
     assert rc == 0 and r["bit_exact"] and r["delivered"] == 60 and r["lost"] == 0, out + err
+
+
+@pytest.mark.slow
+def test_binary_net_keeps_its_xnor_wires_bit_exact(tmp_path: Path) -> None:
+    """A binary net's activations are 1-bit values that hls4ml's XNOR Dense reads as -1/+1: a board
+    receiving them must give its input that very type, not a plain 1-bit unsigned one."""
+    from model_makers import keras2_binary_mlp
+
+    from split4ml.verify import random_inputs, verify_plan
+
+    g = load_model(keras2_binary_mlp(tmp_path))
+    assert g.quantized
+    plan = make_plan(g, model=tmp_path / "bnn.json", board=PYNQ, n_stages=3)
+    one_bit = [st for st in plan.stages[:-1] if st.output.type.width == 1]
+    assert one_bit, [str(st.output.type) for st in plan.stages]  # a binary wire crosses a board
+    res = verify_plan(plan, g, random_inputs(plan.build.input_precision, (16,), 100, seed=3))
+    assert res.bit_exact and res.mismatched_samples == 0, res.as_dict()

@@ -117,7 +117,21 @@ def _shape(var: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in var.shape)
 
 
+def _special_types(node: Any) -> bool:
+    """True when a node computes with a type a fixed-point spelling cannot say (a binary net's XNOR
+    encoding, a power-of-two exponent): split4ml cannot rebuild such a node's shards."""
+    return any("xnor" in type(t.precision).__name__.lower() or "exponent" in type(t.precision).__name__.lower()
+               for t in node.types.values())
+
+
 def _params(node: Any, kind: str, out_shape: tuple[int, ...]) -> dict[str, Any]:
+    out = _params_of(node, kind, out_shape)
+    if kind in ("Dense", "Conv1D", "Conv2D") and _special_types(node):
+        out["special_types"] = True
+    return out
+
+
+def _params_of(node: Any, kind: str, out_shape: tuple[int, ...]) -> dict[str, Any]:
     g = node.get_attr
     if kind == "Dense":
         return {"units": int(g("n_out")), "use_bias": bool(g("use_bias", True))}

@@ -253,7 +253,7 @@ def stage_model(graph: Graph, settings: Mapping[str, LayerSettings], build: Buil
                  "input_shape": list(lead_shape)}
         with quiet():
             in_node = sub.make_node("InputLayer", in_var_name, attrs, [in_var_name], [in_var_name], initialize=True)
-        sub.output_vars[in_var_name].type.precision = _precision(backend_obj, input_type)
+        sub.output_vars[in_var_name].type.precision = _wire_precision(first_nodes, input_type, backend_obj)
     parts.var_of.setdefault(inp.name, in_var_name)
     parts.nodes.append(in_node)
 
@@ -337,6 +337,22 @@ _FROM_MODEL = "__from_model"
 def _from_model(layer: str) -> str:
     """The name of the input standing for model layer ``layer``'s tensor in the synthetic layers' model."""
     return f"{layer}{_FROM_MODEL}"
+
+
+def _wire_precision(first_nodes: Sequence[Sequence[Any]], input_type: FixedType, backend_obj: Any) -> Any:
+    """The precision of a stage's input: the very type hls4ml gives the tensor in the whole model (as
+    ``MultiModelGraph`` does), when it is the wire's type; it keeps what a fixed-point spelling cannot
+    say, such as a binary net's XNOR encoding (0 stands for -1). Else ``input_type`` itself."""
+    from ..frontends.graph import hls_fixed
+
+    for nodes in first_nodes:
+        if nodes:
+            prec = nodes[0].get_input_variable().type.precision
+            t = hls_fixed(prec)
+            if t is not None and (t.width, t.integer, t.signed) == (input_type.width, input_type.integer,
+                                                                    input_type.signed):
+                return copy.deepcopy(prec)
+    return _precision(backend_obj, input_type)
 
 
 def _aux_input(var: str, var_of: Mapping[str, str]) -> str:

@@ -102,6 +102,8 @@ def split_options(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
     layer = unit[0]
     if layer.kind not in COMPUTE_KINDS:
         return [], [f"{layer.name!r} is a {layer.kind} layer; only {', '.join(COMPUTE_KINDS)} layers can be split"]
+    if layer.params.get("special_types"):
+        return [], [f"{layer.name!r} computes with a binary (XNOR) or power-of-two type: its shards cannot be rebuilt"]
     options: list[SplitOption] = []
     problems: list[str] = []
     for kind in kinds:

@@ -310,11 +310,16 @@ def _verify_section(verify: Mapping[str, Any]) -> str:
             ["max |difference|", f"{float(verify['max_abs_diff']):g}"],
             ["pipeline stages / boards", f"{verify.get('n_stages', '–')} / {verify.get('n_boards', '–')}"],
             ["accuracy, fixed point (whole-model C-sim)", _pct(verify.get("fixed_accuracy"))],
-            ["accuracy, float (Keras)", _pct(verify.get("float_accuracy"))]]
+            ["accuracy, float (the framework's model)", _pct(verify.get("float_accuracy"))]]
+    ref = verify.get("reference")
+    if ref:
+        rows.insert(0, ["reference", f"{ref.get('converter')} of {ref.get('model')}"
+                        + (f" ({ref['via']})" if ref.get("via") else "")])
     bad = verify.get("mismatched_indices") or []
     extra = (f'<p class="note">first mismatched samples: {_e(", ".join(map(str, bad[:20])))}</p>' if bad else "")
     return (f'<section id="verify"><h2>Verification {badge}</h2><p class="note">The chained per-board hls4ml '
-            "C-simulations against the whole model's C-simulation, value for value.</p>"
+            "C-simulations against the whole model's C-simulation (the reference: hls4ml's own conversion of the "
+            "model file), value for value.</p>"
             f"{_table(None, rows, 'lr')}{extra}</section>")
 
 
