@@ -6,7 +6,8 @@
 One row per model file (``keras/*.json`` with their ``_weights.h5``, full-model ``keras/*.h5`` and
 ``*.keras``, ``onnx/*.onnx``, ``pytorch/*.pt``), each step in a fresh process with a time limit:
 
-* **hls4ml**: does hls4ml 1.3 convert the file itself, the way its documentation shows? (Keras 2 files
+* **hls4ml**: does hls4ml 1.3 convert the file itself and write its project, the way its documentation
+  shows? (Keras 2 files
   with ``keras_v2_to_hls``; ``.keras`` with ``keras.models.load_model`` and
   ``convert_from_keras_model``; ONNX after qonnx's cleanup, channels-last and Gemm-to-MatMul steps;
   a pickled PyTorch module with ``torch.load(map_location='cpu')`` and ``convert_from_pytorch_model``.)
@@ -62,54 +63,62 @@ def _first_line(exc: BaseException) -> str:
 
 
 def hls4ml_converts(path: Path) -> None:
-    """Convert ``path`` with hls4ml alone, as its documentation shows (raises on failure)."""
+    """Convert ``path`` with hls4ml alone, as its documentation shows, and write the project (raises on
+    failure)."""
     import contextlib
     import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="model-zoo-hls4ml-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        _hls4ml_convert(path, tmp).write()
+
+
+def _hls4ml_convert(path: Path, out_dir: str) -> Any:
+    import contextlib
 
     import hls4ml
 
-    kw: dict[str, Any] = {"output_dir": "/tmp/model-zoo-hls4ml", "backend": "Vivado"}
-    with contextlib.redirect_stdout(io.StringIO()):
-        if path.suffix == ".json":
-            cfg = hls4ml.utils.config.create_config(**kw)
-            cfg.update(KerasJson=str(path), KerasH5=str(path.with_name(f"{path.stem}_weights.h5")))
-            cfg["HLSConfig"] = {"Model": {"Precision": "fixed<16,6>", "ReuseFactor": 1}}
-            hls4ml.converters.keras_v2_to_hls(cfg)
-        elif path.suffix == ".h5":
-            cfg = hls4ml.utils.config.create_config(**kw)
-            cfg.update(KerasH5=str(path))
-            cfg["HLSConfig"] = {"Model": {"Precision": "fixed<16,6>", "ReuseFactor": 1}}
-            hls4ml.converters.keras_v2_to_hls(cfg)
-        elif path.suffix == ".keras":
-            import keras
+    kw: dict[str, Any] = {"output_dir": out_dir, "backend": "Vivado"}
+    if path.suffix == ".json":
+        cfg = hls4ml.utils.config.create_config(**kw)
+        cfg.update(KerasJson=str(path), KerasH5=str(path.with_name(f"{path.stem}_weights.h5")))
+        cfg["HLSConfig"] = {"Model": {"Precision": "fixed<16,6>", "ReuseFactor": 1}}
+        return hls4ml.converters.keras_v2_to_hls(cfg)
+    elif path.suffix == ".h5":
+        cfg = hls4ml.utils.config.create_config(**kw)
+        cfg.update(KerasH5=str(path))
+        cfg["HLSConfig"] = {"Model": {"Precision": "fixed<16,6>", "ReuseFactor": 1}}
+        return hls4ml.converters.keras_v2_to_hls(cfg)
+    elif path.suffix == ".keras":
+        import keras
 
-            for plugin in ("hgq", "qkeras"):
-                with contextlib.suppress(Exception):
-                    __import__(plugin)
-            model = keras.models.load_model(str(path), compile=False)
-            cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vivado")
-            hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, **kw)
-        elif path.suffix == ".onnx":
-            from qonnx.core.modelwrapper import ModelWrapper
-            from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
-            from qonnx.transformation.gemm_to_matmul import GemmToMatMul
-            from qonnx.util.cleanup import cleanup_model
+        for plugin in ("hgq", "qkeras"):
+            with contextlib.suppress(Exception):
+                __import__(plugin)
+        model = keras.models.load_model(str(path), compile=False)
+        cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vivado")
+        return hls4ml.converters.convert_from_keras_model(model, hls_config=cfg, **kw)
+    elif path.suffix == ".onnx":
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+        from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+        from qonnx.util.cleanup import cleanup_model
 
-            m = cleanup_model(ModelWrapper(str(path)))
-            m = cleanup_model(m.transform(ConvertToChannelsLastAndClean()).transform(GemmToMatMul()))
-            cfg = hls4ml.utils.config.config_from_onnx_model(m, granularity="name", backend="Vivado")
-            hls4ml.converters.convert_from_onnx_model(m, hls_config=cfg, **kw)
-        elif path.suffix == ".pt":
-            import torch
+        m = cleanup_model(ModelWrapper(str(path)))
+        m = cleanup_model(m.transform(ConvertToChannelsLastAndClean()).transform(GemmToMatMul()))
+        cfg = hls4ml.utils.config.config_from_onnx_model(m, granularity="name", backend="Vivado")
+        return hls4ml.converters.convert_from_onnx_model(m, hls_config=cfg, **kw)
+    elif path.suffix == ".pt":
+        import torch
 
-            from split4ml.frontends.torch import example_shape
+        from split4ml.frontends.torch import example_shape
 
-            module = torch.load(str(path), map_location="cpu", weights_only=False).eval()
-            shape = example_shape(module, None, str(path))
-            cfg = hls4ml.utils.config_from_pytorch_model(module, shape, granularity="name", backend="Vivado")
-            hls4ml.converters.convert_from_pytorch_model(module, hls_config=cfg, **kw)
-        else:
-            raise ValueError(f"no hls4ml recipe for {path.suffix}")
+        module = torch.load(str(path), map_location="cpu", weights_only=False).eval()
+        shape = example_shape(module, None, str(path))
+        cfg = hls4ml.utils.config_from_pytorch_model(module, shape, granularity="name", backend="Vivado")
+        return hls4ml.converters.convert_from_pytorch_model(module, hls_config=cfg, **kw)
+    raise ValueError(f"no hls4ml recipe for {path.suffix}")
+
 
 
 def _step(step: str, path: str, samples: int, queue: Any) -> None:
