@@ -250,7 +250,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         yn = {True: "yes", False: "no", None: "-"}
-        why = f" ({r['why']})" if r["why"] and not r["verify"] else ""
+        short = r["why"] if len(r["why"]) <= 110 else r["why"][:107].rstrip() + "..."
+        why = f" ({short})" if r["why"] and not r["verify"] else ""
         print(f"| {r['model']} | {yn[r['hls4ml']]} | {yn[r['inspect']]} | {yn[r['plan']]} | "
               f"{yn[bool(r['verify'])]}{why} | {r['boards'] or '-'} | {r['widest_wire'] or '-'} |")
     print()

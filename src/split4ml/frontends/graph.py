@@ -211,8 +211,9 @@ def _foldable(node: Any, producer: Any, consumers: list[Any]) -> bool:
     return str(_type(node, "result_t")) == str(_type(producer, "result_t"))
 
 
-def graph_from_model_graph(model: Any, name: str, quantized: bool) -> Graph:
-    """The Graph of an hls4ml ``ModelGraph`` (see the module docstring)."""
+def wiring(model: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """An hls4ml ``ModelGraph``'s wiring: the node producing each variable, and each node's consumers
+    (by node name)."""
     nodes = list(model.graph.values())
     producer_of: dict[str, Any] = {}
     for node in nodes:
@@ -225,6 +226,13 @@ def graph_from_model_graph(model: Any, name: str, quantized: bool) -> Graph:
         for inp in node.inputs:
             if inp in producer_of:
                 consumers[producer_of[inp].name].append(node)
+    return producer_of, consumers
+
+
+def graph_from_model_graph(model: Any, name: str, quantized: bool) -> Graph:
+    """The Graph of an hls4ml ``ModelGraph`` (see the module docstring)."""
+    nodes = list(model.graph.values())
+    producer_of, consumers = wiring(model)
     ir_name: dict[str, str] = {}  # hls4ml node -> Graph layer
     layers: list[dict[str, Any]] = []
     by_name: dict[str, dict[str, Any]] = {}

@@ -21,14 +21,13 @@ import copy
 import hashlib
 import io
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError, Split4mlError, UnsupportedLayerError
+from ..errors import Split4mlError, UnsupportedLayerError
 
 #: hls4ml layer classes that carry quantization by themselves (besides ``*_quantizer`` entries).
 QUANTIZER_CLASSES = ("Quant", "BipolarQuant", "FixedPointQuantizer", "QActivation")
@@ -338,16 +337,6 @@ class ModelSource:
         return None
 
 
-def hls_input_shape(source: ModelSource) -> tuple[int, ...]:
-    """The model input shape (no batch) as hls4ml's input layer has it."""
-    for d in source.layers:
-        if d["name"] == source.inputs[0]:
-            shape = d.get("input_shape")
-            if shape is not None:
-                return tuple(int(x) for x in shape if x is not None)
-    raise ModelLoadError(f"model {source.name!r}: hls4ml's layer list has no input shape for {source.inputs[0]!r}")
-
-
 def check_single_io(source: ModelSource) -> None:
     """Refuse models with several inputs or outputs: a pipeline of boards streams one tensor in and
     one out."""
@@ -359,7 +348,3 @@ def check_single_io(source: ModelSource) -> None:
         raise UnsupportedLayerError(
             f"model {source.name!r} has {len(source.outputs)} outputs ({', '.join(source.outputs)}); split4ml "
             "pipelines send one output tensor: concatenate the outputs into one")
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

@@ -78,16 +78,10 @@ def _model_nodes(whole: Any, graph: Graph, model_layers: Sequence[Layer], where:
     if missing:
         raise BuildError(f"{where}: hls4ml's conversion of the model has no node(s) {missing}; with this plan's "
                          "settings hls4ml builds the model differently from the conversion it was planned on")
+    from ..frontends.graph import wiring
+
     known = _known_nodes(graph)
-    producer: dict[str, Any] = {}
-    for n in nodes:
-        for o in n.outputs:
-            producer[o] = n
-    consumers: dict[str, list[Any]] = {n.name: [] for n in nodes}
-    for n in nodes:
-        for i in n.inputs:
-            if i in producer:
-                consumers[producer[i].name].append(n)
+    producer, consumers = wiring(whole)
     # extra nodes: forwards to the layer of their single consumer, backwards to their producer's
     changed = True
     while changed:
