@@ -241,3 +241,55 @@ def test_no_joint_is_the_two_step_planner_and_never_better(monkeypatch, capsys, 
 def test_usage_error_exits_2(monkeypatch, capsys):
     rc, out, err = run(monkeypatch, capsys, "plan", "--no-such-option")
     assert rc == 2 and out == "" and "Traceback" not in err
+
+
+def test_check_prices_a_hand_written_plan_like_plan(monkeypatch, capsys, mnist_file, tmp_path):
+    """`check` gives a hand-written plan the table and --json keys `plan` gives its own, and -o writes it
+    out in full: read back, the complete file prices the same."""
+    planned = tmp_path / "planned.yaml"
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(mnist_file), "--stages", "2", "-o", str(planned), "--json")
+    assert rc == 0
+    keys = set(json.loads(out))
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(f"model: {mnist_file}\nboard: pynq-z2\nstages:\n  - layers: [fc1]\n"
+                    "  - layers: [{name: fc2, strategy: resource}, fc3, softmax]\n")
+    full = tmp_path / "full.yaml"
+    rc, out, _ = run(monkeypatch, capsys, "check", str(hand), "--json", "-o", str(full))
+    assert rc == 0
+    d = json.loads(out)
+    assert keys <= set(d)
+    assert d["n_stages"] == 2 and [st["layers"] for st in d["stages"]] == [["fc1"], ["fc2", "fc3", "softmax"]]
+    assert d["throughput_per_s"] > 0 and d["plan_file"] == str(full) and d["checked"] == str(hand)
+    text = full.read_text()
+    assert "reuse_factor" in text and "utilization" in text  # settings and estimates written out
+    rc, again, _ = run(monkeypatch, capsys, "check", str(full), "--json")
+    assert rc == 0
+    d2 = json.loads(again)
+    assert d2["throughput_per_s"] == pytest.approx(d["throughput_per_s"])
+    assert d2["latency_us"] == pytest.approx(d["latency_us"])
+    assert [st["layers"] for st in d2["stages"]] == [st["layers"] for st in d["stages"]]
+    rc, table, _ = run(monkeypatch, capsys, "check", str(hand))
+    assert rc == 0 and "bottleneck" in table and "samples/s" in table
+
+
+def test_check_names_the_bad_field(monkeypatch, capsys, mnist_file, tmp_path):
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(f"model: {mnist_file}\nboard: pynq-z2\nstages:\n  - layers: [fc1, nope]\n")
+    rc, out, err = run(monkeypatch, capsys, "check", str(hand))
+    assert rc == 2 and "nope" in err and "stages[0].layers[1]" in err and "Traceback" not in err
+
+
+def test_enum_options_accept_any_case(monkeypatch, capsys, mnist_file, tmp_path):
+    """--strategy resource, --objective LATENCY, --io-type IO_Parallel and --estimator Analytic are read as
+    hls4ml reads its config: in any case."""
+    plan_file = tmp_path / "plan.yaml"
+    rc, out, err = run(monkeypatch, capsys, "plan", str(mnist_file), "--strategy", "resource", "--objective",
+                       "LATENCY", "--io-type", "IO_Parallel", "--estimator", "Analytic", "-o", str(plan_file),
+                       "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["objective"] == "latency" and d["estimator"] == "analytic"
+    text = plan_file.read_text()
+    assert "strategy: Resource" in text and "io_type: io_parallel" in text
+    rc, _, err = run(monkeypatch, capsys, "plan", str(mnist_file), "--strategy", "fast", "-o", str(plan_file))
+    assert rc == 2 and "--strategy 'fast' is not one of Latency, Resource" in err

@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import Split4mlError
+from .settings import choice
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split a neural network that is too big for one FPGA into a pipeline of boards.")
@@ -387,6 +388,28 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
     out.print(f"wrote {output}")
 
 
+@app.command()
+def check(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
+          output: Annotated[Path | None, typer.Option(
+              "-o", "--output", help="Write the plan out in full (settings, wires, estimates) to this file.")] = None,
+          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Price a plan file, hand-written or edited, the way 'plan' prices its own: the same table, the same
+    --json keys (throughput, latency, per-stage resources), and with -o the complete plan."""
+    from .plan.api import load_plan
+
+    with _step(not (quiet or json_out), f"reading {plan_file.name}"):
+        p, _ = load_plan(plan_file)
+    if output is not None:
+        p.write(output)
+    if json_out:
+        _emit_json({**p.to_json(), "plan_file": str(output if output is not None else plan_file),
+                    "checked": str(plan_file)})
+        return
+    print_plan(p)
+    if output is not None:
+        out.print(f"wrote {output}")
+
+
 def _with_progress(estimator: str, calibration: Path | None, cb: Any) -> Any:
     """The estimator for ``plan``; rule4ml's calls (0.1-0.4 s each) drive a progress bar."""
     if estimator != "rule4ml" or cb is None:
@@ -570,8 +593,7 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
     from .runtime.drivers import DRIVERS
     from .runtime.node import NodeOptions, serve_node
 
-    if driver not in DRIVERS:
-        raise Split4mlError(f"--driver {driver!r} is not one of {DRIVERS}")
+    driver = choice(driver, DRIVERS, "--driver", Split4mlError)
     connect: dict[str, str] = {}
     for item in connect_to or []:
         key, sep, addr = item.partition("=")
@@ -645,6 +667,7 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
 
     from .errors import DataError
     from .plan.api import load_plan, plan_pipeline
+    from .runtime.drivers import DRIVERS
     from .runtime.run import Chaos, RunOptions, run_pipeline
     from .verify import random_inputs
 
@@ -659,7 +682,7 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         x = x[:samples]
     else:
         x = random_inputs(p.build.input_precision, g.input.output_shape, samples, seed=seed)
-    opts = RunOptions(batch=batch, driver=driver, restart=restart, chaos=tuple(Chaos.parse(c) for c in chaos or []),
+    opts = RunOptions(batch=batch, driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart, chaos=tuple(Chaos.parse(c) for c in chaos or []),
                       timeout_s=timeout, workdir=workdir,
                       start_timeout_s=start_timeout if start_timeout is not None else (600.0 if hosts else 60.0))
     with _progress(not (quiet or json_out)) as cb:

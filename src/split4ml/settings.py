@@ -7,13 +7,28 @@ firmware.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import PlanError
+from .errors import PlanError, Split4mlError
 from .fixed import FixedType
 
 STRATEGIES = ("Latency", "Resource")
 IO_TYPES = ("io_parallel", "io_stream")
+
+def choice(value: object, choices: Sequence[str], what: str, error: type[Split4mlError] = PlanError) -> str:
+    """``value`` spelled as in ``choices``, matched in any case (hls4ml reads ``resource`` as
+    ``Resource`` too), so ``--strategy resource`` and ``io_type: IO_Stream`` mean what they say.
+
+    Raises:
+        PlanError: (or ``error``) ``value`` is none of ``choices``; the message names ``what`` and lists them.
+    """
+    text = str(value).strip().lower()
+    for c in choices:
+        if c.lower() == text:
+            return c
+    raise error(f"{what} {value!r} is not one of {', '.join(choices)}")
+
 
 #: Default precision of weights, biases and accumulators (hls4ml's own default).
 DEFAULT_PRECISION = FixedType(16, 6)
@@ -77,8 +92,7 @@ class LayerSettings:
     precision: LayerPrecision = field(default_factory=LayerPrecision)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise PlanError(f"strategy {self.strategy!r} is not one of {STRATEGIES}")
+        object.__setattr__(self, "strategy", choice(self.strategy, STRATEGIES, "strategy"))
         if int(self.reuse_factor) < 1:
             raise PlanError(f"reuse_factor must be >= 1, got {self.reuse_factor}")
 
@@ -95,8 +109,7 @@ class BuildSettings:
     input_precision: FixedType = DEFAULT_RESULT_PRECISION
 
     def __post_init__(self) -> None:
-        if self.io_type not in IO_TYPES:
-            raise PlanError(f"io_type {self.io_type!r} is not one of {IO_TYPES}")
+        object.__setattr__(self, "io_type", choice(self.io_type, IO_TYPES, "io_type"))
 
     def layer_precision(self) -> LayerPrecision:
         return LayerPrecision(weight=self.default_precision, bias=self.default_precision,

@@ -17,7 +17,7 @@ from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost, Estimator, layers_cost
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
-from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
+from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
 from ..split import (
     Node,
     Pipeline,
@@ -74,6 +74,7 @@ def get_estimator(name: str | Path | Estimator = "analytic",
     if not isinstance(name, str):
         base: Estimator = name
     else:
+        name = choice(name, ESTIMATORS, "estimator")
         if name == "calibrated":
             if cal is None:
                 raise PlanError("the calibrated estimator needs a calibration: pass --calibration calib.yaml (written "
@@ -87,8 +88,6 @@ def get_estimator(name: str | Path | Estimator = "analytic",
             from ..estimate.rule4ml import Rule4mlEstimator
 
             base = Rule4mlEstimator()
-        else:
-            raise PlanError(f"unknown estimator {name!r}; available: {', '.join(ESTIMATORS)}")
     return CalibratedEstimator(base, cal) if cal is not None else base
 
 
@@ -165,9 +164,7 @@ def parse_hls_config(cfg: Mapping[str, Any], build: BuildSettings,
     rf = model.get("ReuseFactor")
     strategy = model.get("Strategy")
     if strategy is not None:
-        strategy = str(strategy).capitalize()
-        if strategy not in STRATEGIES:
-            raise PlanError(f"--config Model.Strategy: {model['Strategy']!r} is not one of {STRATEGIES}")
+        strategy = choice(strategy, STRATEGIES, "--config Model.Strategy:")
     if "Precision" in model:
         p = model["Precision"]
         if isinstance(p, Mapping):
@@ -443,8 +440,8 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     from .partition import partition_chain
     from .reuse import choose_settings
 
-    if objective not in OBJECTIVES:
-        raise PlanError(f"--objective {objective!r} is not one of {OBJECTIVES}")
+    objective = choice(objective, OBJECTIVES, "--objective")
+    strategy = choice(strategy, STRATEGIES, "--strategy") if strategy is not None else None
     if not 0 < cap <= 1:
         raise PlanError(f"--cap must be in (0, 1], got {cap}")
     build = build or BuildSettings()

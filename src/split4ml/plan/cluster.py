@@ -112,9 +112,10 @@ def cluster_from_dict(data: Any, source: str = "cluster", base_dir: Path = Path(
     if unknown:
         raise PlanError(f"{source}: unknown field(s) {unknown}; a cluster has boards, order, links, board_files")
     order = str(data.get("order", "free"))
-    if order not in ORDERS:
+    if order.lower() not in ORDERS:
         raise PlanError(f"{source}: order {order!r} is not one of {', '.join(ORDERS)}; use free (any order) or fixed "
                         "(the chain runs along the boards as listed)")
+    order = order.lower()
     files = [*board_files, *(str(base_dir / f) for f in (data.get("board_files") or []))]
     items = data.get("boards")
     if not isinstance(items, list) or not items:

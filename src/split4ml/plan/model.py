@@ -33,7 +33,7 @@ from ..boards import Board
 from ..errors import PlanError
 from ..estimate.base import Cost
 from ..fixed import FixedType
-from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
+from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
 from ..yamlio import read_yaml
 from .metrics import PipelineMetrics
 
@@ -183,8 +183,7 @@ def _layer_spec(item: Any, where: str) -> LayerSpec:
     rf = _int(item["reuse_factor"], f"{where}.reuse_factor") if item.get("reuse_factor") is not None else None
     strategy = item.get("strategy")
     if strategy is not None:
-        strategy = str(strategy).capitalize()
-        _expect(strategy in STRATEGIES, f"{where}.strategy", f"{item['strategy']!r} is not one of {STRATEGIES}")
+        strategy = choice(strategy, STRATEGIES, f"{where}.strategy:")
     precision = None
     if item.get("precision") is not None:
         p = item["precision"]
@@ -204,8 +203,7 @@ def _split_spec(d: Any, where: str) -> SplitSpec | None:
     unknown = set(d) - {"layer", "kind", "parts"}
     _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; a split has layer, kind, parts")
     _expect(isinstance(d.get("layer"), str), f"{where}.layer", "missing: the name of the layer to split")
-    kind = d.get("kind")
-    _expect(kind in SPLIT_KINDS, f"{where}.kind", f"{kind!r} is not one of {SPLIT_KINDS}")
+    kind = choice(d.get("kind"), SPLIT_KINDS, f"{where}.kind:")
     parts = _int(d.get("parts"), f"{where}.parts", minimum=2)
     return SplitSpec(layer=d["layer"], kind=str(kind), parts=parts)
 
@@ -220,8 +218,7 @@ def build_settings_from_dict(d: Mapping[str, Any] | None, where: str = "hls") ->
              "reuse_factor", "strategy"}
     unknown = set(d) - known
     _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-    io_type = d.get("io_type", base.io_type)
-    _expect(io_type in IO_TYPES, f"{where}.io_type", f"{io_type!r} is not one of {IO_TYPES}")
+    io_type = choice(d.get("io_type", base.io_type), IO_TYPES, f"{where}.io_type:")
     return BuildSettings(
         io_type=io_type,
         default_precision=_fixed(d.get("default_precision", base.default_precision), f"{where}.default_precision"),
@@ -278,15 +275,13 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
         board = stages[0].board
     cap = data.get("cap", 0.85)
     _expect(isinstance(cap, (int, float)) and 0 < float(cap) <= 1, "cap", f"expected 0 < cap <= 1, got {cap!r}")
-    objective = data.get("objective", "throughput")
-    _expect(objective in OBJECTIVES, "objective", f"{objective!r} is not one of {OBJECTIVES}")
+    objective = choice(data.get("objective", "throughput"), OBJECTIVES, "objective:")
     hls = data.get("hls") or {}
     build = build_settings_from_dict(hls)
     rf = _int(hls["reuse_factor"], "hls.reuse_factor") if hls.get("reuse_factor") is not None else None
     strategy = hls.get("strategy")
     if strategy is not None:
-        strategy = str(strategy).capitalize()
-        _expect(strategy in STRATEGIES, "hls.strategy", f"{hls['strategy']!r} is not one of {STRATEGIES}")
+        strategy = choice(strategy, STRATEGIES, "hls.strategy:")
     board_files = data.get("board_files") or []
     _expect(isinstance(board_files, list), "board_files", "expected a list of board YAML paths")
     return PlanSpec(

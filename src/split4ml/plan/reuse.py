@@ -33,17 +33,14 @@ from ..estimate import hls_rules
 from ..estimate.base import Cost, Estimator
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
-from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings
+from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
 
 OVERRIDE_KEYS = ("reuse_factor", "strategy", "precision")
 _PRECISION_FIELDS = ("weight", "bias", "result", "accum")
 
 
 def _strategy(value: Any, where: str) -> str:
-    s = str(value).capitalize()
-    if s not in STRATEGIES:
-        raise PlanError(f"{where}: strategy {value!r} is not one of {', '.join(STRATEGIES)}")
-    return s
+    return choice(value, STRATEGIES, f"{where}: strategy")
 
 
 def _rf(value: Any, where: str) -> int:

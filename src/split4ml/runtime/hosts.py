@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RuntimeFault
+from ..settings import choice
 from ..split import Pipeline, Stage
 from ..yamlio import read_yaml
 from .drivers import DRIVERS
@@ -113,9 +114,7 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
         raise RuntimeFault(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
     if not d.get("controller"):
         raise RuntimeFault(f"{where}: controller: missing: this machine's address as the hosts reach it")
-    launch = str(d.get("launch", "print"))
-    if launch not in LAUNCH_MODES:
-        raise RuntimeFault(f"{where}: launch: {launch!r} is not one of {LAUNCH_MODES}")
+    launch = choice(d.get("launch", "print"), LAUNCH_MODES, f"{where}: launch:", RuntimeFault)
     raw = d.get("nodes")
     if not isinstance(raw, Mapping) or not raw:
         raise RuntimeFault(f"{where}: nodes: expected a mapping node id -> {{host, port, driver, ...}}")
@@ -127,9 +126,7 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
         extra = set(nd) - {"host", "port", "driver", "bitstream", "ssh", "plan"}
         if extra:
             raise RuntimeFault(f"{w}: unknown field(s) {sorted(extra)}; allowed: host, port, driver, bitstream, ssh, plan")
-        driver = str(nd.get("driver", "pynq"))
-        if driver not in DRIVERS:
-            raise RuntimeFault(f"{w}.driver: {driver!r} is not one of {DRIVERS}")
+        driver = choice(nd.get("driver", "pynq"), DRIVERS, f"{w}.driver:", RuntimeFault)
         nodes[str(nid)] = HostNode(node=str(nid), host=str(nd["host"]), port=_port(nd.get("port", 5555), f"{w}.port"),
                                    driver=driver, bitstream=nd.get("bitstream"), ssh=nd.get("ssh"), plan=nd.get("plan"))
     return HostsFile(controller=str(d["controller"]), nodes=nodes, launch=launch,
