@@ -487,3 +487,21 @@ def test_two_branch_concatenate_model_is_the_brute_force_optimum(objective: str)
     # two-step settings (smallest reuse factors): two boards, and the model input rides through board 0
     plan = make_plan(graph, model="branchy.keras", board=board, objective=objective, max_boards=2, joint=False)
     assert any("x" in st.output.tensors for st in plan.stages)
+
+
+def test_tensors_of_different_types_never_share_a_link() -> None:
+    """u0 feeds u1 and (skip) u2. With t0 and t1 of different types, three stages would send both over
+    link 1 in one wire: infeasible. Two stages may cut only before or after the pair."""
+    unit = Cost(lut=100, ff=100, latency_cycles=5, ii_cycles=1)
+
+    def tensors(t0: str, t1: str) -> list[Tensor]:
+        return [Tensor(-1, (0,), 8.0, name="in", type="a"), Tensor(0, (1, 2), 8.0, name="t0", type=t0),
+                Tensor(1, (2,), 8.0, name="t1", type=t1), Tensor(2, (), 8.0, output=True, name="t2", type=t0)]
+
+    same = partition_dag([unit] * 3, tensors("a", "a"), TINY, 0.85, n_stages=3, isolate=False)
+    assert same.stage_of == (0, 1, 2) and set(same.link_tensors[1]) == {1, 2}
+    with pytest.raises(InfeasibleError):
+        partition_dag([unit] * 3, tensors("a", "b"), TINY, 0.85, n_stages=3, isolate=False)
+    two = partition_dag([unit] * 3, tensors("a", "b"), TINY, 0.85, n_stages=2, isolate=False)
+    for crossing in two.link_tensors:
+        assert len({tensors("a", "b")[i].type for i in crossing}) == 1

@@ -115,3 +115,21 @@ def test_board_that_does_not_fit_is_infeasible(graph: Graph) -> None:
 def test_io_stream_is_refused_for_skip_connections(graph: Graph) -> None:
     with pytest.raises(PlanError, match="io_parallel only"):
         resolve_plan(_spec(SKIP_OVER, hls={"io_type": "io_stream"}), graph)
+
+
+@pytest.mark.parametrize("n_stages", [5, 6])
+def test_planner_keeps_one_wire_type_per_link(graph: Graph, n_stages: int) -> None:
+    """A link is one wire of one type. With b1_fc1's result narrower than stem's, a cut that sends the
+    skip tensor (stem) beside b1_fc1 is what the plan checker refuses; the DAG planner knows the rule, so
+    --stages 5 and 6 give plans (before: a PlanError after solving)."""
+    from split4ml.boards import get_board
+    from split4ml.plan.api import make_plan
+
+    cfg = {"LayerName": {"b1_fc1": {"Precision": {"result": "ap_fixed<12,4>"}}}}
+    plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), cap=0.85, n_stages=n_stages,
+                     hls_config=cfg)
+    assert plan.n_stages == n_stages
+    for st in plan.stages:
+        crossing = st.output.tensors or (st.layers[-1],)
+        assert not ({"stem", "b1_fc1"} <= set(crossing)), st.output
+    assert any("b1_fc1" in st.layers and "b1_fc2" in st.layers for st in plan.stages)

@@ -18,7 +18,9 @@ host), its consumer units, and ``n_bytes`` per sample (the producer's result typ
   is counted once per link, however many consumers it has downstream. The model input crosses from
   the host into stage 0 and then links ``0 .. b-1`` (``b`` its last consumer's stage); a model
   output crosses from its producer's stage to the last stage and then the last link, to the sink.
-  ``B_k`` is the bytes per sample on link ``k``.
+  ``B_k`` is the bytes per sample on link ``k``. A link is one wire of one type: tensors of
+  different types (:attr:`Tensor.type`) never cross the same link, the rule the plan checker
+  (:func:`split4ml.split.link_wire`) enforces.
 * **Metrics** (as :mod:`split4ml.plan.metrics`, so a chain gets exactly the figures of
   :func:`~split4ml.plan.partition.partition_chain`):
   ``interval_us(k) = ii_cycles(k) / clock_mhz + B_k * 8 / bandwidth_mbps``; the bottleneck is the
@@ -115,6 +117,9 @@ class Tensor:
         n_bytes: bytes per sample (shape x the producer's result type).
         output: a model output: it goes from the last stage to the sink.
         name: for messages and reports (the producing layer's name).
+        type: its wire type (e.g. ``ap_fixed<16,6>``). A link is one wire of one type, so tensors of
+            different types never cross the same link (the plan checker, :func:`split4ml.split.link_wire`,
+            refuses it). Empty: any type (a problem without type information).
     """
 
     producer: int
@@ -122,6 +127,7 @@ class Tensor:
     n_bytes: float
     output: bool = False
     name: str = ""
+    type: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "consumers", tuple(int(c) for c in self.consumers))
@@ -364,10 +370,12 @@ class _Problem:
                 m.Add(sum(a[u][v] * z[u][v][k] for u in range(U) for v in range(len(a[u])) if a[u][v]) <= room_q)
         # links
         B = []
+        typed = len({t.type for t in self.tensors if t.type}) > 1
         for k in range(K):
             terms = []
+            crossing: dict[str, list[Any]] = {}  # wire type -> its tensors' "crosses link k"
             for i, t in enumerate(self.tensors):
-                if self.tb[i] == 0:
+                if self.tb[i] == 0 and not typed:
                     continue
                 p = t.producer
                 prod_le = 1 if p < 0 else sum(x[p][j] for j in range(k + 1))
@@ -379,7 +387,18 @@ class _Problem:
                 c = m.NewBoolVar(f"c{i}_{k}")
                 for low in lows:
                     m.Add(c >= prod_le + low - 1)
-                terms.append(self.tb[i] * c)
+                if self.tb[i]:
+                    terms.append(self.tb[i] * c)
+                if typed and t.type:
+                    crossing.setdefault(t.type, []).append(c)
+            if len(crossing) > 1:  # one wire type per link: at most one type group crosses it
+                groups = []
+                for cs in crossing.values():
+                    h = m.NewBoolVar(f"h{k}_{len(groups)}")
+                    for c in cs:
+                        m.AddImplication(c, h)
+                    groups.append(h)
+                m.AddAtMostOne(groups)
             B.append(sum(terms) if terms else 0)
         tb_total = sum(B)
         lc_total = sum(self.lat_q[u][v] * y[u][v] for u in range(U) for v in range(len(self.vers[u]))
@@ -817,7 +836,7 @@ def graph_problem(graph: Graph, settings: Mapping[str, LayerSettings], estimator
             continue
         wtype = build.input_precision if p < 0 else settings[lyr.name].precision.result
         tensors.append(Tensor(p, tuple(readers), float(lyr.n_out * wtype.storage_bytes), output=output,
-                              name=lyr.name))
+                              name=lyr.name, type=str(wtype)))
     return units, costs, tensors
 
 
