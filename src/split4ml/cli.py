@@ -331,6 +331,9 @@ def print_plan(plan: Any) -> None:
     out.print(f"bottleneck: stage {m.bottleneck_stage} (*), {m.bottleneck_us:,.2f} us "
               f"= {m.bottleneck_ii_cycles:,.0f} cycles -> {m.throughput_per_s:,.0f} samples/s; "
               f"latency {m.latency_us:,.1f} us")
+    if plan.optimality is not None:
+        style = "green" if plan.optimality.optimal else "bold yellow"
+        out.print(f"[{style}]{plan.optimality.describe()}")
 
 
 @app.command()
@@ -351,7 +354,11 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
          joint: Annotated[bool, typer.Option(
              "--joint/--no-joint", help="Choose each layer's reuse factor and strategy jointly with the cuts "
                                         "(default), or first per layer (smallest that fits a board) and then "
-                                        "cut (the two-step way).")] = True) -> None:
+                                        "cut (the two-step way).")] = True,
+         time_limit: Annotated[float, typer.Option(
+             "--time-limit", help="Seconds the CP-SAT planner of models with skip connections may search; past "
+                                  "it the best plan found is kept, marked not proven optimal, with a bound.")] = 60.0,
+         ) -> None:
     """Choose the optimal pipeline of boards for MODEL and write it as a plan file."""
     from .boards import get_board
     from .plan.api import make_plan
@@ -379,7 +386,7 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
                       hls_config=_read_yaml(config, "--config") if config else None,
                       build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
                       estimator=_with_progress(estimator, calibration, cb), calibration=calibration,
-                      model_options=options, cluster=cl, joint=joint)
+                      model_options=options, cluster=cl, joint=joint, time_limit_s=time_limit)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})

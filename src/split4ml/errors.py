@@ -23,6 +23,10 @@ class PlanError(Split4mlError):
     """A plan file (hand-written or generated) is invalid; the message names the YAML path."""
 
 
+class TimeLimitError(PlanError):
+    """A planner's solver stopped at its time limit before it found any plan."""
+
+
 class BoardError(Split4mlError):
     """A board name or board file is unknown or malformed."""
 

@@ -133,3 +133,35 @@ def test_planner_keeps_one_wire_type_per_link(graph: Graph, n_stages: int) -> No
         crossing = st.output.tensors or (st.layers[-1],)
         assert not ({"stem", "b1_fc1"} <= set(crossing)), st.output
     assert any("b1_fc1" in st.layers and "b1_fc2" in st.layers for st in plan.stages)
+
+
+def test_a_plan_stopped_by_the_time_limit_says_so(graph: Graph, monkeypatch, capsys) -> None:
+    """When CP-SAT stops at its time limit the plan keeps the best found, is marked not optimal with the
+    solver's bound, in the table, the plan file and --json; the two-step plan is tried too."""
+    import dataclasses
+
+    from split4ml import cli
+    from split4ml.boards import get_board
+    from split4ml.plan import dag
+    from split4ml.plan.api import make_plan
+
+    solve = dag.partition_dag
+    calls: list[float] = []
+
+    def stopped(*args, **kwargs):
+        calls.append(kwargs["time_limit_s"])
+        part = solve(*args, **kwargs)
+        return dataclasses.replace(part, optimal=False, bound=0.9 * part.metrics.bottleneck_us)
+
+    monkeypatch.setattr(dag, "partition_dag", stopped)
+    plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), time_limit_s=20.0)
+    assert len(calls) == 2 and calls[0] <= 20.0  # the joint solve, then the two-step one in what is left
+    opt = plan.optimality
+    assert not opt.optimal and opt.key == "bottleneck_us" and opt.time_limit_s == 20.0
+    assert opt.bound <= plan.metrics.bottleneck_us and opt.bound > 0
+    d = plan.to_json()
+    assert d["optimal"] is False and d["bound"] == opt.bound
+    assert plan.to_dict()["summary"]["optimal"] is False
+    cli.print_plan(plan)
+    text = capsys.readouterr().out
+    assert "NOT proven optimal" in text and "20 s time limit" in text and "--time-limit" in text

@@ -7,13 +7,14 @@ priced by exactly the same code.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..boards import Board, get_board
-from ..errors import InfeasibleError, PlanError
+from ..errors import InfeasibleError, PlanError, TimeLimitError
 from ..estimate.base import Cost, Estimator, layers_cost
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
@@ -29,9 +30,12 @@ from ..split import (
     make_stages,
     whole_model_stage,
 )
+from .dag import DEFAULT_TIME_LIMIT_S
 from .metrics import BoardLoad, group_metrics
 from .model import (
+    FIRST_KEY,
     OBJECTIVES,
+    Optimality,
     Plan,
     PlanSpec,
     ShardPlan,
@@ -425,9 +429,15 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
               strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
               build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
               board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
-              model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True) -> Plan:
+              model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True,
+              time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Plan:
     """Plan the optimal pipeline of ``graph`` on boards of type ``board``, or on the boards of
     ``cluster`` (a :class:`~split4ml.plan.cluster.Cluster`: mixed types, counts, order).
+
+    The plan's :attr:`~split4ml.plan.model.Plan.optimality` says what was proven: a chain is planned
+    by exact dynamic programmes (optimal over the candidate settings searched); a model with skip
+    connections by CP-SAT, which may stop at ``time_limit_s`` (seconds, the joint and the two-step
+    solves together) with the best plan found and a lower bound of the objective's first key.
 
     With ``joint`` (the default) each free layer's reuse factor and strategy are chosen jointly
     with the partition (:mod:`split4ml.plan.design`); ``joint=False`` is the older two-step way
@@ -437,7 +447,6 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     the :func:`split4ml.frontends.load_model` keywords ``graph`` was loaded with (``framework``,
     ``weights``, ``entry``, ``input_shape``; ``None`` values are dropped); the plan records them.
     """
-    from .partition import partition_chain
     from .reuse import choose_settings
 
     objective = choice(objective, OBJECTIVES, "--objective")
@@ -461,10 +470,34 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
         if cluster is not None:
             raise PlanError(f"--cluster: model {graph.name!r} has skip connections, and mixed board clusters are "
                             "planned for chains only so far; plan it on one board type with --board (and --boards)")
+        if not time_limit_s > 0:
+            raise PlanError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
         return _make_dag_plan(graph, model=model, board=board, cap=cap, objective=objective, max_boards=max_boards,
                               n_stages=n_stages, est=est, build=build, settings=settings, free=free,
                               board_files=board_files, model_options=model_options, joint=joint,
-                              reuse_factor=reuse_factor, strategy=strategy, overrides=overrides)
+                              reuse_factor=reuse_factor, strategy=strategy, overrides=overrides,
+                              time_limit_s=time_limit_s)
+    return _exact(_make_chain_plan(graph, model=model, board=board, cap=cap, objective=objective,
+                                   max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor,
+                                   strategy=strategy, build=build, est=est, settings=settings, units=units, free=free,
+                                   overrides=overrides, board_files=board_files, model_options=model_options,
+                                   cluster=cluster, joint=joint))
+
+
+def _exact(plan: Plan) -> Plan:
+    """``plan`` as the exact chain planners return it: proven optimal over the candidates searched."""
+    return replace(plan, optimality=Optimality(True, plan.first_key(), FIRST_KEY[plan.objective], "exact DP"))
+
+
+def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
+                     max_boards: int | None, n_stages: int | None, reuse_factor: int | None, strategy: str | None,
+                     build: BuildSettings, est: Estimator, settings: dict[str, LayerSettings],
+                     units: list[tuple[Layer, ...]], free: list[str], overrides: dict[str, dict[str, Any]],
+                     board_files: Sequence[str], model_options: Mapping[str, Any] | None, cluster: Any,
+                     joint: bool) -> Plan:
+    """:func:`make_plan` for a chain: the design-space planner and the split planner, the better plan."""
+    from .partition import partition_chain
+
     model_str, sha = _model_record(model)
 
     # Design-space planner (plan/design.py): per-layer settings chosen jointly with the cuts and
@@ -543,7 +576,8 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
                    max_boards: int | None, n_stages: int | None, est: Estimator, build: BuildSettings,
                    settings: dict[str, LayerSettings], free: Sequence[str], board_files: Sequence[str],
                    model_options: Mapping[str, Any] | None, joint: bool = True, reuse_factor: int | None = None,
-                   strategy: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+                   strategy: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                   time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Plan:
     """:func:`make_plan` for a graph with skip connections: units priced by the (additive) estimator,
     stages chosen by :func:`split4ml.plan.dag.partition_graph`, the plan built by :func:`assemble` (its
     DAG path).
@@ -554,12 +588,27 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     joint model is infeasible) the two-step way: ``settings`` (smallest reuse factor that fits one
     board), then the partition; with a board limit those settings cannot meet, the free reuse
     factors are raised to a common floor. As for chains, with a board budget both ways run and the
-    better plan wins."""
+    better plan wins; so they do when the joint solve stopped at its time limit unproven.
+
+    The solves share ``time_limit_s`` (the two-step one gets at least a tenth of it). The plan's
+    ``optimality`` comes from the joint solve when it ran (its version space holds the two-step
+    settings, so its bound holds for both), else from the two-step one."""
     from ..estimate.calibrate import is_additive
     from .dag import chosen_settings, graph_versions, partition_graph
     from .design import better, objective_key
 
     model_str, sha = _model_record(model)
+    deadline = time.monotonic() + time_limit_s
+
+    def proven(plan: Plan, part: Any, *others: Any) -> Plan:
+        """``plan`` with what the solves proved: the bound of ``part`` (a
+        :class:`~split4ml.plan.dag.DagPartition`; never above the plan's value), optimal when every solve
+        was and ``plan`` reaches that bound on the first key."""
+        value = plan.first_key()
+        reached = part.bound is not None and value <= part.bound + 1e-9 * max(1.0, abs(part.bound))
+        bound = None if part.bound is None else min(part.bound, value)
+        optimal = reached and all(p.optimal for p in (part, *others))
+        return replace(plan, optimality=Optimality(optimal, bound, FIRST_KEY[objective], "CP-SAT", time_limit_s))
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
         plan = assemble(graph, model=model_str, model_sha256=sha, board=board, cap=cap, objective=objective,
@@ -569,22 +618,24 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
         return annotate_estimates(plan, graph, est)
 
     def partition(sets: Mapping[str, LayerSettings], versions: Any = None) -> Any:
+        left = max(deadline - time.monotonic(), 0.1 * time_limit_s)
         return partition_graph(graph, sets, est, build, board, cap, objective=objective, max_boards=max_boards,
-                               n_stages=n_stages, versions=versions)
+                               n_stages=n_stages, versions=versions, time_limit_s=left)
 
     joint_plan: Plan | None = None
-    joint_error: InfeasibleError | None = None
+    joint_part: Any = None
+    joint_error: InfeasibleError | TimeLimitError | None = None
     if joint and is_additive(est):
         versions = graph_versions(graph, settings, est, build, board, cap, reuse_factor=reuse_factor,
                                   strategy=strategy, overrides=overrides)
         if versions is not None:
             try:
-                part, stage_layers = partition(settings, versions)
-            except InfeasibleError as exc:
+                joint_part, stage_layers = partition(settings, versions)
+            except (InfeasibleError, TimeLimitError) as exc:  # the two-step way may still find one
                 joint_error = exc
             else:
-                joint_plan = make(stage_layers, chosen_settings(settings, versions, part))
-                if max_boards is None and n_stages is None or objective == "boards":
+                joint_plan = proven(make(stage_layers, chosen_settings(settings, versions, joint_part)), joint_part)
+                if joint_part.optimal and (max_boards is None and n_stages is None or objective == "boards"):
                     return joint_plan
     try:
         part, stage_layers = partition(settings)
@@ -597,7 +648,10 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
                 raise joint_error from None
             raise
         settings, (part, stage_layers) = found
-    plan = make(stage_layers, settings)
+    plan = proven(make(stage_layers, settings), *((joint_part, part) if joint_part is not None else (part,)))
+    if isinstance(joint_error, TimeLimitError) and plan.optimality is not None:
+        # the joint search ran out of time before any plan: nothing is proven over its candidates
+        plan = replace(plan, optimality=replace(plan.optimality, optimal=False, bound=None))
     if joint_plan is not None and not better(objective_key(plan.metrics, plan.n_boards, objective),
                                              objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
         return joint_plan

@@ -85,7 +85,7 @@ from fractions import Fraction
 from typing import Any
 
 from ..boards import RESOURCES, Board
-from ..errors import InfeasibleError, PlanError
+from ..errors import InfeasibleError, PlanError, TimeLimitError
 from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
@@ -150,6 +150,9 @@ class DagPartition:
         optimal: False when a solve stopped at its time limit before proving optimality.
         solve_s: wall-clock seconds spent.
         n_solves: CP-SAT solves made.
+        bound: a proven lower bound of the objective's first key (``bottleneck_us``, ``latency_us``
+            or the number of boards), from the solver's own bound when it stopped early; equal to the
+            plan's value when ``optimal``. ``None`` when no solve of that key ran.
     """
 
     stage_of: tuple[int, ...]
@@ -163,6 +166,7 @@ class DagPartition:
     optimal: bool = True
     solve_s: float = 0.0
     n_solves: int = 0
+    bound: float | None = None
 
     @property
     def n_stages(self) -> int:
@@ -254,6 +258,8 @@ class _Problem:
         self.workers = workers
         self.optimal = True
         self.n_solves = 0
+        #: per goal, the largest proven lower bound (proxy units) of an unconstrained minimisation
+        self.proxy_bound: dict[str, float] = {}
         self.bq = 1 if all(_is_int(t.n_bytes) for t in tensors) else BYTE_QUANTUM
         self.tb = [int(round(t.n_bytes * self.bq)) for t in tensors]
         vals = [float(getattr(c, r)) for vs in self.vers for c in vs for r in RESOURCES]
@@ -530,9 +536,38 @@ class _Problem:
             return None
         if status != cp_model.OPTIMAL:
             self.optimal = False
+        goal = kw.get("goal", "n")
+        if not any(kw.get(c) is not None for c in ("interval_max", "latency_max", "tb_max")):
+            self.proxy_bound[goal] = max(self.proxy_bound.get(goal, -math.inf), float(solver.BestObjectiveBound()))
         stage_of = [next(k for k in range(self.K) if solver.Value(x[u][k])) for u in range(self.U)]
         ver = [next(v for v in range(len(y[u])) if solver.Value(y[u][v])) for u in range(self.U)]
         return stage_of, ver
+
+    def lower_bound(self, goal: str) -> float | None:
+        """A proven lower bound of the true value of ``goal`` (``n``: boards; ``bottleneck``,
+        ``latency``: microseconds) from the solver's bound of its rounded proxy objective.
+
+        Each proxy weight ``w`` stands for an exact rate ``r`` (picoseconds per byte quantum, per
+        latency quantum, per stage); every term of the true value is at least ``min(1, r / w)`` times
+        its proxy term, and a rounded interval is at most half a proxy unit above the exact one."""
+        raw = self.proxy_bound.get(goal)
+        if raw is None:
+            return None
+        if goal == "n":
+            return float(math.ceil(raw - 1e-6))
+
+        def ratio(rate: float) -> float:
+            w = max(1, int(round(rate))) if rate > 0 else 0
+            return min(1.0, rate / w) if w else 1.0
+
+        rate = self.board.link.transfer_us(1.0 / self.bq) * TIME_SCALE
+        if goal == "bottleneck":
+            return max(0.0, (ratio(rate) * raw - 0.5) / TIME_SCALE)
+        lps = self.lat_per_stage * TIME_SCALE
+        a = int(round(lps))
+        f = min(ratio(rate), ratio(self.board.cycles_to_us(1.0 / self.lq) * TIME_SCALE), lps / a if a else 1.0)
+        lc_fixed = sum(q[0] for q in self.lat_q if len(set(q)) == 1) / self.lq
+        return self.lat_in + self.board.cycles_to_us(lc_fixed) + max(0.0, f * raw) / TIME_SCALE
 
     # ------------------------------------------------------------------ exact evaluation
     def exact(self, sol: Sol) -> tuple[int, float, int]:
@@ -700,7 +735,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     first = prob.solve(n_lo=lo, n_hi=hi, goal="n")
     if first is None:
         if not prob.optimal:
-            raise PlanError(f"no plan found within the time limit ({time_limit_s:g} s); raise it")
+            raise TimeLimitError(f"no plan found within the time limit ({time_limit_s:g} s); raise it (--time-limit)")
         fewest = problem(U).solve(n_lo=1, n_hi=U, goal="n") if K < U else None
         need = f"at least {max(fewest[0]) + 1}" if fewest is not None else "more"
         if n_stages is not None:
@@ -755,11 +790,18 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, sh)
     _, which = link_loads(stage_of, tensors)
     stage_units = tuple(tuple(u for u in range(U) if stage_of[u] == k) for k in range(max(stage_of) + 1))
+    optimal = all(p.optimal for p in problems)
+    value = {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us,
+             "boards": float(len(stage_units))}[objective]
+    goal = {"throughput": "bottleneck", "latency": "latency", "boards": "n"}[objective]
+    bounds = [b for b in (p.lower_bound(goal) for p in problems) if b is not None]
+    bound = value if optimal else (min(max(bounds), value) if bounds else None)
     return DagPartition(stage_of=tuple(stage_of), version_of=tuple(ver), stage_units=stage_units,
                         stage_costs=tuple(costs),
                         link_bytes=tuple(loads), link_tensors=tuple(tuple(w) for w in which), metrics=metrics,
-                        objective=objective, optimal=all(p.optimal for p in problems),
-                        solve_s=time.monotonic() - started, n_solves=sum(p.n_solves for p in problems))
+                        objective=objective, optimal=optimal,
+                        solve_s=time.monotonic() - started, n_solves=sum(p.n_solves for p in problems),
+                        bound=bound)
 
 
 # --------------------------------------------------------------------------- child process

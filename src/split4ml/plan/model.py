@@ -453,6 +453,47 @@ class StagePlan:
         return self.cost.utilization(self.board)
 
 
+#: The first key of each objective, as a plan's figures name it.
+FIRST_KEY = {"throughput": "bottleneck_us", "latency": "latency_us", "boards": "n_boards"}
+
+
+@dataclass(frozen=True)
+class Optimality:
+    """What the planner proved about the plan it returns.
+
+    Attributes:
+        optimal: proven optimal for the objective over the candidates the planner searched (the
+            per-layer versions of :mod:`split4ml.plan.versions`, the split options it offered);
+            False when a solver stopped at its time limit first.
+        bound: a proven lower bound of the objective's first key (:data:`FIRST_KEY`): the plan's own
+            value when optimal; ``None`` when the solver proved none.
+        key: that first key.
+        solver: ``exact DP`` (chains) or ``CP-SAT`` (models with skip connections).
+        time_limit_s: the solver's time limit, where it has one.
+    """
+
+    optimal: bool
+    bound: float | None
+    key: str
+    solver: str
+    time_limit_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"optimal": self.optimal, "bound": self.bound, "bound_key": self.key, "solver": self.solver,
+                "time_limit_s": self.time_limit_s}
+
+    def describe(self) -> str:
+        """One line for the plan table."""
+        if self.optimal:
+            return f"optimal for its objective over the candidate settings searched ({self.solver})"
+        unit = "boards" if self.key == "n_boards" else "us"
+        bound = (f"; the {self.key.removesuffix('_us')} is at least {self.bound:,.2f} {unit}"
+                 if self.bound is not None else "")
+        limit = f" {self.time_limit_s:g} s" if self.time_limit_s is not None else ""
+        return (f"NOT proven optimal: {self.solver} stopped at its{limit} time limit{bound}; raise --time-limit "
+                "to search longer")
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """A validated plan: stages with boards, layers, settings, wires and estimates."""
@@ -473,10 +514,18 @@ class Plan:
     calibration: Mapping[str, Any] | None = None
     #: how the model file is loaded besides its path (see :attr:`PlanSpec.model_options`)
     model_options: Mapping[str, Any] = field(default_factory=dict)
+    #: what the planner proved (``None`` for a plan read from a file: nothing is claimed)
+    optimality: Optimality | None = None
 
     @property
     def n_stages(self) -> int:
         return len(self.stages)
+
+    def first_key(self, objective: str | None = None) -> float:
+        """The value of the first key of ``objective`` (default the plan's own): its bottleneck (us),
+        latency (us) or number of boards."""
+        key = FIRST_KEY[objective or self.objective]
+        return float(self.n_boards) if key == "n_boards" else float(getattr(self.metrics, key))
 
     @property
     def n_boards(self) -> int:
@@ -543,6 +592,9 @@ class Plan:
                 "latency_cycles": round(m.latency_cycles, 1),
                 "latency_us": round(m.latency_us, 3),
                 "throughput_per_s": round(m.throughput_per_s, 1),
+                **({"optimal": self.optimality.optimal} if self.optimality else {}),
+                **({"bound": {self.optimality.key: round(self.optimality.bound, 3)}}
+                   if self.optimality and self.optimality.bound is not None else {}),
             },
         }
         if self.board_files:
@@ -588,6 +640,9 @@ class Plan:
             "latency_cycles": m.latency_cycles,
             "latency_us": m.latency_us,
             "throughput_per_s": m.throughput_per_s,
+            "optimal": self.optimality.optimal if self.optimality else None,
+            "bound": self.optimality.bound if self.optimality else None,
+            "optimality": self.optimality.as_dict() if self.optimality else None,
             "stages": [
                 {
                     "index": st.index,
