@@ -293,3 +293,25 @@ def test_enum_options_accept_any_case(monkeypatch, capsys, mnist_file, tmp_path)
     assert "strategy: Resource" in text and "io_type: io_parallel" in text
     rc, _, err = run(monkeypatch, capsys, "plan", str(mnist_file), "--strategy", "fast", "-o", str(plan_file))
     assert rc == 2 and "--strategy 'fast' is not one of Latency, Resource" in err
+
+
+def test_conv_too_big_for_io_parallel_points_to_io_stream(monkeypatch, capsys, tmp_path):
+    """Issue #14's conv model: no number of PYNQ-Z2 boards holds its 384-filter convolution with io_parallel;
+    the message says io_stream would, and io_stream plans it."""
+    import keras
+
+    x = keras.Input((12, 12, 3), name="x")
+    h = keras.layers.Conv2D(128, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling2D(2, name="p1")(h)
+    h = keras.layers.Conv2D(384, 3, activation="relu", name="c2")(h)
+    h = keras.layers.Dense(4, name="d2")(keras.layers.Dense(32, activation="relu", name="d1")(
+        keras.layers.Flatten(name="f")(h)))
+    model = tmp_path / "convnet.keras"
+    keras.Model(x, h, name="convnet").save(model)
+    rc, _, err = run(monkeypatch, capsys, "plan", str(model), "-o", str(tmp_path / "p.yaml"), "-q")
+    flat = " ".join(err.split())  # the terminal folds long messages
+    assert rc == 2 and "'c2'" in flat and "--io-type io_stream" in flat and "Traceback" not in err
+    rc, out, err = run(monkeypatch, capsys, "plan", str(model), "--io-type", "io_stream", "-o",
+                       str(tmp_path / "p.yaml"), "--json")
+    assert rc == 0, err
+    assert json.loads(out)["n_boards"] >= 2

@@ -745,7 +745,10 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
             f"{board.name} board it needs {over} (cap {cap:g}, board shell included), and no neuron or input "
             f"split into 2..{max(2, budget)} parts fits either ({shown}). Use lower precision (narrower weights), "
             "a higher --cap, a bigger board (`split4ml boards`)" +
-            (", or allow more boards (--boards)" if max_boards is not None else "") + ".")
+            (", or allow more boards (--boards)" if max_boards is not None else "") +
+            ("; or --io-type io_stream: a convolution then streams its feature map a pixel at a time instead of "
+             "holding it whole in registers" if io_type == "io_parallel" and layer.kind in ("Conv1D", "Conv2D")
+             else "") + ".")
     return opts
 
 
