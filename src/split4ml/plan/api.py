@@ -78,7 +78,10 @@ def get_estimator(name: str | Path | Estimator = "analytic",
     if not isinstance(name, str):
         base: Estimator = name
     else:
-        name = choice(name, ESTIMATORS, "estimator")
+        try:
+            name = choice(name, ESTIMATORS, "estimator")
+        except PlanError:
+            raise PlanError(f"unknown estimator {name!r}; available: {', '.join(ESTIMATORS)}") from None
         if name == "calibrated":
             if cal is None:
                 raise PlanError("the calibrated estimator needs a calibration: pass --calibration calib.yaml (written "
