@@ -689,8 +689,8 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         x = x[:samples]
     else:
         x = random_inputs(p.build.input_precision, g.input.output_shape, samples, seed=seed)
-    opts = RunOptions(batch=batch, driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart, chaos=tuple(Chaos.parse(c) for c in chaos or []),
-                      timeout_s=timeout, workdir=workdir,
+    opts = RunOptions(batch=batch, driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
+                      chaos=tuple(Chaos.parse(c) for c in chaos or []), timeout_s=timeout, workdir=workdir,
                       start_timeout_s=start_timeout if start_timeout is not None else (600.0 if hosts else 60.0))
     with _progress(not (quiet or json_out)) as cb:
         if hosts is not None:
