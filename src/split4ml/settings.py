@@ -16,18 +16,20 @@ from .fixed import FixedType
 STRATEGIES = ("Latency", "Resource")
 IO_TYPES = ("io_parallel", "io_stream")
 
-def choice(value: object, choices: Sequence[str], what: str, error: type[Split4mlError] = PlanError) -> str:
+def choice(value: object, choices: Sequence[str], what: str, error: type[Split4mlError] = PlanError,
+           hint: str = "") -> str:
     """``value`` spelled as in ``choices``, matched in any case (hls4ml reads ``resource`` as
     ``Resource`` too), so ``--strategy resource`` and ``io_type: IO_Stream`` mean what they say.
 
     Raises:
-        PlanError: (or ``error``) ``value`` is none of ``choices``; the message names ``what`` and lists them.
+        PlanError: (or ``error``) ``value`` is none of ``choices``; the message names ``what``, lists them
+            and ends with ``hint`` (how to choose) when given.
     """
     text = str(value).strip().lower()
     for c in choices:
         if c.lower() == text:
             return c
-    raise error(f"{what} {value!r} is not one of {', '.join(choices)}")
+    raise error(f"{what} {value!r} is not one of {', '.join(choices)}" + (f"; {hint}" if hint else ""))
 
 
 #: Default precision of weights, biases and accumulators (hls4ml's own default).

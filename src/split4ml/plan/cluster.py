@@ -25,6 +25,7 @@ from typing import Any
 from ..boards import Board, Link, get_board
 from ..errors import PlanError, Split4mlError
 from ..estimate.base import Cost
+from ..settings import choice
 from ..yamlio import read_yaml
 from .joint import BoardPool
 
@@ -111,11 +112,8 @@ def cluster_from_dict(data: Any, source: str = "cluster", base_dir: Path = Path(
     unknown = sorted(set(data) - {"boards", "order", "links", "board_files"})
     if unknown:
         raise PlanError(f"{source}: unknown field(s) {unknown}; a cluster has boards, order, links, board_files")
-    order = str(data.get("order", "free"))
-    if order.lower() not in ORDERS:
-        raise PlanError(f"{source}: order {order!r} is not one of {', '.join(ORDERS)}; use free (any order) or fixed "
-                        "(the chain runs along the boards as listed)")
-    order = order.lower()
+    order = choice(str(data.get("order", "free")), ORDERS, f"{source}: order",
+                   hint="use free (any order) or fixed (the chain runs along the boards as listed)")
     files = [*board_files, *(str(base_dir / f) for f in (data.get("board_files") or []))]
     items = data.get("boards")
     if not isinstance(items, list) or not items:
