@@ -53,7 +53,7 @@ import zmq
 from ..errors import DataError, FrameError, RuntimeFault
 from ..split import Pipeline, Stage
 from .spec import RuntimeSpec, spec_from_pipeline
-from .transport import DEFAULT_HWM, bind, connect, free_tcp_ports, make_socket, unpack_stats
+from .transport import DEFAULT_HWM, PortReservation, bind, connect, make_socket, unpack_stats
 from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
 
 Progress = Callable[[str, int, int], None]
@@ -760,6 +760,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
         raise RuntimeFault(f"--driver {options.driver!r} cannot be emulated; use csim or reference")
     workdir, temporary = _workdir(options)
     ok = started = False
+    stack = contextlib.ExitStack()
     try:
         spec0 = spec_from_pipeline(pipeline, whole)
         xq = prepare_inputs(x, spec0)
@@ -769,8 +770,11 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
         reference = np.asarray(reference_fn(xq), dtype=np.float64)
         for c in options.chaos:
             spec.node(c.node)  # unknown node: error before anything starts
-        ports = free_tcp_ports(len(spec.nodes), options.host)
-        addresses = {n.id: f"tcp://{options.host}:{p}" for n, p in zip(spec.nodes, ports, strict=True)}
+        # The nodes' ports stay reserved until the run ends: a port only found free could be taken
+        # (by another program, or as the local port of a connection) before its node binds it.
+        reservation = PortReservation(len(spec.nodes), options.host)
+        stack.callback(reservation.release)
+        addresses = {n.id: f"tcp://{options.host}:{p}" for n, p in zip(spec.nodes, reservation.ports, strict=True)}
         from .node import consumer_ids
 
         launcher = _Launcher(spec, [], options, progress, workdir / "logs", f"tcp://{options.host}:0",
@@ -795,6 +799,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
         ok = rep.ok
         return replace(rep, workdir=None if temporary else str(workdir)) if ok else replace(rep, workdir=str(workdir))
     finally:
+        stack.close()
         if temporary and (ok or not started):  # node logs are kept when nodes ran and something failed
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -72,12 +72,14 @@ def wait_connected(socks: list[zmq.Socket], monitors: list[zmq.Socket], timeout_
 
 
 def bind(sock: zmq.Socket, address: str, who: str) -> str:
-    """Bind ``sock`` to ``address`` (``tcp://HOST:PORT``; port ``0`` or ``*`` picks a free port);
-    returns the address actually bound."""
+    """Bind ``sock`` to ``address`` (``tcp://HOST:PORT``; port ``0`` or ``*`` lets the OS pick a free
+    port, never one held by a :class:`PortReservation`); returns the address actually bound."""
     try:
         if address.endswith((":0", ":*")):
-            port = sock.bind_to_random_port(address.rsplit(":", 1)[0])
-            return f"{address.rsplit(':', 1)[0]}:{port}"
+            host = address.rsplit(":", 1)[0]
+            sock.bind(f"{host}:*")
+            port = sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1]
+            return f"{host}:{port}"
         sock.bind(address)
         return address
     except zmq.ZMQError as exc:
@@ -119,6 +121,42 @@ def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class PortReservation:
+    """``n`` distinct TCP ports on ``host``, held until :meth:`release`.
+
+    Each port stays bound (``SO_REUSEADDR``, never listening) by a socket of this process, so the
+    OS hands it to no one else: not to another program binding port 0, and not as the local port of
+    an outgoing connection (a node connecting to the sink, say). A node process can still bind it,
+    because ZeroMQ listens with ``SO_REUSEADDR`` too. Ports merely found free and closed again (as
+    :func:`free_tcp_ports` does) can be taken in the seconds before the node binds them.
+    """
+
+    def __init__(self, n: int, host: str = "127.0.0.1") -> None:
+        self._socks: list[socket.socket] = []
+        try:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self._socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, 0))
+        except BaseException:
+            self.release()
+            raise
+        self.ports = [s.getsockname()[1] for s in self._socks]
+
+    def release(self) -> None:
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._socks = []
+
+    def __enter__(self) -> PortReservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def pack_stats(data: dict[str, Any]) -> bytes:
