@@ -155,12 +155,13 @@ def bench_hops(n_frames: int) -> list[dict[str, Any]]:
     import zmq
 
     from split4ml.fixed import FixedType
-    from split4ml.runtime.transport import free_tcp_ports
+    from split4ml.runtime.transport import PortReservation
     from split4ml.runtime.wire import OVERHEAD_BYTES, Expect, decode_frame, encode_frame, encode_stop
 
     h = b"benchhop"
     t = FixedType(16, 6)
-    p_relay, p_back = free_tcp_ports(2)
+    reservation = PortReservation(2)  # held until the process ends
+    p_relay, p_back = reservation.ports
     ctx = zmq.Context()
     back = ctx.socket(zmq.PULL)
     back.bind(f"tcp://127.0.0.1:{p_back}")

@@ -9,6 +9,7 @@ from runtime_helpers import neuron_shards
 
 from split4ml.boards import get_board
 from split4ml.ir import Graph, Layer
+from split4ml.runtime.transport import PortReservation
 from split4ml.settings import BuildSettings, LayerSettings
 from split4ml.split import Node, Pipeline, Source, Stage, input_layer_name, linear_pipeline, make_stages
 
@@ -59,3 +60,17 @@ def split_pipeline(mlp) -> tuple[Pipeline, Stage]:
              Node("stage_3", consumer, (Source("shard_a"), Source("shard_b"))))
     return Pipeline(nodes=nodes, outputs=(Source("stage_3"),),
                     steps=(("stage_0",), ("shard_a", "shard_b"), ("stage_3",))), whole
+
+
+@pytest.fixture
+def ports():
+    """``ports(n)``: n TCP ports on 127.0.0.1, held for this test (see PortReservation)."""
+    held: list[PortReservation] = []
+
+    def reserve(n: int) -> list[int]:
+        held.append(PortReservation(n))
+        return held[-1].ports
+
+    yield reserve
+    for r in held:
+        r.release()

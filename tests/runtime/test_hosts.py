@@ -17,7 +17,6 @@ from split4ml.runtime import RunOptions
 from split4ml.runtime.hosts import format_launches, host_launches, hosts_from_dict, read_hosts, run_hosts
 from split4ml.runtime.run import STEP_STREAM
 from split4ml.runtime.spec import spec_from_pipeline
-from split4ml.runtime.transport import free_tcp_ports
 from split4ml.split import linear_pipeline
 from split4ml.verify import random_inputs
 
@@ -70,8 +69,7 @@ def test_every_node_must_be_placed() -> None:
         host_launches(h, _spec(), "pipeline.json", None, RunOptions())
 
 
-def _local_hosts(drivers: dict[str, str], launch: str, command: str = "split4ml") -> dict:
-    ports = free_tcp_ports(5)
+def _local_hosts(ports: list[int], drivers: dict[str, str], launch: str, command: str = "split4ml") -> dict:
     return {"controller": "127.0.0.1", "bind_host": "127.0.0.1", "launch": launch, "command": command,
             "sink_port": ports[0], "stats_port": ports[1],
             "nodes": {nid: {"host": "127.0.0.1", "port": p, "driver": d}
@@ -79,10 +77,10 @@ def _local_hosts(drivers: dict[str, str], launch: str, command: str = "split4ml"
 
 
 @pytest.mark.slow
-def test_local_hosts_with_a_reference_node(mlp, tmp_path) -> None:
+def test_local_hosts_with_a_reference_node(mlp, tmp_path, ports) -> None:
     """Nodes started as local processes from a hosts file; stage_1 runs the numpy reference driver."""
     pipeline, _, whole = mlp
-    h = hosts_from_dict(_local_hosts({"stage_0": "csim", "stage_1": "reference", "stage_2": "csim"}, "local"))
+    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "reference", "stage_2": "csim"}, "local"))
     x = random_inputs(whole.input_type, whole.input_shape, 100, seed=7)
     rep = run_hosts(pipeline, x, h, whole=whole, options=RunOptions(batch=10, stall_timeout_s=20, timeout_s=90),
                     out_dir=tmp_path)
@@ -92,12 +90,12 @@ def test_local_hosts_with_a_reference_node(mlp, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_nodes_started_by_hand_and_one_that_dies(mlp, tmp_path) -> None:
+def test_nodes_started_by_hand_and_one_that_dies(mlp, tmp_path, ports) -> None:
     """``launch: print``: the launcher only prints the commands; here the test runs them. Killing a node
     started by hand is noticed by its silence, and the run stops naming it."""
     pipeline, _, whole = mlp
     command = f"{shlex.quote(sys.executable)} -m split4ml.cli"
-    h = hosts_from_dict(_local_hosts({"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "print", command))
+    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "print", command))
     procs: list[subprocess.Popen] = []
     printed: list[str] = []
 

@@ -14,7 +14,7 @@ from runtime_helpers import RESULT, dense_stage
 from split4ml.fixed import FixedType
 from split4ml.runtime.node import NodeOptions, consumer_ids, serve_node
 from split4ml.runtime.spec import spec_from_pipeline
-from split4ml.runtime.transport import free_tcp_ports, unpack_stats
+from split4ml.runtime.transport import unpack_stats
 from split4ml.runtime.wire import SINK, SOURCE, Expect, decode_frame, encode_frame, encode_stop
 from split4ml.split import Node, Pipeline, Source
 from split4ml.verify import random_inputs
@@ -46,10 +46,10 @@ def _spec():
 
 
 @pytest.fixture
-def node_c() -> Iterator[dict]:
+def node_c(ports) -> Iterator[dict]:
     spec = _spec()
     ctx = zmq.Context()
-    node_port, sink_port, stats_port = free_tcp_ports(3)
+    node_port, sink_port, stats_port = ports(3)
     sink = ctx.socket(zmq.PULL)
     sink.bind(f"tcp://127.0.0.1:{sink_port}")
     stats = ctx.socket(zmq.PULL)
@@ -141,9 +141,9 @@ def test_bad_frames_are_counted_and_never_reach_the_driver(node_c) -> None:
     assert kinds[-1] == "final"
 
 
-def test_stop_via_should_stop_and_idle_exit() -> None:
+def test_stop_via_should_stop_and_idle_exit(ports) -> None:
     spec = _spec()
-    port, sink_port = free_tcp_ports(2)
+    port, sink_port = ports(2)
     t0 = time.monotonic()
     res = serve_node(spec, NodeOptions(node="c", bind=f"tcp://127.0.0.1:{port}",
                                        connect={"": f"tcp://127.0.0.1:{sink_port}"}, idle_exit_s=0.3),
@@ -155,7 +155,7 @@ def test_stop_via_should_stop_and_idle_exit() -> None:
 
 
 @pytest.mark.slow
-def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path) -> None:
+def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path, ports) -> None:
     """What a PYNQ board runs: ``split4ml node pipeline.json`` with those packages made unimportable."""
     import json
     import subprocess
@@ -168,7 +168,7 @@ def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path) -> None:
     spec = spec_from_pipeline(linear_pipeline([st]))
     path = spec.with_artifacts({"stage_0": {"reference": str(save_reference_model(st, tmp_path / "s.npz"))}}).write(
         tmp_path / "pipeline.json")
-    (sink_port,) = free_tcp_ports(1)
+    (sink_port,) = ports(1)
     argv = ["split4ml", "node", str(path), "--stage", "stage_0", "--driver", "reference", "--bind", "tcp://127.0.0.1:0",
             "--connect", f"sink=tcp://127.0.0.1:{sink_port}", "--idle-exit", "0.3", "--json"]
     code = ("import sys\nfor m in ('hls4ml', 'keras', 'tensorflow', 'torch'):\n    sys.modules[m] = None\n"

@@ -21,7 +21,6 @@ from split4ml.fixed import FixedType
 from split4ml.runtime.node import NodeOptions, serve_node
 from split4ml.runtime.pynq_driver import MAX_BUFFER_SETS, PynqDriver
 from split4ml.runtime.spec import spec_from_pipeline
-from split4ml.runtime.transport import free_tcp_ports
 from split4ml.runtime.wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
 from split4ml.split import linear_pipeline
 from split4ml.verify import random_inputs
@@ -131,14 +130,14 @@ def test_driver_errors_say_what_to_do(monkeypatch, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_a_node_with_the_pynq_driver(stage_and_model, monkeypatch, tmp_path) -> None:
+def test_a_node_with_the_pynq_driver(stage_and_model, monkeypatch, tmp_path, ports) -> None:
     """The node loads the pynq driver from its options and serves frames through the (mock) board."""
     st, model = stage_and_model
     monkeypatch.setitem(__import__("sys").modules, "pynq", make_mock_pynq(model.predict, 10, 10))
     bit = tmp_path / "stage_1.bit"
     bit.write_bytes(b"bitstream")
     spec = spec_from_pipeline(linear_pipeline([st]))
-    port, sink_port = free_tcp_ports(2)
+    port, sink_port = ports(2)
     ctx = zmq.Context()
     sink = ctx.socket(zmq.PULL)
     sink.bind(f"tcp://127.0.0.1:{sink_port}")

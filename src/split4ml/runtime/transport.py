@@ -107,30 +107,14 @@ def send_blocking(sock: zmq.Socket, buf: bytes, give_up: Callable[[], bool]) -> 
                 return False
 
 
-def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that are free on ``host`` right now (the OS picks them)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.close()
-
-
 class PortReservation:
     """``n`` distinct TCP ports on ``host``, held until :meth:`release`.
 
     Each port stays bound (``SO_REUSEADDR``, never listening) by a socket of this process, so the
     OS hands it to no one else: not to another program binding port 0, and not as the local port of
     an outgoing connection (a node connecting to the sink, say). A node process can still bind it,
-    because ZeroMQ listens with ``SO_REUSEADDR`` too. Ports merely found free and closed again (as
-    :func:`free_tcp_ports` does) can be taken in the seconds before the node binds them.
+    because ZeroMQ listens with ``SO_REUSEADDR`` too. A port merely found free and closed again can
+    be taken in the seconds before its node binds it.
     """
 
     def __init__(self, n: int, host: str = "127.0.0.1") -> None:
