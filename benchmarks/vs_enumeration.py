@@ -62,7 +62,7 @@ from split4ml.estimate.analytic import AnalyticEstimator
 from split4ml.estimate.base import Cost, Estimator
 from split4ml.estimate.hls_rules import hls4ml_would_change
 from split4ml.ir import COMPUTE_KINDS, Graph, Layer
-from split4ml.plan.metrics import BoardLoad, group_metrics
+from split4ml.plan.metrics import pipeline_metrics
 from split4ml.settings import BuildSettings, LayerSettings
 
 #: The original's grid of global settings, in its order (reuse factor outer, strategy inner).
@@ -221,15 +221,16 @@ def price_cuts(graph: Graph, cuts: Sequence[int], settings: dict[str, LayerSetti
     """
     body = list(graph.body)
     bounds = [0, *cuts, len(body)]
-    costs, loads = [], []
+    costs, bytes_out, values_out = [], [], []
     for a, b in itertools.pairwise(bounds):
         seg = body[a:b]
-        cost = est.segment_cost(seg, settings, build.io_type, board)
-        out_bytes = math.prod(seg[-1].output_shape) * settings[seg[-1].name].precision.result.storage_bytes
-        costs.append(cost)
-        loads.append([BoardLoad(cost, board, float(out_bytes))])
-    bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
-    return costs, group_metrics(loads, float(bytes_in))
+        costs.append(est.segment_cost(seg, settings, build.io_type, board))
+        values_out.append(math.prod(seg[-1].output_shape))
+        bytes_out.append(values_out[-1] * settings[seg[-1].name].precision.result.storage_bytes)
+    values_in = math.prod(graph.input.output_shape)
+    bytes_in = values_in * build.input_precision.storage_bytes
+    return costs, pipeline_metrics(costs, [board] * len(costs), float(bytes_in), bytes_out, values_in, values_out,
+                                   io_type=build.io_type)
 
 
 def run_baseline(graph: Graph, board: Board, cap: float, timeout_s: float, probe_s: float) -> tuple[Outcome, dict]:

@@ -9,8 +9,9 @@ Each example's ``run.py`` trains its model and writes its held-out data (``prepa
     split4ml run     OUT/plan.yaml --emulate --data OUT/test.npz --samples N
     split4ml report  OUT/plan.yaml --verify-json OUT/verify.json --run-json OUT/run.json -o OUT/report.html
 
-and exits 0 only if the plan uses 5 boards and both the chained C-simulation and the emulated run
-are bit-exact against the whole model.
+and exits 0 only if the plan uses at most 5 boards (the planner uses fewer when more would not be
+faster), every step agrees on them, and both the chained C-simulation and the emulated run are
+bit-exact against the whole model.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def main(example: Example, argv: list[str] | None = None) -> int:
         report = split4ml(log, "report", str(plan_file), "--verify-json", str(out / "verify.json"), "--run-json",
                           str(out / "run.json"), "-o", str(out / "report.html"))["html"]
 
-    ok = (plan["n_boards"] == BOARDS and build["n_boards"] == BOARDS and verify["bit_exact"]
+    ok = (plan["n_boards"] <= BOARDS and build["n_boards"] == plan["n_boards"] and verify["bit_exact"]
           and run["bit_exact"] and run["completed"] and run["delivered"] == samples)
     summary = {
         "example": example.name, "board": BOARD, "boards": BOARDS, "samples": samples, **facts,

@@ -1,6 +1,6 @@
 """The two examples of issue 6 in their reduced (--quick) form, as CI runs them.
 
-Each example trains its model, plans it on 5 PYNQ-Z2 boards, writes the hls4ml projects, verifies
+Each example trains its model, plans it on at most 5 PYNQ-Z2 boards, writes the hls4ml projects, verifies
 the chained C-simulations against the whole model and streams the same samples through an
 emulated pipeline (one ``split4ml node`` process per board). Slow: 6 hls4ml compiles each.
 """
@@ -27,13 +27,14 @@ def run_example(name: str, out: Path) -> dict[str, Any]:
     return summary
 
 
-def check_five_boards_bit_exact(s: dict[str, Any], min_accuracy: float) -> None:
+def check_boards_bit_exact(s: dict[str, Any], min_accuracy: float) -> None:
     plan, build, verify, run = s["plan"], s["build"], s["verify"], s["run"]
     assert plan["board"] == "pynq-z2"
-    assert plan["n_boards"] == 5 and build["n_boards"] == 5 and verify["n_boards"] == 5
-    assert sum(max(1, len(st["shards"])) for st in plan["stages"]) == 5  # a split step has a board per shard
-    assert len({st["project_dir"] for st in build["stages"]}) == 5
-    assert len(run["stages"]) == 5  # one node process per board
+    n = plan["n_boards"]
+    assert 2 <= n <= 5 and build["n_boards"] == n and verify["n_boards"] == n
+    assert sum(max(1, len(st["shards"])) for st in plan["stages"]) == n  # a split step has a board per shard
+    assert len({st["project_dir"] for st in build["stages"]}) == n
+    assert len(run["stages"]) == n  # one node process per board
     assert verify["bit_exact"] and verify["mismatched_samples"] == 0 and verify["max_abs_diff"] == 0.0
     assert verify["samples"] == s["samples"] == 100
     assert min_accuracy <= verify["fixed_accuracy"] <= 1.0
@@ -46,8 +47,7 @@ def check_five_boards_bit_exact(s: dict[str, Any], min_accuracy: float) -> None:
 @pytest.mark.slow
 def test_mnist_fcnn_quick(tmp_path):
     s = run_example("mnist_fcnn", tmp_path / "mnist")
-    check_five_boards_bit_exact(s, min_accuracy=0.8)
-    assert any(st["shards"] for st in s["plan"]["stages"])  # 3 layers on 5 boards: a layer is split
+    check_boards_bit_exact(s, min_accuracy=0.8)
     assert (tmp_path / "mnist" / "hls" / "build_all.sh").is_file()
 
 
@@ -55,7 +55,7 @@ def test_mnist_fcnn_quick(tmp_path):
 def test_cyber_cnn_quick(tmp_path):
     pytest.importorskip("river", reason="the cyber_cnn example needs river (pip install -e '.[examples]')")
     s = run_example("cyber_cnn", tmp_path / "cyber")
-    check_five_boards_bit_exact(s, min_accuracy=0.8)
+    check_boards_bit_exact(s, min_accuracy=0.8)
     layers = [n for st in s["plan"]["stages"] for n in st["layers"]]
     assert layers[:2] == ["conv1", "conv2"]  # the convolutions run on the boards too
     assert (tmp_path / "cyber" / "hls" / "build_all.sh").is_file()

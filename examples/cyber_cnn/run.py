@@ -1,4 +1,4 @@
-"""A convolutional phishing classifier on 5 PYNQ-Z2 boards: train, plan, build, verify, run (emulated).
+"""A convolutional phishing classifier on up to 5 PYNQ-Z2 boards: train, plan, build, verify, run (emulated).
 
 The 72,650-parameter Conv1D network of ``model.py`` is trained on river's bundled ``Phishing``
 data set (``data.py``: 1,000 pages to train, 250 held out; nothing is downloaded), then driven
@@ -16,7 +16,7 @@ Usage::
 
 ``--quick`` (used by the test suite) checks 100 pages and skips the HTML report; the model and
 the plan are the same as in a full run. Prints a summary (``--json``: only the summary, as JSON,
-on stdout) and exits 0 only if the plan uses 5 boards and both the chained C-simulation and the
+on stdout) and exits 0 only if the plan uses at most 5 boards and both the chained C-simulation and the
 emulated run are bit-exact against the whole model.
 """
 

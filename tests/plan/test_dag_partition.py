@@ -16,6 +16,7 @@ from split4ml.plan.dag import Tensor, chain_tensors, partition_dag, tensors_from
 from split4ml.plan.partition import OBJECTIVES, partition_chain
 
 TOL = 1e-9
+BATCH = 8  # split4ml.plan.metrics.DEFAULT_BATCH
 
 TINY = Board(name="tiny", part="xc-test", lut=1000, ff=2000, dsp=100, bram18=50, uram=0, clock_mhz=100.0,
              backend="Vitis", link=Link(bandwidth_mbps=80.0, latency_us=3.0),
@@ -31,8 +32,8 @@ def _shell(board: Board) -> Cost:
 
 
 # --------------------------------------------------------------------------- brute force (reference)
-def _links(stage_of: Sequence[int], tensors: Sequence[Tensor], n: int) -> list[float]:
-    """Bytes on the link out of each stage, written out independently of the solver's code."""
+def _links(stage_of: Sequence[int], tensors: Sequence[Tensor], n: int, what: str = "n_bytes") -> list[float]:
+    """Bytes (or values) on the link out of each stage, written out independently of the solver's code."""
     out = [0.0] * n
     for t in tensors:
         first = 0 if t.producer < 0 else stage_of[t.producer]
@@ -43,12 +44,12 @@ def _links(stage_of: Sequence[int], tensors: Sequence[Tensor], n: int) -> list[f
             continue
         for k in range(n):
             if first <= k < max(readers):
-                out[k] += t.n_bytes
+                out[k] += getattr(t, what)
     return out
 
 
 def _brute(units: Sequence[Cost], tensors: Sequence[Tensor], board: Board, cap: float,
-           max_k: int) -> list[tuple[tuple[int, ...], int, float, float]]:
+           max_k: int, batch: int = 8) -> list[tuple[tuple[int, ...], int, float, float]]:
     """(stage_of, stages, bottleneck_us, latency_us) of every feasible monotone assignment."""
     rows = []
     edges = [(t.producer, v) for t in tensors if t.producer >= 0 for v in t.consumers]
@@ -65,13 +66,35 @@ def _brute(units: Sequence[Cost], tensors: Sequence[Tensor], board: Board, cap: 
         if not all(all(getattr(c, r) <= board.capacity(r) * cap + 1e-9 for r in RESOURCES) for c in costs):
             continue
         links = _links(stage_of, tensors, n)
-        bottleneck = max(c.ii_cycles / board.clock_mhz + b * 8.0 / board.link.bandwidth_mbps
-                         for c, b in zip(costs, links, strict=True))
-        latency = board.link.latency_us + bytes_in * 8.0 / board.link.bandwidth_mbps
-        latency += sum(c.latency_cycles / board.clock_mhz + board.link.latency_us + b * 8.0 / board.link.bandwidth_mbps
-                       for c, b in zip(costs, links, strict=True))
+        bottleneck, latency = _model(costs, bytes_in, links, board, _values_in(tensors),
+                                     _links(stage_of, tensors, n, "n_values"), batch)
         rows.append((stage_of, n, bottleneck, latency))
     return rows
+
+
+def _values_in(tensors: Sequence[Tensor]) -> float:
+    return sum(t.n_values for t in tensors if t.producer < 0)
+
+
+def _model(costs: Sequence[Cost], bytes_in: float, links: Sequence[float], board: Board, values_in: float = 0.0,
+           values: Sequence[float] | None = None, batch: int = BATCH) -> tuple[float, float]:
+    """(bottleneck_us, latency_us) by the performance model (split4ml.plan.metrics), written out: stage k
+    receives link k - 1 (the model input for the first) and sends link k; frames of ``batch`` samples, an
+    84-byte overhead each; an io_parallel fabric reads its values in, runs its layers and writes its
+    values out, one after the other."""
+    bw, c0 = board.link.bandwidth_mbps, board.link.latency_us
+    recv = [bytes_in, *links[:-1]]
+    vals = list(values) if values is not None else [0.0] * len(links)
+    fabric = [(vi + c.latency_cycles + vo) / board.clock_mhz
+              for c, vi, vo in zip(costs, [values_in, *vals[:-1]], vals, strict=True)]
+
+    def link(b: float) -> float:
+        return (b + 84 / batch) * 8.0 / bw
+
+    bottleneck = max(max(f, link(r), link(b), c0 / batch) for f, r, b in zip(fabric, recv, links, strict=True))
+    latency = (batch * bytes_in + 84) * 8.0 / bw
+    latency += sum(c0 + batch * f + (batch * b + 84) * 8.0 / bw for f, b in zip(fabric, links, strict=True))
+    return bottleneck, latency
 
 
 def _tie(v: float) -> float:
@@ -212,10 +235,16 @@ def test_skip_through_an_intermediate_board_is_priced_on_both_links() -> None:
     part = partition_dag(units, tensors, TINY, 0.85)
     assert part.stage_of == (0, 1, 2)
     assert part.link_bytes == (100.0, 130.0, 7.0)
-    bw = TINY.link.bandwidth_mbps
-    assert part.metrics.stage_interval_us == pytest.approx(
-        (0.1 + 100 * 8 / bw, 0.1 + 130 * 8 / bw, 0.1 + 7 * 8 / bw))
-    lat = (3 + 40 * 8 / bw) + sum(1.0 + 3 + b * 8 / bw for b in (100, 130, 7))
+    bw, h = TINY.link.bandwidth_mbps, 84 / BATCH
+
+    def link(b: float) -> float:
+        return (b + h) * 8 / bw
+
+    # each board receives the link before it and sends its own: board 2 receives 130 bytes
+    assert part.metrics.stage_interval_us == pytest.approx((max(1.0, link(40), link(100)),
+                                                            max(1.0, link(100), link(130)),
+                                                            max(1.0, link(130), link(7))))
+    lat = (BATCH * 40 + 84) * 8 / bw + sum(3 + BATCH * 1.0 + (BATCH * b + 84) * 8 / bw for b in (100, 130, 7))
     assert part.metrics.latency_us == pytest.approx(lat)
 
 
@@ -325,7 +354,7 @@ def test_resnet_plan_is_the_brute_force_optimum(resnet, objective: str) -> None:
     # under the settings the plan ended with, no assignment of the 8 units to <= 3 boards is better
     units, costs, tensors = graph_problem(graph, plan.settings, get_estimator("analytic"), plan.build, board)
     assert len(units) == 8
-    rows = _brute(costs, tensors, board, plan.cap, 3)
+    rows = _brute(costs, tensors, board, plan.cap, 3, batch=plan.batch)
     got = (len(plan.stages), plan.metrics.bottleneck_us, plan.metrics.latency_us)
 
     class _P:  # the keys of the plan, in the shape _keys_of reads
@@ -402,18 +431,18 @@ def test_resnet_planned_on_pynq_boards_is_bit_exact(resnet) -> None:
 
 
 def test_latency_refinement_beats_a_misleading_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With whole-microsecond proxy times a hop (2.6 us) weighs 3 and a byte (1.4 us) weighs 1, so the
-    # proxy prefers two boards and 5 bytes on the links to three boards and 3 bytes; the exact latency
-    # says three boards (7.8 + 4.2 us of links) beat two (5.2 + 7.0 us), and the solver must find that.
+    # With whole-microsecond proxy times every weight is rounded (a stage's fixed 2.6 us plus frame
+    # overhead, a byte's 1.4 us per sample of the batch): the proxy misjudges the trade of boards for
+    # bytes on the links, and the exact refinement must still reach the brute-force optimum.
     monkeypatch.setattr(dag, "TIME_SCALE", 1)
     board = Board(name="odd-hop", part="xc-test", lut=1000, ff=2000, dsp=100, bram18=50, uram=0, clock_mhz=100.0,
                   backend="Vitis", link=Link(bandwidth_mbps=8.0 / 1.4, latency_us=2.6), shell_lut=60.0)
     units = [Cost(lut=300, latency_cycles=10, ii_cycles=1)] * 4  # at most two units per board
     tensors = chain_tensors(8.0, [1.0, 4.0, 1.0, 1.0])
-    part = partition_dag(units, tensors, board, 0.85, objective="latency", max_boards=3)
-    assert part.stage_of == (0, 1, 1, 2)
-    rows = _brute(units, tensors, board, 0.85, 3)
-    _assert_keys(_keys_of(part, "latency"), _best_keys(rows, "latency"))
+    for batch in (1, 8):
+        part = partition_dag(units, tensors, board, 0.85, objective="latency", max_boards=3, batch=batch)
+        rows = _brute(units, tensors, board, 0.85, 3, batch=batch)
+        _assert_keys(_keys_of(part, "latency"), _best_keys(rows, "latency"))
 
 
 def test_time_limit_returns_the_best_plan_so_far() -> None:
@@ -446,11 +475,7 @@ def _brute_one(units: Sequence[Cost], tensors: Sequence[Tensor], board: Board, s
     for u, k in enumerate(stage_of):
         costs[k] = costs[k] + units[u]
     links = _links(stage_of, tensors, n)
-    bw = board.link.bandwidth_mbps
-    bottleneck = max(c.ii_cycles / board.clock_mhz + b * 8.0 / bw for c, b in zip(costs, links, strict=True))
-    latency = board.link.latency_us + sum(t.n_bytes for t in tensors if t.producer < 0) * 8.0 / bw
-    latency += sum(c.latency_cycles / board.clock_mhz + board.link.latency_us + b * 8.0 / bw
-                   for c, b in zip(costs, links, strict=True))
+    bottleneck, latency = _model(costs, sum(t.n_bytes for t in tensors if t.producer < 0), links, board)
     yield tuple(stage_of), n, bottleneck, latency
 
 
@@ -477,7 +502,7 @@ def test_two_branch_concatenate_model_is_the_brute_force_optimum(objective: str)
         assert [st.output.bytes_per_sample for st in plan.stages[:-1]] == link_bytes(graph, stage_layers,
                                                                                       plan.settings, plan.build)
         units, costs, tensors = graph_problem(graph, plan.settings, get_estimator("analytic"), plan.build, board)
-        rows = _brute(costs, tensors, board, plan.cap, max_boards or len(units))
+        rows = _brute(costs, tensors, board, plan.cap, max_boards or len(units), batch=plan.batch)
 
         class _P:
             n_stages = len(plan.stages)
@@ -533,7 +558,7 @@ def test_solver_bound_is_a_true_lower_bound(goal: str, board: Board, time_scale:
         low = prob.lower_bound(goal)
         assert low is not None and low <= best * (1 + 1e-12) + 1e-12, (case, low, best)
         if time_scale > 1:  # a proxy weight of whole ps per milli-byte is coarser
-            assert best - low < (1e-3 if prob.bq == 1 else 0.06 * best), (case, low, best)
+            assert best - low < (1e-4 if prob.bq == 1 else 0.06) * best, (case, low, best)
         checked += 1
     assert checked >= 8
 

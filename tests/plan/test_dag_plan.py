@@ -17,7 +17,6 @@ from split4ml.frontends.keras import graph_from_keras  # noqa: E402
 from split4ml.ir import Graph  # noqa: E402
 from split4ml.models import residual_mlp  # noqa: E402
 from split4ml.plan.api import plan_pipeline, plan_stages, resolve_plan  # noqa: E402
-from split4ml.plan.metrics import stage_interval_us  # noqa: E402
 from split4ml.plan.model import read_plan_spec, spec_from_dict  # noqa: E402
 from split4ml.split import crossing_tensors, link_bytes  # noqa: E402
 
@@ -46,8 +45,12 @@ def test_hand_written_dag_plan_prices_every_crossing_tensor(graph: Graph) -> Non
     assert [st.input.tensors for st in plan.stages] == [("x",), ("stem",), ("stem", "b1_fc1"), ("b1_relu", "b2_fc1")]
     assert [st.output.bytes_per_sample for st in plan.stages[:-1]] == link_bytes(graph, SKIP_OVER, plan.settings,
                                                                                  plan.build) == [32, 64, 64]
-    for st in plan.stages:  # each board's interval pays for everything it sends, forwarded skips included
-        want = stage_interval_us(st.cost, st.board, st.output.bytes_per_sample)
+    for st in plan.stages:  # each board's interval pays for all it receives and sends, forwarded skips included
+        b, batch = st.board, plan.batch
+        values = math.prod(st.input.shape) + st.cost.latency_cycles + math.prod(st.output.shape)
+        want = max(values / b.clock_mhz, b.link.latency_us / batch,
+                   (st.input.bytes_per_sample + 84 / batch) * 8 / b.link.bandwidth_mbps,
+                   (st.output.bytes_per_sample + 84 / batch) * 8 / b.link.bandwidth_mbps)
         assert plan.metrics.stage_interval_us[st.index] == pytest.approx(want)
     assert plan.metrics.bottleneck_us == pytest.approx(max(plan.metrics.stage_interval_us))
 
@@ -154,7 +157,7 @@ def test_a_plan_stopped_by_the_time_limit_says_so(graph: Graph, monkeypatch, cap
         return dataclasses.replace(part, optimal=False, bound=0.9 * part.metrics.bottleneck_us)
 
     monkeypatch.setattr(dag, "partition_dag", stopped)
-    plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), time_limit_s=20.0)
+    plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), time_limit_s=20.0, batch=8)
     assert len(calls) == 2 and calls[0] <= 20.0  # the joint solve, then the two-step one in what is left
     opt = plan.optimality
     assert not opt.optimal and opt.key == "bottleneck_us" and opt.time_limit_s == 20.0

@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from split4ml.boards import get_board
+from split4ml.boards import Link, get_board
 from split4ml.errors import InfeasibleError
 from split4ml.estimate.base import Cost
 from split4ml.plan.joint import BoardPool, solve_joint
-from split4ml.plan.metrics import pipeline_metrics
+from split4ml.plan.metrics import DEFAULT_BATCH, pipeline_metrics
 from split4ml.plan.partition import REL_TOL, partition_chain, shell_cost
 
 PYNQ = get_board("pynq-z2")
@@ -64,7 +64,8 @@ def _type_sequences(pool: BoardPool, k: int):
                 yield seq
 
 
-def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=None, n_stages=None):
+def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=None, n_stages=None, values_in=0.0,
+                values_out=None, batch=DEFAULT_BATCH):
     rows = []
     n = len(costs)
     for ranges in _compositions(n):
@@ -88,8 +89,9 @@ def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=Non
             else:
                 boards = [pool.types[t] for t in seq]
                 outs = [bytes_out[j - 1] for _, j in ranges]
+                vouts = [values_out[j - 1] for _, j in ranges] if values_out is not None else None
                 for combo in itertools.product(*per_stage):
-                    m = pipeline_metrics(list(combo), boards, bytes_in, outs)
+                    m = pipeline_metrics(list(combo), boards, bytes_in, outs, values_in, vouts, batch=batch)
                     rows.append(_keys(objective, m, k))
     return _lex_best(rows) if rows else None
 
@@ -213,7 +215,8 @@ def test_versions_trade_boards_for_interval() -> None:
     fast = Cost(dsp=150, ii_cycles=1, latency_cycles=10)
     slow = Cost(dsp=40, ii_cycles=8, latency_cycles=30)
     costs = [[[fast], [slow]], [[fast], [slow]]]
-    pool = BoardPool(types=(PYNQ,), counts=(2,))
+    # no per-frame cost, so that the fabric (a unit's latency), not the board's software, bounds it
+    pool = BoardPool(types=(replace(PYNQ, link=Link(bandwidth_mbps=940.0, latency_us=0.0)),), counts=(2,))
     thr = solve_joint(costs, 10.0, [10.0, 10.0], pool, 0.85, "throughput")
     assert thr.n_stages == 2 and thr.choice == (0, 0)
     few = solve_joint(costs, 10.0, [10.0, 10.0], pool, 0.85, "boards")
@@ -248,4 +251,4 @@ def test_pareto_front_equals_pairwise_definition(k: int) -> None:
         pts = rng.integers(0, 15, size=(n, k)).astype(float)
         uniq = np.unique(pts, axis=0)
         want = [r for r in uniq if not ((uniq <= r).all(axis=1) & (uniq < r).any(axis=1)).any()]
-        assert np.array_equal(np.unique(_pareto(pts), axis=0), np.array(want).reshape(-1, k))
+        assert np.array_equal(np.unique(pts[_pareto(pts)], axis=0), np.array(want).reshape(-1, k))

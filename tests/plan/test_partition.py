@@ -17,6 +17,7 @@ from split4ml.plan.metrics import pipeline_metrics
 from split4ml.plan.partition import OBJECTIVES, Partition, partition_chain
 
 TOL = 1e-9
+BATCH = 8  # split4ml.plan.metrics.DEFAULT_BATCH
 
 TINY = Board(name="tiny", part="xc-test", lut=1000, ff=2000, dsp=100, bram18=50, uram=0, clock_mhz=100.0,
              backend="Vitis", link=Link(bandwidth_mbps=80.0, latency_us=3.0),
@@ -53,11 +54,19 @@ def _brute(units: Sequence[Cost], bytes_in: float, bytes_out: Sequence[float], b
             costs.append(c)
         if not all(all(getattr(c, r) <= board.capacity(r) * cap + 1e-9 for r in RESOURCES) for c in costs):
             continue
-        ends = [bytes_out[j - 1] for j in bounds[1:]]
-        send = [b * 8.0 / board.link.bandwidth_mbps for b in ends]
-        bottleneck = max(c.ii_cycles / board.clock_mhz + s for c, s in zip(costs, send, strict=True))
-        latency = board.link.latency_us + bytes_in * 8.0 / board.link.bandwidth_mbps
-        latency += sum(c.latency_cycles / board.clock_mhz + board.link.latency_us + s for c, s in zip(costs, send, strict=True))
+        # the performance model (split4ml.plan.metrics), written out: frames of BATCH samples, each with
+        # an 84-byte overhead; io_parallel fabric = latency (no values given: no wrapper cycles)
+        cut = [bytes_in, *bytes_out]
+        bw, c0 = board.link.bandwidth_mbps, board.link.latency_us
+
+        def link(b: float, bw: float = bw) -> float:
+            return (b + 84 / BATCH) * 8.0 / bw
+
+        bottleneck = max(max(c.latency_cycles / board.clock_mhz, link(cut[i]), link(cut[j]), c0 / BATCH)
+                         for c, i, j in zip(costs, bounds[:-1], bounds[1:], strict=True))
+        latency = (BATCH * bytes_in + 84) * 8.0 / bw
+        latency += sum(c0 + BATCH * c.latency_cycles / board.clock_mhz + (BATCH * cut[j] + 84) * 8.0 / bw
+                       for c, j in zip(costs, bounds[1:], strict=True))
         rows.append((bounds, bottleneck, latency))
     return rows
 
@@ -253,13 +262,16 @@ def test_greedy_fill_is_not_optimal_but_partition_is() -> None:
     units = [_dense(40), _dense(40), _dense(40)]
     res = partition_chain(units, 8.0, [8.0, 8000.0, 8.0], TINY, 1.0, objective="throughput", max_boards=2)
     assert res.bounds == (0, 1, 3)
-    assert res.metrics.bottleneck_us == pytest.approx(10 / 100 + 8 * 8 / 80)
+    link = (8.0 + 84 / BATCH) * 8 / 80  # 8 bytes in and out of each board
+    assert res.metrics.bottleneck_us == pytest.approx(max(link, 2 * 40 / 100, 3.0 / BATCH))
 
 
 def test_throughput_prefers_fewer_stages_on_ties() -> None:
-    units = [_dense(10, ii=10) for _ in range(6)]
+    # six units of 20 cycles: 1.2 us of fabric on one board, under the 1.85 us its 8-byte links take
+    units = [_dense(10, ii=10, lat=20) for _ in range(6)]
     res = partition_chain(units, 8.0, [8.0] * 6, TINY, 1.0, objective="throughput")
     assert res.n_stages == 1  # more boards do not improve the interval, so one board is used
+    assert res.metrics.bottleneck_us == pytest.approx((8.0 + 84 / BATCH) * 8 / 80)
 
 
 def test_latency_and_boards_objectives_differ_from_throughput() -> None:
@@ -318,7 +330,8 @@ def test_bad_arguments() -> None:
         partition_chain(units, 8.0, [8.0, 8.0], TINY, 1.0)
 
 
-def _reference_bottleneck(units: list[Cost], bytes_out: list[float], board: Board, cap: float, k_max: int) -> float:
+def _reference_bottleneck(units: list[Cost], bytes_in: float, bytes_out: list[float], board: Board, cap: float,
+                          k_max: int) -> float:
     """Plain O(K U^2) DP: best[k][j] = smallest bottleneck covering units [0, j) with k stages."""
     n = len(units)
     best = [[math.inf] * (n + 1) for _ in range(k_max + 1)]
@@ -331,7 +344,9 @@ def _reference_bottleneck(units: list[Cost], bytes_out: list[float], board: Boar
                     c = c + u
                 if not c.fits(board, cap):
                     continue
-                iv = c.ii_cycles / board.clock_mhz + bytes_out[j - 1] * 8 / board.link.bandwidth_mbps
+                cut = [bytes_in, *bytes_out]
+                link = [(b + 84 / BATCH) * 8 / board.link.bandwidth_mbps for b in (cut[i], cut[j])]
+                iv = max(c.latency_cycles / board.clock_mhz, *link, board.link.latency_us / BATCH)
                 best[k][j] = min(best[k][j], max(best[k - 1][i], iv))
     return min(best[k][n] for k in range(1, k_max + 1))
 
@@ -357,7 +372,7 @@ def test_larger_chain_against_reference_dp_and_greedy_count() -> None:
         assert res.n_stages == greedy
         k = greedy + 2
         res = partition_chain(units, 64.0, bytes_out, board, 0.85, objective="throughput", max_boards=k)
-        ref = _reference_bottleneck(units, bytes_out, board, 0.85, k)
+        ref = _reference_bottleneck(units, 64.0, bytes_out, board, 0.85, k)
         assert res.metrics.bottleneck_us == pytest.approx(ref, rel=1e-12)
         assert res.n_stages <= k
 

@@ -18,10 +18,11 @@ import pytest
 from split4ml.boards import RESOURCES, Board, Link, get_board
 from split4ml.errors import InfeasibleError
 from split4ml.estimate.base import Cost
-from split4ml.plan.partition import OBJECTIVES, Partition, SplitOption, partition_chain
+from split4ml.plan.partition import OBJECTIVES, ChainPrice, Partition, SplitOption, partition_chain
 from split4ml.plan.partition_split import solve_with_splits
 
 TOL = 1e-9
+BATCH = 8  # split4ml.plan.metrics.DEFAULT_BATCH
 
 TINY = Board(name="tiny", part="xc-test", lut=1000, ff=2000, dsp=100, bram18=50, uram=0, clock_mhz=100.0,
              backend="Vitis", link=Link(bandwidth_mbps=80.0, latency_us=3.0),
@@ -78,7 +79,17 @@ def _price(seq: list[Step], inst: Inst) -> tuple[float, float, int, int] | None:
         opt = inst.options[seq[k][1]][seq[k][2]]
         return opt.k if opt.kind == "neuron" else 1
 
-    bottleneck, latency, boards = 0.0, link.latency_us + fan(0) * inst.bytes_in * 8.0 / link.bandwidth_mbps, 0
+    # the performance model (split4ml.plan.metrics), written out: frames of BATCH samples with an 84-byte
+    # overhead each; no values given, so an io_parallel fabric takes its layers' latency
+    bw, c0 = link.bandwidth_mbps, link.latency_us
+    cut = [inst.bytes_in, *inst.bytes_out]
+
+    def link_us(b: float, frames: int) -> float:
+        return (b + frames * 84 / BATCH) * 8.0 / bw
+
+    f0 = fan(0)
+    bottleneck = max(link_us(f0 * inst.bytes_in, f0), link_us(cut[-1], 1))  # the source and the sink
+    latency, boards = (BATCH * f0 * inst.bytes_in + f0 * 84) * 8.0 / bw, 0
     for k, step in enumerate(seq):
         f = fan(k + 1)
         if step[0] == "plain":
@@ -88,16 +99,18 @@ def _price(seq: list[Step], inst: Inst) -> tuple[float, float, int, int] | None:
                 c = c + inst.options[i - 1][tail].tail
             for u in inst.units[i:j]:
                 c = c + u
-            members = [(c, f * inst.bytes_out[j - 1])]
+            recv = sum(inst.options[i - 1][tail].shard_bytes_out) if tail is not None else cut[i]
+            members = [(c, recv, f * cut[j])]
         else:
-            opt = inst.options[step[1]][step[2]]
-            members = [(c, f * b) for c, b in zip(opt.shard_costs, opt.shard_bytes_out, strict=True)]
-        if not all(_fits(c, board, inst.cap) for c, _ in members):
+            u, opt = step[1], inst.options[step[1]][step[2]]
+            recv = cut[u] if opt.kind == "neuron" else cut[u] / opt.k
+            members = [(c, recv, f * b) for c, b in zip(opt.shard_costs, opt.shard_bytes_out, strict=True)]
+        if not all(_fits(c, board, inst.cap) for c, _, _ in members):
             return None
-        bottleneck = max(bottleneck, max(c.ii_cycles / board.clock_mhz + b * 8.0 / link.bandwidth_mbps
-                                         for c, b in members))
-        latency += max(c.latency_cycles / board.clock_mhz + link.latency_us + b * 8.0 / link.bandwidth_mbps
-                       for c, b in members)
+        bottleneck = max(bottleneck, max(max(c.latency_cycles / board.clock_mhz, link_us(r, 1), link_us(b, f), c0 / BATCH)
+                                         for c, r, b in members))
+        latency += max(c0 + BATCH * c.latency_cycles / board.clock_mhz + (BATCH * b + f * 84) * 8.0 / bw
+                       for c, _, b in members)
         boards += len(members)
     return bottleneck, latency, boards, len(seq)
 
@@ -274,6 +287,7 @@ def test_generic_solver_equals_plain_solver_without_options() -> None:
         inst = _random_inst(rng, n_max=7)
         inst = replace(inst, units=[replace(u, dsp=min(u.dsp, 80.0)) for u in inst.units])
         n = len(inst.units)
+        price = ChainPrice(inst.board, inst.bytes_in, inst.bytes_out)
         for objective in OBJECTIVES:
             for max_boards, n_stages in [(None, None), (2, None), (None, 2), (None, n)]:
                 kw = dict(objective=objective, max_boards=max_boards, n_stages=n_stages, shell=inst.shell)
@@ -281,11 +295,11 @@ def test_generic_solver_equals_plain_solver_without_options() -> None:
                     plain = partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kw)
                 except InfeasibleError:
                     with pytest.raises(InfeasibleError):
-                        solve_with_splits(inst.units, inst.bytes_in, np.asarray(inst.bytes_out), inst.board,
+                        solve_with_splits(inst.units, price, inst.board,
                                           inst.cap, objective, max_boards, n_stages, [str(i) for i in range(n)],
                                           None, inst.shell, [()] * n)
                     continue
-                gen = solve_with_splits(inst.units, inst.bytes_in, np.asarray(inst.bytes_out), inst.board, inst.cap,
+                gen = solve_with_splits(inst.units, price, inst.board, inst.cap,
                                         objective, max_boards, n_stages, [str(i) for i in range(n)], None,
                                         inst.shell, [()] * n)
                 a = (plain.metrics.bottleneck_us, plain.n_stages, plain.metrics.latency_us)
@@ -314,8 +328,12 @@ def test_unit_too_big_is_split_and_merge_stage_added() -> None:
     opt_n = SplitOption("neuron", (shard, shard), (4.0, 4.0))
     res = partition_chain(units, 8.0, [8.0, 8.0], TINY, 1.0, options=[[], [opt_n]], shell=shell)
     assert res.ranges == ((0, 1), (1, 2)) and res.n_boards == 3
-    link = TINY.link
-    assert res.metrics.stage_interval_us[0] == pytest.approx(10 / 100 + link.transfer_us(2 * 8.0))
+    link = TINY.link  # stage 0 sends its 8 bytes twice, in two frames per batch
+    send = (2 * 8.0 + 2 * 84 / BATCH) * 8 / link.bandwidth_mbps
+    assert res.metrics.stage_interval_us[0] == pytest.approx(max(
+        res.stage_costs[0].latency_cycles / 100, (8.0 + 84 / BATCH) * 8 / link.bandwidth_mbps, send,
+        link.latency_us / BATCH))
+    assert res.metrics.stage_interval_us[0] >= send
 
 
 def test_unit_that_fits_nowhere_is_named() -> None:

@@ -80,11 +80,12 @@ def test_gantt_latency_and_occupancy_follow_the_model(any_plan: Plan) -> None:
             mine = [s for s in segs if s.row == t.label]
             comp = sorted((s for s in mine if s.kind == COMPUTE), key=lambda s: s.sample)
             send = sorted((s for s in mine if s.kind == SEND), key=lambda s: s.sample)
-            assert len(comp) == n and (len(send) == n or t.send_us == 0)
+            assert len(comp) == n and (len(send) == n or t.interval_us == t.ii_us)
             for c in comp:
                 assert c.duration_us == pytest.approx(t.ii_us)
-            for s in send:
-                assert s.duration_us == pytest.approx(t.send_us)
+            for s in send:  # what the links or the per-frame cost add to the fabric's interval
+                assert s.duration_us == pytest.approx(t.interval_us - t.ii_us)
+                assert t.interval_us == pytest.approx(max(t.bounds_us.values()))
             # a board never works on two samples at once
             spans = sorted((s.start_us, s.end_us) for s in mine)
             assert all(b[0] >= a[1] - 1e-9 for a, b in zip(spans, spans[1:], strict=False))
@@ -94,6 +95,9 @@ def test_gantt_latency_and_occupancy_follow_the_model(any_plan: Plan) -> None:
 
 def test_gantt_bottleneck_is_the_plans(any_plan: Plan) -> None:
     segs = gantt_segments(any_plan, 6)
+    if any_plan.metrics.bottleneck != "stage":  # the host's link paces the pipeline: every board idles
+        assert all(busy_fraction(segs, t.label) < 0.999 for tms in board_timings(any_plan) for t in tms)
+        return
     bott = any_plan.metrics.bottleneck_stage
     assert gantt_bottleneck(any_plan, segs) == bott
     for tms in board_timings(any_plan):

@@ -31,7 +31,7 @@ from ..split import (
     whole_model_stage,
 )
 from .dag import DEFAULT_TIME_LIMIT_S
-from .metrics import BoardLoad, group_metrics
+from .metrics import DEFAULT_BATCH
 from .model import (
     FIRST_KEY,
     OBJECTIVES,
@@ -44,8 +44,15 @@ from .model import (
     Wire,
     file_sha256,
     model_sha256,
+    price_stages,
     read_plan_spec,
 )
+
+#: How much slower than at :data:`MAX_AUTO_BATCH` samples a frame a plan may be at the batch the planner
+#: chooses by itself (see ``_smallest_batch``).
+BATCH_SLACK = 0.02
+#: The largest batch (samples per frame) the planner chooses by itself (``--batch`` may ask for more).
+MAX_AUTO_BATCH = 256
 
 #: Estimator names :func:`get_estimator` knows (``calibrated`` needs a calibration).
 ESTIMATORS = ("analytic", "rule4ml", "calibrated")
@@ -257,8 +264,9 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
              base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
              shard_settings: Sequence[Mapping[str, LayerSettings]] | None = None,
              tail_settings: Mapping[str, LayerSettings] | None = None,
-             model_options: Mapping[str, Any] | None = None) -> Plan:
-    """Price, check and package a partition as a :class:`Plan`.
+             model_options: Mapping[str, Any] | None = None, batch: int = DEFAULT_BATCH) -> Plan:
+    """Price, check and package a partition as a :class:`Plan` (priced by
+    :func:`~split4ml.plan.model.price_stages` for frames of ``batch`` samples).
 
     ``model_options`` (framework, weights, entry, input_shape) are recorded so the plan reloads the
     model the same way (:func:`load_plan`).
@@ -278,7 +286,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         return assemble_dag(graph, model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
                             estimator=estimator, build=build, stage_layers=stage_layers, stage_boards=stage_boards,
                             settings=settings, where=where, board_files=board_files, base_dir=base_dir,
-                            splits=splits, model_options=model_options)
+                            splits=splits, model_options=model_options, batch=batch)
     where = list(where) if where is not None else [f"stages[{i}]" for i in range(len(stage_layers))]
     body = [lyr.name for lyr in graph.body]
     flat = [n for names in stage_layers for n in names]
@@ -311,10 +319,8 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     shard_settings = list(shard_settings) if shard_settings is not None else [{} for _ in stage_layers]
     tail_settings = dict(tail_settings or {})
     units = {tuple(lyr.name for lyr in u) for u in graph.units()}
-    loads: list[list[BoardLoad]] = []
     stages: list[StagePlan] = []
     in_wire = Wire(build.input_precision, graph.input.output_shape)
-    bytes_in = in_wire.bytes_per_sample
     pending: Any = None  # the ShardedUnit of the split stage just before
     index = 0
 
@@ -331,7 +337,6 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings=sets, cost=cost, input=in_wire,
                                 output=out_wire, merge=pending.layer if pending is not None and tail else None,
                                 tail=tuple(lyr.name for lyr in tail)))
-        loads.append([BoardLoad(cost, b, out_wire.bytes_per_sample)])
         in_wire, pending, index = out_wire, None, index + 1
 
     for i, (names, b) in enumerate(zip(stage_layers, stage_boards, strict=True)):
@@ -368,23 +373,15 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                                     output=Wire(piece.out_type, piece.out_shape)))
         biggest = max(shards, key=lambda sh: (sh.cost.max_utilization(sh.board), -sh.part))
         out_wire = Wire(su.concat_type, su.concat_shape)
-        if sp.kind == "neuron":
-            # the producer (or the source) sends its whole output to every shard
-            if loads:
-                loads[-1] = [BoardLoad(ld.cost, ld.board, ld.bytes_sent * sp.parts) for ld in loads[-1]]
-            else:
-                bytes_in *= sp.parts
         stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
                                 cost=biggest.cost, input=in_wire, output=out_wire, split=sp, shards=tuple(shards)))
-        loads.append([BoardLoad(sh.cost, sh.board, sh.output.bytes_per_sample) for sh in shards])
         in_wire, pending, index = out_wire, su, index + 1
     if pending is not None and pending.tail:
         plain_stage((), stage_boards[-1], f"merge of {pending.layer!r}")
-    metrics = group_metrics(loads, bytes_in)
     return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
-                metrics=metrics, board_files=tuple(board_files), base_dir=base_dir,
-                model_options=dict(model_options or {}))
+                metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
+                base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)
 
 
 def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
@@ -433,9 +430,15 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
               build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
               board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
               model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True,
-              time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Plan:
+              time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int | None = None) -> Plan:
     """Plan the optimal pipeline of ``graph`` on boards of type ``board``, or on the boards of
     ``cluster`` (a :class:`~split4ml.plan.cluster.Cluster`: mixed types, counts, order).
+
+    ``batch`` is the samples per frame the pipeline runs with (the runtime's ``--batch``): each board
+    pays its per-frame cost once per frame. Without it the planner chooses: 1 for the latency
+    objective (a frame's samples wait for each other); otherwise the plan is made at
+    :data:`MAX_AUTO_BATCH` samples a frame and then given the smallest batch that keeps its bottleneck
+    within :data:`BATCH_SLACK` (2 %) of that (:func:`_smallest_batch`), and planned again at that batch.
 
     The plan's :attr:`~split4ml.plan.model.Plan.optimality` says what was proven: a chain is planned
     by exact dynamic programmes (optimal over the candidate settings searched); a model with skip
@@ -450,6 +453,54 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     the :func:`split4ml.frontends.load_model` keywords ``graph`` was loaded with (``framework``,
     ``weights``, ``entry``, ``input_shape``; ``None`` values are dropped); the plan records them.
     """
+    kw = dict(model=model, board=board, cap=cap, objective=objective, max_boards=max_boards, n_stages=n_stages,
+              reuse_factor=reuse_factor, strategy=strategy, hls_config=hls_config, build=build, estimator=estimator,
+              board_files=board_files, calibration=calibration, model_options=model_options, cluster=cluster,
+              joint=joint, time_limit_s=time_limit_s)
+    if batch is not None:
+        if batch < 1:
+            raise PlanError(f"--batch must be at least 1 sample per frame, got {batch}")
+        return _make_plan(graph, batch=batch, **kw)
+    if choice(objective, OBJECTIVES, "--objective") == "latency":
+        return _make_plan(graph, batch=1, **kw)
+    t0 = time.monotonic()
+    widest = _make_plan(graph, batch=MAX_AUTO_BATCH, **kw)
+    batch = _smallest_batch(widest)
+    left = time_limit_s - (time.monotonic() - t0)  # --time-limit bounds both solves together
+    opt = widest.optimality
+    if batch == widest.batch or left <= 0 or (opt is not None and opt.solver == "CP-SAT" and not opt.optimal):
+        return widest
+    return _make_plan(graph, batch=batch, **{**kw, "time_limit_s": left})
+
+
+def _smallest_batch(plan: Plan) -> int:
+    """The smallest batch at which ``plan`` (planned at :data:`MAX_AUTO_BATCH` samples a frame) keeps
+    its bottleneck interval within :data:`BATCH_SLACK`.
+
+    Per-sample costs never grow with the batch, so ``plan``'s bottleneck bounds every plan at a
+    smaller batch. Smaller frames wait less for each other (lower latency), and once the per-frame
+    costs are paid only the frame header's share still shrinks, so a small slack buys a much
+    smaller batch. :func:`make_plan` then plans anew at that batch (optimal for it)."""
+    io_type = plan.build.io_type
+    best = plan.metrics.bottleneck_us
+    lo, hi = 1, plan.batch
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if price_stages(plan.stages, mid, io_type).bottleneck_us <= best * (1 + BATCH_SLACK):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.85, objective: str = "throughput",
+              max_boards: int | None = None, n_stages: int | None = None, reuse_factor: int | None = None,
+              strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
+              build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
+              board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
+              model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True,
+              time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int = DEFAULT_BATCH) -> Plan:
+    """:func:`make_plan` at one ``batch``."""
     from .reuse import choose_settings
 
     objective = choice(objective, OBJECTIVES, "--objective")
@@ -479,16 +530,19 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
                               n_stages=n_stages, est=est, build=build, settings=settings, free=free,
                               board_files=board_files, model_options=model_options, joint=joint,
                               reuse_factor=reuse_factor, strategy=strategy, overrides=overrides,
-                              time_limit_s=time_limit_s)
+                              time_limit_s=time_limit_s, batch=batch)
     return _exact(_make_chain_plan(graph, model=model, board=board, cap=cap, objective=objective,
                                    max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor,
                                    strategy=strategy, build=build, est=est, settings=settings, units=units, free=free,
                                    overrides=overrides, board_files=board_files, model_options=model_options,
-                                   cluster=cluster, joint=joint))
+                                   cluster=cluster, joint=joint, batch=batch))
 
 
 def _exact(plan: Plan) -> Plan:
-    """``plan`` as the exact chain planners return it: proven optimal over the candidates searched."""
+    """``plan`` as the exact chain planners return it: proven optimal over the candidates searched,
+    unless the joint planner had to round its fronts (it then says so in ``plan.optimality``)."""
+    if plan.optimality is not None and not plan.optimality.optimal:
+        return plan
     return replace(plan, optimality=Optimality(True, plan.first_key(), FIRST_KEY[plan.objective], "exact DP"))
 
 
@@ -497,7 +551,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
                      build: BuildSettings, est: Estimator, settings: dict[str, LayerSettings],
                      units: list[tuple[Layer, ...]], free: list[str], overrides: dict[str, dict[str, Any]],
                      board_files: Sequence[str], model_options: Mapping[str, Any] | None, cluster: Any,
-                     joint: bool) -> Plan:
+                     joint: bool, batch: int) -> Plan:
     """:func:`make_plan` for a chain: the design-space planner and the split planner, the better plan."""
     from .partition import partition_chain
 
@@ -512,13 +566,15 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
 
         jp = plan_joint(graph, settings, est, build, board=board, cluster=cluster, cap=cap, objective=objective,
                         max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy,
-                        overrides=overrides)
+                        overrides=overrides, batch=batch)
         if jp is not None:
             joint_plan = annotate_estimates(assemble(
                 graph, model=model_str, model_sha256=sha, board=jp.stage_boards[0], cap=cap, objective=objective,
                 estimator=est, build=build, stage_layers=jp.stage_layers, stage_boards=jp.stage_boards,
                 settings=jp.settings, board_files=list(board_files) + list(getattr(cluster, "board_files", ())),
-                model_options=_recorded_options(model_options)), graph, est)
+                model_options=_recorded_options(model_options), batch=batch), graph, est)
+            if jp.result.rounded:
+                joint_plan = replace(joint_plan, optimality=_rounded(joint_plan))
             if cluster is not None or max_boards is None or objective == "boards":
                 return joint_plan
 
@@ -543,7 +599,10 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
         return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,
                                max_boards=max_boards, n_stages=n_stages, unit_names=[u[0].name for u in units],
                                shell=est.shell_cost(board), options=options,
-                               segment_cost=segment_cost_callable(est, units, sets, build.io_type, board))
+                               segment_cost=segment_cost_callable(est, units, sets, build.io_type, board),
+                               values_in=math.prod(graph.input.output_shape),
+                               values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
+                               io_type=build.io_type)
 
     try:
         part = partition(settings)
@@ -565,14 +624,21 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
                     board=board, cap=cap, objective=objective, estimator=est, build=build,
                     stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=settings,
                     board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets,
-                    model_options=_recorded_options(model_options))
+                    model_options=_recorded_options(model_options), batch=batch)
     if joint_plan is not None:
         from .design import better, objective_key
 
         if not better(objective_key(plan.metrics, plan.n_boards, objective),
                       objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
             return joint_plan
+        if joint_plan.optimality is not None:  # the joint search was rounded: the better plan is unproven too
+            plan = replace(plan, optimality=_rounded(plan))
     return annotate_estimates(plan, graph, est)
+
+
+def _rounded(plan: Plan) -> Optimality:
+    """Not proven: the joint planner rounded the resource sums of some long stage (plan/joint.py)."""
+    return Optimality(False, None, FIRST_KEY[plan.objective], "exact DP (fronts rounded)")
 
 
 def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
@@ -580,7 +646,7 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
                    settings: dict[str, LayerSettings], free: Sequence[str], board_files: Sequence[str],
                    model_options: Mapping[str, Any] | None, joint: bool = True, reuse_factor: int | None = None,
                    strategy: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                   time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Plan:
+                   time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int = DEFAULT_BATCH) -> Plan:
     """:func:`make_plan` for a graph with skip connections: units priced by the (additive) estimator,
     stages chosen by :func:`split4ml.plan.dag.partition_graph`, the plan built by :func:`assemble` (its
     DAG path).
@@ -617,13 +683,13 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
         plan = assemble(graph, model=model_str, model_sha256=sha, board=board, cap=cap, objective=objective,
                         estimator=est, build=build, stage_layers=stage_layers,
                         stage_boards=[board] * len(stage_layers), settings=dict(sets), board_files=board_files,
-                        model_options=_recorded_options(model_options))
+                        model_options=_recorded_options(model_options), batch=batch)
         return annotate_estimates(plan, graph, est)
 
     def partition(sets: Mapping[str, LayerSettings], versions: Any = None) -> Any:
         left = max(deadline - time.monotonic(), 0.1 * time_limit_s)
         return partition_graph(graph, sets, est, build, board, cap, objective=objective, max_boards=max_boards,
-                               n_stages=n_stages, versions=versions, time_limit_s=left)
+                               n_stages=n_stages, versions=versions, time_limit_s=left, batch=batch)
 
     joint_plan: Plan | None = None
     joint_part: Any = None
@@ -890,7 +956,8 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
                     stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
                     stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
                     board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
-                    shard_settings=shard_sets, tail_settings=tail_sets, model_options=spec.model_options)
+                    shard_settings=shard_sets, tail_settings=tail_sets, model_options=spec.model_options,
+                    batch=spec.batch)
     return annotate_estimates(plan, graph, est)
 
 

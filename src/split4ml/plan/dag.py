@@ -89,7 +89,16 @@ from ..errors import InfeasibleError, PlanError, TimeLimitError
 from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
-from .metrics import PipelineMetrics, pipeline_metrics
+from .metrics import (
+    DEFAULT_BATCH,
+    FRAME_OVERHEAD_BYTES,
+    BoardLoad,
+    Endpoint,
+    PipelineMetrics,
+    frame_link_us,
+    group_metrics,
+    link_us,
+)
 from .partition import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
 
 #: Integer time units per microsecond in the bottleneck and latency proxies (picoseconds).
@@ -128,6 +137,8 @@ class Tensor:
     output: bool = False
     name: str = ""
     type: str = ""
+    #: values per sample (what the AXI wrappers of the boards it crosses read and write, one per clock)
+    n_values: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "consumers", tuple(int(c) for c in self.consumers))
@@ -216,16 +227,25 @@ def link_loads(stage_of: Sequence[int], tensors: Sequence[Tensor]) -> tuple[list
 
 
 def evaluate(stage_of: Sequence[int], unit_costs: Sequence[Cost], tensors: Sequence[Tensor], board: Board,
-             shell: Cost | None = None) -> tuple[list[Cost], list[float], PipelineMetrics]:
-    """Stage costs, link bytes and metrics of an assignment of units to stages (no feasibility check)."""
+             shell: Cost | None = None, batch: int = DEFAULT_BATCH,
+             io_type: str = "io_parallel") -> tuple[list[Cost], list[float], PipelineMetrics]:
+    """Stage costs, link bytes and metrics (:func:`~split4ml.plan.metrics.group_metrics`) of an assignment
+    of units to stages (no feasibility check): stage ``k`` receives link ``k - 1`` (the model input for
+    the first) and sends link ``k``."""
     sh = shell if shell is not None else shell_cost(board)
     n = max(stage_of) + 1
     costs = [sh] * n
     for u, k in enumerate(stage_of):
         costs[k] = costs[k] + unit_costs[u]
-    loads, _ = link_loads(stage_of, tensors)
+    loads, which = link_loads(stage_of, tensors)
+    values = [sum(tensors[i].n_values for i in w) for w in which]
     bytes_in = sum(t.n_bytes for t in tensors if t.producer < 0)
-    return costs, loads, pipeline_metrics(costs, [board] * n, bytes_in, loads)
+    values_in = sum(t.n_values for t in tensors if t.producer < 0)
+    steps = [[BoardLoad(costs[k], board, bytes_sent=loads[k], bytes_recv=loads[k - 1] if k else bytes_in,
+                        n_in=values[k - 1] if k else values_in, n_out=values[k])] for k in range(n)]
+    metrics = group_metrics(steps, Endpoint(board.link, bytes_in), Endpoint(board.link, loads[-1]), batch=batch,
+                            io_type=io_type)
+    return costs, loads, metrics
 
 
 def _tie(value: float) -> float:
@@ -246,7 +266,7 @@ class _Problem:
     ``versions[u]`` lists the costs of unit ``u``'s versions (one entry: a fixed unit)."""
 
     def __init__(self, versions: Sequence[Sequence[Cost]], tensors: Sequence[Tensor], board: Board, cap: float,
-                 shell: Cost, n_slots: int, deadline: float, workers: int) -> None:
+                 shell: Cost, n_slots: int, deadline: float, workers: int, batch: int = DEFAULT_BATCH) -> None:
         self.vers = [list(vs) for vs in versions]
         self.tensors = list(tensors)
         self.board = board
@@ -256,65 +276,79 @@ class _Problem:
         self.U = len(self.vers)
         self.deadline = deadline
         self.workers = workers
+        self.batch = int(batch)
         self.optimal = True
         self.n_solves = 0
         #: per goal, the largest proven lower bound (proxy units) of an unconstrained minimisation
         self.proxy_bound: dict[str, float] = {}
         self.bq = 1 if all(_is_int(t.n_bytes) for t in tensors) else BYTE_QUANTUM
         self.tb = [int(round(t.n_bytes * self.bq)) for t in tensors]
+        self.te = [int(round(t.n_values)) for t in tensors]
         vals = [float(getattr(c, r)) for vs in self.vers for c in vs for r in RESOURCES]
         self.rq = 1 if all(_is_int(v) for v in vals) else RESOURCE_QUANTUM
-        lats = [float(c.latency_cycles) for vs in self.vers for c in vs]
+        lats = [float(c.latency_cycles) for vs in self.vers for c in vs] + [float(shell.latency_cycles)]
         self.lq = 1 if all(_is_int(v) for v in lats) else LATENCY_QUANTUM
         self.lat_q = [[int(round(float(c.latency_cycles) * self.lq)) for c in vs] for vs in self.vers]
-        #: the total unit latency does not depend on the versions chosen (then latency = f(n, TB))
-        self.lat_const = all(len(set(q)) == 1 for q in self.lat_q)
+        self.shell_lat_q = int(round(float(shell.latency_cycles) * self.lq))
         self.lc_min = sum(min(q) for q in self.lat_q)
         self.bytes_in = sum(t.n_bytes for t in tensors if t.producer < 0)
-        self.lat_in = board.link.hop_us(self.bytes_in)
-        self.lat_per_stage = board.cycles_to_us(float(shell.latency_cycles)) + board.link.latency_us
+        self.values_in = sum(t.n_values for t in tensors if t.producer < 0)
+        self.values_out = sum(t.n_values for t in tensors if t.output)
+        link, b = board.link, self.batch
+        #: the parts of every interval that no choice changes: per-frame cost, the source's link
+        self.fixed_interval = max(link.latency_us / b, link_us(link, self.bytes_in, 1, b))
+        #: latency = lat_in + n lat_per_stage + batch (2 TE + LC) / clock + batch TB 8 / bandwidth
+        #: (io_parallel: a stage's fabric interval and latency are both n_in + L + n_out cycles)
+        self.lat_in = (frame_link_us(link, self.bytes_in, 1, b)
+                       + board.cycles_to_us(b * (self.values_in - self.values_out)))
+        self.lat_per_stage = (link.latency_us + board.cycles_to_us(b * float(shell.latency_cycles))
+                              + link.transfer_us(float(FRAME_OVERHEAD_BYTES)))
 
     # ------------------------------------------------------------------ exact float formulas
-    def interval_us(self, ii_cycles: float, q: int) -> float:
-        return self.board.cycles_to_us(ii_cycles) + self.board.link.transfer_us(q / self.bq)
+    def link_time_us(self, q: int) -> float:
+        """A link carrying ``q`` byte quanta per sample, per sample (as the metrics price it)."""
+        return link_us(self.board.link, q / self.bq, 1, self.batch)
 
-    def unit_latency_cycles(self, ver: Sequence[int]) -> float:
-        return sum(float(self.vers[u][v].latency_cycles) for u, v in enumerate(ver))
+    def fabric_us(self, q: int) -> float:
+        """A board whose wrapper reads and writes and layers take ``q`` latency quanta, per sample."""
+        return self.board.cycles_to_us(q / self.lq)
 
-    def latency_us(self, n: int, tb_q: int, lat_cycles: float) -> float:
-        return (self.lat_in + self.board.cycles_to_us(lat_cycles) + n * self.lat_per_stage
-                + self.board.link.transfer_us(tb_q / self.bq))
+    def latency_us(self, n: int, tb_q: int, x_q: int) -> float:
+        """``n`` stages, ``tb_q`` byte quanta on the links, ``x_q`` = 2 lq TE + LC latency quanta."""
+        return (self.lat_in + n * self.lat_per_stage + self.board.cycles_to_us(self.batch * x_q / self.lq)
+                + self.board.link.transfer_us(self.batch * tb_q / self.bq))
 
-    def max_q(self, f: Any, limit: float, strict: bool) -> int:
-        """Largest integer q >= -1 with f(q) <= limit (< limit when ``strict``); f increasing in q."""
+    def max_q(self, f: Any, limit: float, strict: bool, top: int) -> int:
+        """Largest integer q in [-1, top] with f(q) <= limit (< limit when ``strict``); f increasing in q."""
 
         def ok(q: int) -> bool:
             v = f(q)
             return v < limit if strict else v <= limit
 
-        rate = self.board.link.transfer_us(1.0 / self.bq)
-        base = f(0)
         if not ok(0):
             return -1
-        q = int(math.floor((limit - base) / rate)) if rate > 0 else sum(self.tb) * self.K
-        q = min(max(q, 0), sum(self.tb) * (self.K + 1))
-        while q > 0 and not ok(q):
-            q -= 1
-        while ok(q + 1) and q < sum(self.tb) * (self.K + 1):
-            q += 1
-        return q
+        lo, hi = 0, top
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if ok(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def _latency_rates(self) -> tuple[int, int, int]:
-        """Integers (A, Bc, D) with ``A / D`` = microseconds per latency quantum and ``Bc / D`` per
-        byte quantum, from the clock and the bandwidth as rationals (denominators <= 1e6)."""
+        """Integers (A, Bc, D) with ``A / D`` = microseconds per ``x`` quantum (batch latency quanta) and
+        ``Bc / D`` per byte quantum (batch of them), from the clock and the bandwidth as rationals
+        (denominators <= 1e6)."""
         for limit in (10**6, 10**3):
             clock = Fraction(self.board.clock_mhz).limit_denominator(limit)
             bw = Fraction(self.board.link.bandwidth_mbps).limit_denominator(limit)
-            alpha = 1 / (clock * self.lq)
-            beta = 8 / (bw * self.bq)
+            alpha = self.batch / (clock * self.lq)
+            beta = 8 * self.batch / (bw * self.bq)
             d = math.lcm(alpha.denominator, beta.denominator)
             a, b = int(alpha * d), int(beta * d)
-            top = a * sum(max(q) for q in self.lat_q) + b * sum(self.tb) * (self.K + 1)
+            top = (a * (sum(max(q) for q in self.lat_q) + 2 * self.lq * sum(self.te) * (self.K + 1))
+                   + b * sum(self.tb) * (self.K + 1))
             if top < 2**60:
                 return a, b, d
         raise PlanError(f"board {self.board.name!r}: clock {self.board.clock_mhz} MHz and bandwidth "
@@ -374,14 +408,16 @@ class _Problem:
                 continue
             for k in range(K):
                 m.Add(sum(a[u][v] * z[u][v][k] for u in range(U) for v in range(len(a[u])) if a[u][v]) <= room_q)
-        # links
-        B = []
+        # links: B[k] byte quanta and E[k] values per sample on link k
+        B: list[Any] = []
+        E: list[Any] = []
         typed = len({t.type for t in self.tensors if t.type}) > 1
         for k in range(K):
             terms = []
+            vterms = []
             crossing: dict[str, list[Any]] = {}  # wire type -> its tensors' "crosses link k"
             for i, t in enumerate(self.tensors):
-                if self.tb[i] == 0 and not typed:
+                if self.tb[i] == 0 and self.te[i] == 0 and not typed:
                     continue
                 p = t.producer
                 prod_le = 1 if p < 0 else sum(x[p][j] for j in range(k + 1))
@@ -395,6 +431,8 @@ class _Problem:
                     m.Add(c >= prod_le + low - 1)
                 if self.tb[i]:
                     terms.append(self.tb[i] * c)
+                if self.te[i]:
+                    vterms.append(self.te[i] * c)
                 if typed and t.type:
                     crossing.setdefault(t.type, []).append(c)
             if len(crossing) > 1:  # one wire type per link: at most one type group crosses it
@@ -406,43 +444,40 @@ class _Problem:
                     groups.append(h)
                 m.AddAtMostOne(groups)
             B.append(sum(terms) if terms else 0)
+            E.append(sum(vterms) if vterms else 0)
         tb_total = sum(B)
-        lc_total = sum(self.lat_q[u][v] * y[u][v] for u in range(U) for v in range(len(self.vers[u]))
-                       if len(self.vers[u]) > 1)
+        # F[k]: latency quanta of stage k's fabric (io_parallel wrapper): values in + layers + values out
+        e_in = int(round(self.values_in)) * self.lq
+        F = []
+        for k in range(K):
+            layers = self.shell_lat_q + sum(self.lat_q[u][v] * z[u][v][k] for u in range(U)
+                                            for v in range(len(self.vers[u])) if self.lat_q[u][v])
+            F.append((e_in if k == 0 else self.lq * E[k - 1]) + layers + self.lq * E[k])
+        # X = 2 lq TE + LC: the part of the latency the choices move besides n and TB
+        x_total = 2 * self.lq * sum(E) + sum(self.lat_q[u][v] * y[u][v] for u in range(U)
+                                             for v in range(len(self.vers[u])) if self.lat_q[u][v])
         if tb_max is not None:
             m.Add(tb_total <= tb_max)
         if interval_max is not None:
-            self._interval_bound(m, y, z, used, B, interval_max, strict)
+            self._interval_bound(m, used, B, F, interval_max, strict)
         if latency_max is not None:
-            self._latency_bound(m, used, tb_total, lc_total, latency_max, lat_strict)
+            self._latency_bound(m, used, tb_total, x_total, latency_max, lat_strict)
+        w_b, w_f, w_x, a_n, h = self._weights()
         if goal == "n":
             m.Minimize(n)
         elif goal == "tb":
             m.Minimize(tb_total)
         elif goal == "latency":  # proxy in picoseconds, refined exactly by min_latency
-            a = int(round(self.lat_per_stage * TIME_SCALE))
-            per_q = self.board.link.transfer_us(1.0 / self.bq) * TIME_SCALE
-            w = max(1, int(round(per_q))) if per_q > 0 else 0
-            per_l = self.board.cycles_to_us(1.0 / self.lq) * TIME_SCALE
-            wl = max(1, int(round(per_l))) if per_l > 0 else 0
-            m.Minimize(a * n + w * tb_total + wl * lc_total)
-        elif goal == "bottleneck":
-            clock = self.board.clock_mhz
-            per_q = self.board.link.transfer_us(1.0 / self.bq) * TIME_SCALE
-            top = max([float(c.ii_cycles) for vs in self.vers for c in vs] + [float(self.shell.ii_cycles)])
-            w = max(1, int(round(per_q))) if per_q > 0 else 0  # proxy only: refined exactly afterwards
-            ub = int(math.ceil(top / clock * TIME_SCALE)) + w * sum(self.tb) + 1
+            m.Minimize(a_n * n + w_b * self.batch * tb_total + w_x * x_total)
+        elif goal == "bottleneck":  # proxy in picoseconds, refined exactly by min_bottleneck
+            top_f = (e_in + self.shell_lat_q + sum(max(q) for q in self.lat_q)
+                     + 2 * self.lq * sum(self.te) * (K + 1))
+            ub = w_f * top_f + w_b * sum(self.tb) * (K + 1) + h + int(self.fixed_interval * TIME_SCALE) + 2
             zz = m.NewIntVar(0, ub, "bottleneck")
-            shell_ii = int(round(float(self.shell.ii_cycles) / clock * TIME_SCALE))
+            m.Add(zz >= int(math.floor(self.fixed_interval * TIME_SCALE)))
             for k in range(K):
-                iik = m.NewIntVar(0, ub, f"ii{k}")
-                m.Add(iik >= shell_ii)
-                for u in range(U):
-                    for v, c in enumerate(self.vers[u]):
-                        val = int(round(float(c.ii_cycles) / clock * TIME_SCALE))
-                        if val > shell_ii:
-                            m.Add(iik >= val).OnlyEnforceIf(z[u][v][k])
-                m.Add(zz >= iik + w * B[k])
+                m.Add(zz >= w_b * B[k] + h)
+                m.Add(zz >= w_f * F[k]).OnlyEnforceIf(used[k])
             m.Minimize(zz)
         if hint is not None:
             for u in range(U):
@@ -453,60 +488,59 @@ class _Problem:
                         m.AddHint(y[u][v], hint[1][u] == v)
         return m, x, y
 
-    def _interval_bound(self, m: Any, y: list[list[Any]], z: list[list[list[Any]]], used: list[Any], B: list[Any],
-                        limit: float, strict: bool) -> None:
-        """Every used stage's interval <= ``limit`` (< when ``strict``), exactly (see the module docstring)."""
-        sh_ii = float(self.shell.ii_cycles)
-        qmax_shell = self.max_q(lambda q: self.interval_us(sh_ii, q), limit, strict)
-        for k in range(self.K):
-            if qmax_shell < 0:
-                m.Add(used[k] == 0)
-            elif not isinstance(B[k], int):
-                m.Add(B[k] <= qmax_shell).OnlyEnforceIf(used[k])
-        cache: dict[float, int] = {}
-        for u, vs in enumerate(self.vers):
-            for v, c in enumerate(vs):
-                ii = max(float(c.ii_cycles), sh_ii)
-                if ii == sh_ii:
-                    continue
-                if ii not in cache:
-                    cache[ii] = self.max_q(lambda q, ii=ii: self.interval_us(ii, q), limit, strict)
-                q = cache[ii]
-                if q < 0:  # this version alone is too slow, on any stage
-                    m.Add(y[u][v] == 0)
-                    continue
-                for k in range(self.K):
-                    if not isinstance(B[k], int):
-                        m.Add(B[k] <= q).OnlyEnforceIf(z[u][v][k])
+    def _weights(self) -> tuple[int, int, int, int, int]:
+        """Picosecond weights of the proxy objectives: per byte quantum on a link, per latency quantum
+        of a fabric, per ``x`` quantum of the latency (batch latency quanta), per stage, and the
+        frame header's share of a link's time per sample."""
+        link = self.board.link
 
-    def _latency_bound(self, m: Any, used: list[Any], tb_total: Any, lc_total: Any, limit: float,
+        def w(v: float) -> int:
+            return max(1, int(round(v))) if v > 0 else 0
+
+        return (w(link.transfer_us(1.0 / self.bq) * TIME_SCALE), w(self.board.cycles_to_us(1.0 / self.lq) * TIME_SCALE),
+                w(self.board.cycles_to_us(self.batch / self.lq) * TIME_SCALE),
+                int(round(self.lat_per_stage * TIME_SCALE)),
+                int(math.floor(link.transfer_us(FRAME_OVERHEAD_BYTES / self.batch) * TIME_SCALE)))
+
+    def _interval_bound(self, m: Any, used: list[Any], B: list[Any], F: list[Any], limit: float,
+                        strict: bool) -> None:
+        """Every used stage's interval <= ``limit`` (< when ``strict``), exactly: its per-frame cost and
+        the source's link (fixed), every link's bytes, and every used stage's fabric quanta, each
+        bounded by the largest integer the float formulas of the metrics admit."""
+        ok_fixed = self.fixed_interval < limit if strict else self.fixed_interval <= limit
+        if not ok_fixed:
+            m.Add(used[0] == 0)  # nothing can meet it
+            return
+        top_b = sum(self.tb) * (self.K + 1)
+        qb = self.max_q(self.link_time_us, limit, strict, top_b)
+        top_f = (int(round(self.values_in)) * self.lq + self.shell_lat_q + sum(max(q) for q in self.lat_q)
+                 + 2 * self.lq * sum(self.te) * (self.K + 1))
+        qf = self.max_q(self.fabric_us, limit, strict, top_f)
+        for k in range(self.K):
+            if qb < 0 or qf < 0:
+                m.Add(used[k] == 0)
+                continue
+            if not isinstance(B[k], int):
+                m.Add(B[k] <= qb)
+            m.Add(F[k] <= qf).OnlyEnforceIf(used[k])
+
+    def _latency_bound(self, m: Any, used: list[Any], tb_total: Any, x_total: Any, limit: float,
                        strict: bool) -> None:
-        """latency <= ``limit`` (< when ``strict``). With a fixed total unit latency, latency = f(n, TB)
-        and the bound is exact in floating point (largest TB per stage count). Otherwise latency is
-        linear in (n, TB, total unit latency) and the bound is an exact rational inequality (it
-        differs from the floating-point formula only by rounding, far inside the tie tolerance)."""
+        """latency <= ``limit`` (< when ``strict``). Latency is linear in (n, TB, X) and the bound is an
+        exact rational inequality (it differs from the floating-point formula only by rounding, far
+        inside the tie tolerance)."""
         K = self.K
+        a, b, d = self._latency_rates()
+        # a margin far below the tie tolerance and far above float rounding: "strictly below"
+        # means below by more than rounding, "at most" admits what rounding could put above
+        margin = LATENCY_MARGIN * max(1.0, abs(limit))
+        lim = Fraction(limit - margin if strict else limit + margin)
         for k in range(1, K + 1):
             is_k = [used[k - 1]] + ([used[k].Not()] if k < K else [])
-            if self.lat_const:
-                lc = self.lc_min / self.lq
-                q = self.max_q(lambda q, k=k, lc=lc: self.latency_us(k, q, lc), limit, strict)
-                if q < 0:
-                    m.AddBoolOr([lit.Not() for lit in is_k])
-                elif not isinstance(tb_total, int):
-                    m.Add(tb_total <= q).OnlyEnforceIf(is_k)
-                continue
-            a, b, d = self._latency_rates()
-            # a margin far below the tie tolerance and far above float rounding: "strictly below"
-            # means below by more than rounding, "at most" admits what rounding could put above
-            margin = LATENCY_MARGIN * max(1.0, abs(limit))
-            lim = Fraction(limit - margin if strict else limit + margin)
             rest = lim - Fraction(self.lat_in) - k * Fraction(self.lat_per_stage)
-            # the fixed part of the unit latency (units with one version) goes to the right-hand side
-            fixed = sum(q[0] for q in self.lat_q if len(q) == 1)
-            bound = rest * d - a * fixed
+            bound = rest * d
             rhs = math.ceil(bound) - 1 if strict else math.floor(bound)
-            m.Add(a * lc_total + b * tb_total <= rhs).OnlyEnforceIf(is_k)
+            m.Add(a * x_total + b * tb_total <= rhs).OnlyEnforceIf(is_k)
 
     def solve(self, **kw: Any) -> Sol | None:
         """Solve one model; the stage and the version of every unit, or None when infeasible."""
@@ -549,41 +583,42 @@ class _Problem:
 
         Each proxy weight ``w`` stands for an exact rate ``r`` (picoseconds per byte quantum, per
         latency quantum, per stage); every term of the true value is at least ``min(1, r / w)`` times
-        its proxy term, and a rounded interval is at most half a proxy unit above the exact one."""
+        its proxy term, and a rounded-down constant is at most one proxy unit below the exact one."""
         raw = self.proxy_bound.get(goal)
         if raw is None:
             return None
         if goal == "n":
             return float(math.ceil(raw - 1e-6))
+        link = self.board.link
+        rates = {"b": link.transfer_us(1.0 / self.bq) * TIME_SCALE,
+                 "f": self.board.cycles_to_us(1.0 / self.lq) * TIME_SCALE,
+                 "x": self.board.cycles_to_us(self.batch / self.lq) * TIME_SCALE,
+                 "n": self.lat_per_stage * TIME_SCALE}
+        w_b, w_f, w_x, a_n, _ = self._weights()
+        weights = {"b": w_b, "f": w_f, "x": w_x, "n": a_n}
 
-        def ratio(rate: float) -> float:
-            w = max(1, int(round(rate))) if rate > 0 else 0
-            return min(1.0, rate / w) if w else 1.0
+        def ratio(key: str) -> float:
+            return min(1.0, rates[key] / weights[key]) if weights[key] else 1.0
 
-        rate = self.board.link.transfer_us(1.0 / self.bq) * TIME_SCALE
         if goal == "bottleneck":
-            return max(0.0, (ratio(rate) * raw - 0.5) / TIME_SCALE)
-        lps = self.lat_per_stage * TIME_SCALE
-        a = int(round(lps))
-        f = min(ratio(rate), ratio(self.board.cycles_to_us(1.0 / self.lq) * TIME_SCALE), lps / a if a else 1.0)
-        lc_fixed = sum(q[0] for q in self.lat_q if len(set(q)) == 1) / self.lq
-        return self.lat_in + self.board.cycles_to_us(lc_fixed) + max(0.0, f * raw) / TIME_SCALE
+            return max(0.0, (min(ratio("b"), ratio("f")) * raw - 1.0) / TIME_SCALE)
+        f = min(ratio("b"), ratio("x"), ratio("n"))
+        return self.lat_in + max(0.0, f * raw) / TIME_SCALE
 
     # ------------------------------------------------------------------ exact evaluation
-    def exact(self, sol: Sol) -> tuple[int, float, int]:
-        """(stages, bottleneck_us, TB in byte quanta) of a solution."""
+    def evaluate(self, sol: Sol) -> PipelineMetrics:
         stage_of, ver = sol
-        n = max(stage_of) + 1
-        ii = [float(self.shell.ii_cycles)] * n
-        for u, k in enumerate(stage_of):
-            ii[k] = max(ii[k], float(self.vers[u][ver[u]].ii_cycles))
-        loads, which = link_loads(stage_of, self.tensors)
-        qs = [sum(self.tb[i] for i in w) for w in which]
-        return n, max(self.interval_us(ii[k], qs[k]) for k in range(n)), sum(qs)
+        return evaluate(stage_of, [self.vers[u][v] for u, v in enumerate(ver)], self.tensors, self.board, self.shell,
+                        self.batch)[2]
+
+    def exact(self, sol: Sol) -> tuple[int, float, int]:
+        """(stages, bottleneck_us, TB in byte quanta) of a solution, as the metrics price it."""
+        stage_of, _ = sol
+        _, which = link_loads(stage_of, self.tensors)
+        return max(stage_of) + 1, self.evaluate(sol).bottleneck_us, sum(self.tb[i] for w in which for i in w)
 
     def exact_latency(self, sol: Sol) -> float:
-        n, _, tbq = self.exact(sol)
-        return self.latency_us(n, tbq, self.unit_latency_cycles(sol[1]))
+        return self.evaluate(sol).latency_us
 
     def _stop(self, value: float, best: float, what: str) -> None:
         """A refinement found no strict improvement: fine within the tie tolerance (the rational
@@ -601,7 +636,7 @@ class _Problem:
         limit = best
         # fractional latency cycles are counted in quanta: the bound may then admit a plan that is
         # not better by up to half a quantum per unit; such a plan tightens the bound by that much
-        slack = self.board.cycles_to_us(0.5 * self.U / self.lq) if self.lq > 1 else 0.0
+        slack = self.board.cycles_to_us(0.5 * self.U * self.batch / self.lq) if self.lq > 1 else 0.0
         for _ in range(_MAX_REFINE):
             better = self.solve(goal="latency", latency_max=limit, lat_strict=True, hint=sol, **kw)
             if better is None:
@@ -663,7 +698,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
                   objective: str = "throughput", max_boards: int | None = None, n_stages: int | None = None,
                   unit_names: Sequence[str] | None = None, shell: Cost | None = None,
                   time_limit_s: float = DEFAULT_TIME_LIMIT_S, workers: int = 1,
-                  isolate: bool | None = None) -> DagPartition:
+                  isolate: bool | None = None, batch: int = DEFAULT_BATCH) -> DagPartition:
     """Assign the units of a DAG to pipeline stages on ``board`` s, optimally for ``objective``.
 
     Args:
@@ -696,7 +731,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
         return _solve_in_child(dict(unit_costs=list(unit_costs), tensors=list(tensors), board=board, cap=cap,
                                     objective=objective, max_boards=max_boards, n_stages=n_stages,
                                     unit_names=None if unit_names is None else list(unit_names), shell=shell,
-                                    time_limit_s=time_limit_s, workers=workers))
+                                    time_limit_s=time_limit_s, workers=workers, batch=batch))
     started = time.monotonic()
     versions = [[c] if isinstance(c, Cost) else list(c) for c in unit_costs]
     if any(not vs for vs in versions):
@@ -726,7 +761,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     problems: list[_Problem] = []
 
     def problem(n_slots: int) -> _Problem:
-        problems.append(_Problem(versions, tensors, board, cap, sh, n_slots, deadline, workers))
+        problems.append(_Problem(versions, tensors, board, cap, sh, n_slots, deadline, workers, batch))
         return problems[-1]
 
     prob = problem(K)
@@ -749,8 +784,6 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
 
     def least_latency(small: _Problem, n: int, thr: float, hint: Sol) -> Sol:
         """The plan of least latency with ``n`` stages and every interval <= ``thr``."""
-        if small.lat_const:  # latency = f(n, TB): fewest bytes on the links
-            return small.solve(n_lo=n, n_hi=n, interval_max=thr, goal="tb", hint=hint) or hint
         got = small.min_latency(n_lo=n, n_hi=n, interval_max=thr, hint=hint)
         return got[1] if got is not None else hint
 
@@ -772,8 +805,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     else:
         # a plan with more stages than the latency of a known plan allows cannot win: fewer slots
         known = prob.exact_latency(first)
-        lc_min = prob.lc_min / prob.lq
-        cap_n = max([k for k in range(n_min, hi + 1) if prob.latency_us(k, 0, lc_min) <= _tie(known)],
+        cap_n = max([k for k in range(n_min, hi + 1) if prob.latency_us(k, 0, prob.lc_min) <= _tie(known)],
                     default=n_min)
         small = problem(cap_n) if cap_n < K else prob
         lo_n, hi_n = max(lo, n_min), min(hi, cap_n)
@@ -787,7 +819,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
                 sol = found[1]
 
     stage_of, ver = sol
-    costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, sh)
+    costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, sh, batch)
     _, which = link_loads(stage_of, tensors)
     stage_units = tuple(tuple(u for u in range(U) if stage_of[u] == k) for k in range(max(stage_of) + 1))
     optimal = all(p.optimal for p in problems)
@@ -878,7 +910,7 @@ def graph_problem(graph: Graph, settings: Mapping[str, LayerSettings], estimator
             continue
         wtype = build.input_precision if p < 0 else settings[lyr.name].precision.result
         tensors.append(Tensor(p, tuple(readers), float(lyr.n_out * wtype.storage_bytes), output=output,
-                              name=lyr.name, type=str(wtype)))
+                              name=lyr.name, type=str(wtype), n_values=float(lyr.n_out)))
     return units, costs, tensors
 
 
@@ -909,7 +941,7 @@ def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimat
                     build: BuildSettings, board: Board, cap: float, objective: str = "throughput",
                     max_boards: int | None = None, n_stages: int | None = None,
                     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-                    versions: Sequence[Sequence[Any]] | None = None) -> tuple[DagPartition, list[tuple[str, ...]]]:
+                    versions: Sequence[Sequence[Any]] | None = None, batch: int = DEFAULT_BATCH) -> tuple[DagPartition, list[tuple[str, ...]]]:
     """:func:`partition_dag` of a model with skip connections under ``settings``; also returns the layer
     names of every stage, in graph order (what :func:`split4ml.plan.api.assemble` takes).
 
@@ -935,7 +967,7 @@ def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimat
         costs = [[v.costs[0] for v in vs] for vs in versions]
     part = partition_dag(costs, tensors, board, cap, objective=objective, max_boards=max_boards, n_stages=n_stages,
                          unit_names=[u[0].name for u in units], shell=estimator.shell_cost(board),
-                         time_limit_s=time_limit_s)
+                         time_limit_s=time_limit_s, batch=batch)
     order = {lyr.name: i for i, lyr in enumerate(graph.layers)}
     stage_layers = [tuple(sorted((lyr.name for u in members for lyr in units[u]), key=order.__getitem__))
                     for members in part.stage_units]

@@ -9,8 +9,8 @@ hand-written plan file both end in :func:`assemble_dag`, called by
 Pricing: stage ``k`` costs the estimate of its model layers on its board (the wire layers that pack
 and unpack tensors copy values and cost nothing); it sends one wire, the packed tensors crossing
 link ``k`` (:func:`split4ml.split.crossing_tensors`: a skip tensor is sent again by every board it
-passes through), so its interval is ``ii_cycles / clock + transfer time of that wire``, as for a
-chain stage (:func:`split4ml.plan.metrics.group_metrics`).
+passes through) and receives the one of link ``k - 1``; it is priced as a chain stage with those
+wires (:func:`split4ml.plan.model.price_stages`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from ..ir import Graph
 from ..settings import BuildSettings, LayerSettings
 from ..split import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
 from .api import check_stage_fit
-from .metrics import BoardLoad, group_metrics
-from .model import Plan, SplitSpec, StagePlan, Wire
+from .metrics import DEFAULT_BATCH
+from .model import Plan, SplitSpec, StagePlan, Wire, price_stages
 
 
 def _wire(graph: Graph, tensors: Sequence[str], settings: Mapping[str, LayerSettings], build: BuildSettings,
@@ -41,7 +41,7 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
                  stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
                  where: Sequence[str] | None = None, board_files: Sequence[str] = (),
                  base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
-                 model_options: Mapping[str, Any] | None = None) -> Plan:
+                 model_options: Mapping[str, Any] | None = None, batch: int = DEFAULT_BATCH) -> Plan:
     """Price, check and package the DAG stage assignment ``stage_layers`` (one list of layer names per
     board, in pipeline order) as a :class:`Plan`.
 
@@ -66,8 +66,6 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
     dag_stage_of(graph, stage_layers)  # its errors name stages[i], as plan files do
     io = stage_tensors(graph, stage_layers)
     stages: list[StagePlan] = []
-    loads: list[list[BoardLoad]] = []
-    bytes_in = 0
     for i, (names, b, (received, sent)) in enumerate(zip(stage_layers, stage_boards, io, strict=True)):
         chosen = set(names)
         layers = [lyr for lyr in graph.body if lyr.name in chosen]
@@ -76,13 +74,9 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
         check_stage_fit(cost, b, cap, where[i], [lyr.name for lyr in layers], can_split=False)
         in_wire = _wire(graph, received, settings, build, f"{where[i]}.input")
         out_wire = _wire(graph, sent, settings, build, f"{where[i]}.output")
-        if i == 0:
-            bytes_in = in_wire.bytes_per_sample
         stages.append(StagePlan(index=i, board=b, layers=tuple(lyr.name for lyr in layers), settings=sets, cost=cost,
                                 input=in_wire, output=out_wire))
-        loads.append([BoardLoad(cost, b, out_wire.bytes_per_sample)])
-    metrics = group_metrics(loads, bytes_in)
     return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
-                metrics=metrics, board_files=tuple(board_files), base_dir=base_dir,
-                model_options=dict(model_options or {}))
+                metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
+                base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)

@@ -21,6 +21,7 @@ from ..ir import COMPUTE_KINDS, Graph
 from ..settings import BuildSettings, LayerSettings
 from .cluster import Cluster, homogeneous
 from .joint import JointResult, solve_joint
+from .metrics import DEFAULT_BATCH
 from .partition import REL_TOL
 from .versions import MAX_VERSIONS, unit_versions
 
@@ -39,7 +40,8 @@ class JointPlan:
 def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimator, build: BuildSettings, *,
                board: Board, cluster: Cluster | None, cap: float, objective: str, max_boards: int | None,
                n_stages: int | None, reuse_factor: int | None, strategy: str | None,
-               overrides: Mapping[str, Mapping[str, Any]], max_versions: int = MAX_VERSIONS) -> JointPlan | None:
+               overrides: Mapping[str, Mapping[str, Any]], max_versions: int = MAX_VERSIONS,
+               batch: int = DEFAULT_BATCH) -> JointPlan | None:
     """Plan ``graph`` with per-layer versions chosen jointly with the partition (module docstring).
 
     Returns ``None`` (one board type only) when the estimator is not additive, some unit fits no
@@ -83,7 +85,9 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
     try:
         res = solve_joint([[v.costs for v in vs] for vs in versions], float(bytes_in), bytes_out, pool, cap,
                           objective=objective, max_boards=max_boards, n_stages=n_stages,
-                          unit_names=[u[0].name for u in units])
+                          unit_names=[u[0].name for u in units], values_in=math.prod(graph.input.output_shape),
+                          values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
+                          io_type=build.io_type)
     except InfeasibleError as exc:
         if cluster is not None:
             raise PlanError(f"{cl.source}: boards ({cl.describe()}): {exc}") from exc

@@ -49,20 +49,21 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost
-from .metrics import PipelineMetrics, pipeline_metrics
-from .partition import _tie, check_options
+from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
+from .partition import ChainPrice, _tie, check_options
 
 _INF = math.inf
 _NRES = len(RESOURCES)
 _CHUNK = 512  # Pareto pruning compares points pairwise in blocks of this many
-#: A front larger than this has its resource sums rounded up to 1/_GRID of the room (see _Solver._prune).
-_FRONT_LIMIT = 3000
+#: A front larger than this has its resource sums rounded up to a grid of the room (see _Solver._coarse).
+_FRONT_LIMIT = 1000
 _GRID = 4096
 
 
@@ -119,6 +120,8 @@ class JointResult:
         metrics: bottleneck, latency, throughput (:func:`pipeline_metrics`).
         objective: the objective optimised.
         positions: ``fixed`` order: the position in the board sequence of each stage's board.
+        rounded: some stage's Pareto front was rounded (see ``_Solver._coarse``): the result fits, but
+            is not proven optimal.
     """
 
     bounds: tuple[int, ...]
@@ -129,6 +132,7 @@ class JointResult:
     metrics: PipelineMetrics
     objective: str
     positions: tuple[int, ...] = ()
+    rounded: bool = False
 
     @property
     def n_stages(self) -> int:
@@ -140,35 +144,38 @@ class JointResult:
 
 
 def _pareto(points: np.ndarray) -> np.ndarray:
-    """The rows of ``points`` no other row dominates (<= everywhere, < somewhere); duplicates once.
+    """Indices of the rows of ``points`` no other row dominates (<= everywhere, < somewhere);
+    one index per set of equal rows.
 
     Rows are sorted lexicographically first, so a row can only be dominated by an earlier one: one
     or two columns take a linear sweep, more columns a blockwise check against the front so far.
     """
-    pts = np.unique(points, axis=0)
+    pts, first = np.unique(points, axis=0, return_index=True)
     n, k = pts.shape
-    if n <= 1 or k == 0:
-        return pts[:1]
-    if k == 1:
-        return pts[:1]
+    if n <= 1 or k <= 1:
+        return first[:1]
     if k == 2:
         ys = pts[:, 1]
         before = np.minimum.accumulate(np.concatenate([[_INF], ys[:-1]]))
-        return pts[ys < before]
+        return first[ys < before]
     front = np.empty((0, k))
+    kept: list[np.ndarray] = []
     for a0 in range(0, n, _CHUNK):
         blk = pts[a0:a0 + _CHUNK]
+        idx = np.arange(a0, min(a0 + _CHUNK, n))
         if len(front):
             dom = np.zeros(len(blk), dtype=bool)
             for f0 in range(0, len(front), _CHUNK):
                 dom |= (front[None, f0:f0 + _CHUNK, :] <= blk[:, None, :]).all(axis=2).any(axis=1)
-            blk = blk[~dom]
+            blk, idx = blk[~dom], idx[~dom]
         if len(blk) > 1:
             le = (blk[:, None, :] <= blk[None, :, :]).all(axis=2)  # le[a, b]: row a <= row b
             np.fill_diagonal(le, False)  # rows are unique: a != b and <= everywhere is dominance
-            blk = blk[~le.any(axis=0)]
+            mine = ~le.any(axis=0)
+            blk, idx = blk[mine], idx[mine]
         front = np.vstack([front, blk])
-    return front
+        kept.append(idx)
+    return first[np.concatenate(kept)]
 
 
 class _States:
@@ -204,61 +211,87 @@ class _States:
 
 
 class _Solver:
+    """The stage tables and DPs of one problem. Every stage is priced by the type's :class:`ChainPrice`.
+
+    Fronts hold, per point, the resource sums of the chosen versions that can bind, their latency sum
+    (microseconds of the type's clock), and with ``io_stream`` their largest II (combined by max): a
+    stage's fabric interval is ``n_in + L + n_out`` cycles (``io_parallel``, so its least latency is its
+    least interval) or ``max(n_in, II, n_out)`` (``io_stream``).
+    """
+
     def __init__(self, costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, bytes_out: Sequence[float],
-                 pool: BoardPool, cap: float) -> None:
+                 pool: BoardPool, cap: float, values_in: float = 0.0, values_out: Sequence[float] | None = None,
+                 batch: int = DEFAULT_BATCH, io_type: str = "io_parallel") -> None:
         self.n = len(costs)
         self.pool = pool
         self.costs = costs
+        self.stream = io_type == "io_stream"
         n_types = len(pool.types)
-        self.res: list[list[np.ndarray]] = []  # [t][u] (V_u, 5): resources and latency_us
+        self.prices = [ChainPrice(b, bytes_in, bytes_out, values_in, values_out, batch, io_type) for b in pool.types]
+        self.res: list[list[np.ndarray]] = []  # [t][u] (V_u, 5 or 6): resources, latency_us (, ii_us)
         self.ii: list[list[np.ndarray]] = []  # [t][u] (V_u,) ii_us
-        self.send: list[np.ndarray] = []  # [t] (U+1,), send_us of a stage ending at j
-        self.hop: list[np.ndarray] = []
-        self.hop_in: list[float] = []
         self.room: list[np.ndarray] = []
         self.shell_ii: list[float] = []
         self.shell_lat: list[float] = []
         self.levels: list[np.ndarray] = []
-        out = np.asarray([float(b) for b in bytes_out])
+        #: per type and cut: the parts of a stage's interval that do not depend on its versions
+        self.cut_us: list[np.ndarray] = []
         for t, b in enumerate(pool.types):
             shell = pool.shells[t]
+            cols = [*RESOURCES, "latency_cycles"] + (["ii_cycles"] if self.stream else [])
             self.res.append([np.array([[float(getattr(c[t], r)) for r in RESOURCES]
-                                       + [b.cycles_to_us(float(c[t].latency_cycles))] for c in vs]).reshape(-1, 5)
+                                       + [b.cycles_to_us(float(c[t].latency_cycles))]
+                                       + ([b.cycles_to_us(float(c[t].ii_cycles))] if self.stream else [])
+                                       for c in vs]).reshape(-1, len(cols))
                              for vs in costs])
             self.ii.append([np.array([b.cycles_to_us(float(c[t].ii_cycles)) for c in vs]) for vs in costs])
-            self.send.append(np.concatenate([[0.0], b.link.transfer_us(out)]))
-            self.hop.append(np.concatenate([[0.0], b.link.hop_us(out)]))
-            self.hop_in.append(float(b.link.hop_us(float(bytes_in))))
             self.room.append(np.array([b.capped(r, cap) - float(getattr(shell, r)) + 1e-9 for r in RESOURCES]))
             self.shell_ii.append(b.cycles_to_us(float(shell.ii_cycles)))
             self.shell_lat.append(b.cycles_to_us(float(shell.latency_cycles)))
             self.levels.append(np.unique(np.concatenate([v for v in self.ii[t]] + [[self.shell_ii[t]]])))
+            pr = self.prices[t]
+            self.cut_us.append(b.cycles_to_us(pr.cut_values))
         self.states = _States(pool)
-        self._rows: dict[tuple[int, int, int], np.ndarray] = {}
+        #: whether some front was rounded (see _coarse): the result is then not proven optimal
+        self.rounded = False
+        self._rows: dict[tuple[int, int, int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self.n_types = n_types
 
     # ------------------------------------------------------------------ stages
-    def _level(self, t: int, j: int, bound: float) -> int:
-        return int(np.searchsorted(self.levels[t] + self.send[t][j], bound, side="right"))
+    def _level(self, t: int, bound: float) -> int:
+        """Which versions a bound admits: with io_stream those of II <= bound; with io_parallel all."""
+        return int(np.searchsorted(self.levels[t], bound, side="right")) if self.stream else 0
 
-    def _allowed(self, t: int, u: int, j: int, bound: float) -> np.ndarray:
-        return np.nonzero(self.ii[t][u] + self.send[t][j] <= bound)[0]
+    def _allowed(self, t: int, u: int, bound: float) -> np.ndarray:
+        if not self.stream:
+            return np.arange(len(self.ii[t][u]))
+        return np.nonzero(self.ii[t][u] <= bound)[0]
 
-    def _binding(self, t: int, lo: int, j: int, bound: float, latency: bool = True) -> list[int]:
+    def _fixed_interval(self, t: int, i: Any, j: int) -> Any:
+        """The part of stage ``[i, j)``'s interval its versions do not change: its links, its per-frame
+        cost, and with io_stream the wrapper's reads and writes and the shell's II."""
+        pr = self.prices[t]
+        v = np.maximum(np.maximum(pr.link_us[i], pr.link_us[j]), pr.per_frame)
+        if self.stream:
+            v = np.maximum(v, np.maximum(np.maximum(self.cut_us[t][i], self.cut_us[t][j]), self.shell_ii[t]))
+        return v
+
+    def _binding(self, t: int, lo: int, j: int, bound: float) -> list[int]:
         """Columns that matter for stages ``[i, j)``, ``i >= lo``: the resources some choice of
-        allowed versions could push over the room (the others always fit), and the latency."""
+        allowed versions could push over the room (the others always fit), the latency, and the II
+        (io_stream)."""
         worst = np.zeros(_NRES)
         for u in range(lo, j):
-            a = self._allowed(t, u, j, bound)
+            a = self._allowed(t, u, bound)
             worst += self.res[t][u][a, :_NRES].max(axis=0)
-        return [k for k in range(_NRES) if worst[k] > self.room[t][k]] + ([_NRES] if latency else [])
+        return [k for k in range(_NRES) if worst[k] > self.room[t][k]] + [_NRES] + ([_NRES + 1] if self.stream else [])
 
     def _reach(self, t: int, j: int, bound: float) -> int:
         """Smallest start ``i`` whose stage ``[i, j)`` might fit (per-resource lower bound), or ``j``."""
         lo = j
         low = np.zeros(_NRES)
         for u in range(j - 1, -1, -1):
-            a = self._allowed(t, u, j, bound)
+            a = self._allowed(t, u, bound)
             if len(a) == 0:
                 break
             low = low + self.res[t][u][a, :_NRES].min(axis=0)
@@ -267,80 +300,148 @@ class _Solver:
             lo = u
         return lo
 
-    def row(self, t: int, j: int, bound: float, latency: bool = True) -> np.ndarray:
-        """Smallest latency (us, hop to the next stage included, input hop for i = 0) of each stage
-        ``[i, j)`` on type ``t`` with every unit interval under ``bound``; ``inf`` where none fits.
-        With ``latency=False`` only feasibility counts: fitting stages get 0 (smaller fronts)."""
-        key = (t, j, self._level(t, j, bound), latency)
+    def _extend(self, front: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """Every point of ``front`` with every row of ``vals``: sums, and the II column (last, io_stream)
+        by max."""
+        cand = front[:, None, :] + vals[None, :, :]
+        if self.stream:
+            cand[:, :, -1] = np.maximum(front[:, None, -1], vals[None, :, -1])
+        return cand.reshape(-1, front.shape[1])
+
+    def _stage_values(self, t: int, i: int, j: int, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(interval, latency) in microseconds of stage ``[i, j)`` for every point of its front; the
+        latency includes the source's frame for ``i = 0``."""
+        pr, b = self.prices[t], self.pool.types[t]
+        lat_cycles = (front[:, -2] if self.stream else front[:, -1]) / b.cycles_to_us(1.0)
+        lat_cycles = lat_cycles + float(self.pool.shells[t].latency_cycles)
+        ii_cycles = (np.maximum(front[:, -1], self.shell_ii[t]) / b.cycles_to_us(1.0) if self.stream
+                     else np.zeros(len(front)))
+        iv, lat = pr.stage(i, j, ii_cycles, lat_cycles)
+        if i == 0:
+            lat = lat + pr.source_latency_us
+        return np.broadcast_to(iv, lat.shape), lat
+
+    def _fronts(self, t: int, j: int, stop: int, bound: float, resources_only: bool,
+                track: bool = False) -> Any:
+        """Yield ``(i, front, paths)`` for ``i = j-1`` down to ``stop`` (or until nothing fits): the
+        Pareto front of stage ``[i, j)``'s chosen versions on type ``t`` (binding resources, latency,
+        and with io_stream the II), and with ``track`` the version of each unit behind every point."""
+        cols = self._binding(t, stop, j, bound)
+        if resources_only:
+            cols = cols[:len(cols) - (2 if self.stream else 1)]
+        n_res = len(cols) - (0 if resources_only else (2 if self.stream else 1))
+        room = self.room[t][cols[:n_res]]
+        front = np.zeros((1, len(cols)))
+        paths = np.zeros((1, 0), dtype=int)
+        for i in range(j - 1, stop - 1, -1):
+            if not cols:  # resources only, and none can bind: every choice fits
+                yield i, front, np.zeros((1, j - i), dtype=int)
+                continue
+            allowed = self._allowed(t, i, bound)
+            vals = self.res[t][i][allowed][:, cols]
+            cand = self._extend(front, vals)
+            parent = np.repeat(np.arange(len(front)), len(allowed))
+            version = np.tile(allowed, len(front))
+            keep = (cand[:, :n_res] <= room).all(axis=1)
+            cand, parent, version = cand[keep], parent[keep], version[keep]
+            if len(cand) == 0:
+                return
+            cand, fits = self._coarse(cand, room)
+            if fits is not None:
+                parent, version = parent[fits], version[fits]
+            pick = _pareto(cand)
+            front = cand[pick]
+            if track:
+                paths = np.column_stack([version[pick], paths[parent[pick]]])
+            yield i, front, paths
+
+    def full_row(self, t: int, j: int, bound: float, latency: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per start ``i < j``, the (interval, latency) in us of the least-latency choice of versions for
+        stage ``[i, j)`` on type ``t`` among those ``bound`` admits (io_stream: II <= bound; io_parallel:
+        a latency that keeps the fabric under ``bound``); ``inf`` where none fits the board.
+
+        Without ``latency``, with io_stream (where the bound filters versions by II and the latency cannot
+        bound the stage), fronts hold resources only: the interval is the stage's fixed part and the
+        latency 0."""
+        # io_parallel: the latency bounds the stage under any bound, and the rows with latency are the
+        # ones the final DP uses: feasibility is read from the same rows (their fronts may be rounded)
+        resources_only = not latency and self.stream
+        if not self.stream:
+            # io_parallel admits every version under any bound, and the least-latency choice has the
+            # least interval too: one row serves every bound (the caller compares it with the bound)
+            bound = _INF
+        key = (t, j, self._level(t, bound), not resources_only)
         hit = self._rows.get(key)
         if hit is not None:
             return hit
-        out = np.full(j, _INF)
-        send = self.send[t][j]
-        if self.shell_ii[t] + send <= bound:
-            lo = self._reach(t, j, bound)
-            cols = self._binding(t, lo, j, bound, latency)
-            n_res = len(cols) - (1 if latency else 0)
-            room = self.room[t][cols[:n_res]]
-            front = np.zeros((1, len(cols)))
-            if not cols:  # no resource can bind: every stage from lo on fits
-                out[lo:j] = 0.0
-                lo = j
-            for i in range(j - 1, lo - 1, -1):
-                vals = self.res[t][i][self._allowed(t, i, j, bound)][:, cols]
-                cand = (front[:, None, :] + vals[None, :, :]).reshape(-1, len(cols))
-                cand = cand[(cand[:, :n_res] <= room).all(axis=1)]
-                if len(cand) == 0:
-                    break
-                front = _pareto(self._coarse(cand, room))
-                if not latency:
-                    out[i] = 0.0
-                    continue
-                out[i] = (float(front[:, -1].min()) + self.shell_lat[t] + self.hop[t][j]
-                          + (self.hop_in[t] if i == 0 else 0.0))
-        self._rows[key] = out
-        return out
+        iv_out = np.full(j, _INF)
+        lat_out = np.full(j, _INF)
+        for i, front, _ in self._fronts(t, j, self._reach(t, j, bound), bound, resources_only):
+            if resources_only:
+                iv_out[i], lat_out[i] = float(self._fixed_interval(t, i, j)), 0.0
+                continue
+            iv, lat = self._stage_values(t, i, j, front)
+            best = int(np.argmin(lat))
+            iv_out[i], lat_out[i] = float(iv[best]), float(lat[best])
+        self._rows[key] = (iv_out, lat_out)
+        return iv_out, lat_out
 
-    def _coarse(self, cand: np.ndarray, room: np.ndarray) -> np.ndarray:
-        """``cand`` itself, or, when it holds more than ``_FRONT_LIMIT`` points, with its resource
-        columns rounded *up* to a grid of ``room / _GRID`` (a stage that fits after rounding fits
-        for real; the front shrinks because near-equal points merge)."""
+    def row(self, t: int, j: int, bound: float, latency: bool = True) -> np.ndarray:
+        """Smallest latency (us, the source's frame for i = 0) of each stage ``[i, j)`` on type ``t`` whose
+        interval is under ``bound``; ``inf`` where none fits. With ``latency=False`` only feasibility
+        counts: fitting stages get 0."""
+        iv, lat = self.full_row(t, j, bound, latency)
+        ok = iv <= bound
+        if not latency:
+            return np.where(ok & np.isfinite(lat), 0.0, _INF)
+        return np.where(ok, lat, _INF)
+
+    def lower_bound(self) -> float:
+        """An interval every plan reaches: a board's per-frame cost, and the source's link."""
+        return min(max(pr.per_frame, float(pr.link_us[0])) for pr in self.prices)
+
+    def upper_bound(self) -> float:
+        """An interval no stage of any fitting choice exceeds (io_parallel: every latency and value)."""
+        top = 0.0
+        for t in range(self.n_types):
+            lat = sum(float(r[:, _NRES].max()) for r in self.res[t]) + self.shell_lat[t]
+            cut = float(self.cut_us[t].max())
+            pr = self.prices[t]
+            top = max(top, lat + 2 * cut, float(pr.link_us.max()), pr.per_frame)
+        return top * (1 + 1e-9) + 1e-9
+
+    def _coarse(self, cand: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(cand, None)``, or, when ``cand`` holds more than ``_FRONT_LIMIT`` points, ``cand`` with its
+        resource columns rounded *up* to a grid of ``room / g`` and the mask of the rows that still
+        fit, ``g`` halved from ``_GRID`` until the rounded points have at most ``_FRONT_LIMIT`` distinct
+        values (or ``g`` reaches 8). A stage that fits after rounding fits for real; the front shrinks
+        because near-equal points merge. Rounding may lose the optimum, so it sets ``self.rounded``."""
         if len(cand) <= _FRONT_LIMIT or len(room) == 0:
-            return cand
-        out = cand.copy()
-        step = np.maximum(room, 1e-9) / _GRID
-        out[:, :len(room)] = np.ceil(out[:, :len(room)] / step) * step
-        return out[(out[:, :len(room)] <= room).all(axis=1)]
+            return cand, None
+        self.rounded = True
+        r = len(room)
+        scale = np.maximum(room, 1e-9)
+        g = _GRID
+        while True:
+            out = cand.copy()
+            out[:, :r] = np.ceil(out[:, :r] / scale * g) / g * scale
+            fits = (out[:, :r] <= room).all(axis=1)
+            if g <= 8 or len(np.unique(out[fits], axis=0)) <= _FRONT_LIMIT:
+                return out[fits], fits
+            g //= 2
 
     def stage_choice(self, t: int, i: int, j: int, bound: float) -> list[int]:
-        """The versions of units ``i..j-1`` that reach :meth:`row`'s value for stage ``[i, j)``
-        (the same fronts, built the same way, with where each point came from)."""
-        cols = self._binding(t, self._reach(t, j, bound), j, bound)
-        room = self.room[t][cols[:-1]]
-        front = np.zeros((1, len(cols)))
-        picks: list[list[int]] = [[]]
-        for u in range(j - 1, i - 1, -1):
-            allowed = self._allowed(t, u, j, bound)
-            vals = self.res[t][u][allowed][:, cols]
-            cand = (front[:, None, :] + vals[None, :, :]).reshape(-1, len(cols))
-            src = [(a, int(v)) for a in range(len(front)) for v in allowed]
-            keep = (cand[:, :-1] <= room).all(axis=1)
-            cand = cand[keep]
-            src = [sv for sv, k in zip(src, keep, strict=True) if k]
-            coarse = self._coarse(cand, room)
-            if len(coarse) != len(cand):  # rounding dropped points: keep sources aligned
-                fits = (np.ceil(cand[:, :-1] / (np.maximum(room, 1e-9) / _GRID)) * (np.maximum(room, 1e-9) / _GRID)
-                        <= room).all(axis=1)
-                src = [sv for sv, k in zip(src, fits, strict=True) if k]
-            cand = coarse
-            front_new = _pareto(cand)
-            # map every front point back to one source (any with identical values)
-            rows = {tuple(r): k for k, r in enumerate(cand)}
-            chosen = [rows[tuple(r)] for r in front_new]
-            picks = [[*picks[src[c][0]], src[c][1]] for c in chosen]
-            front = front_new
-        best = int(np.argmin(front[:, -1]))
-        return list(reversed(picks[best]))
+        """The versions of units ``i..j-1`` that reach :meth:`full_row`'s value for stage ``[i, j)``
+        (the same fronts, built the same way, with the versions behind each point)."""
+        last = None
+        for k, front, paths in self._fronts(t, j, i, bound, False, track=True):
+            if k == i:
+                last = front, paths
+        if last is None:  # pragma: no cover - the row said the stage fits
+            raise AssertionError(f"joint stage [{i}, {j}) on type {t} lost its front")
+        front, paths = last
+        _, lat = self._stage_values(t, i, j, front)
+        return [int(v) for v in paths[int(np.argmin(lat))]]
 
     # ------------------------------------------------------------------ DP over (end, board state)
     def dp(self, bound: float, latency: bool = True) -> np.ndarray:
@@ -391,19 +492,20 @@ class _Solver:
         return list(reversed(out))
 
     def candidates(self) -> np.ndarray:
+        """io_stream: every value a stage's interval can take (the largest of its fixed parts and its
+        versions' IIs): the bottleneck of an optimal plan is one of them."""
         vals = []
         for t in range(self.n_types):
-            send = self.send[t]
-            for u in range(self.n):
-                ends = send[u + 1:]
-                vals.append((self.ii[t][u][:, None] + ends[None, :]).ravel())
-                vals.append(self.shell_ii[t] + ends)
+            for j in range(1, self.n + 1):
+                vals.append(self._fixed_interval(t, np.arange(j), j))
+                vals.extend(self.ii[t][u] for u in range(j))
         return np.unique(np.concatenate(vals))
-
 
 def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, bytes_out: Sequence[float],
                 pool: BoardPool, cap: float, objective: str = "throughput", max_boards: int | None = None,
-                n_stages: int | None = None, unit_names: Sequence[str] | None = None) -> JointResult:
+                n_stages: int | None = None, unit_names: Sequence[str] | None = None, values_in: float = 0.0,
+                values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
+                io_type: str = "io_parallel") -> JointResult:
     """Cut a chain into stages on the boards of ``pool``, one version per unit, optimally.
 
     Args:
@@ -417,6 +519,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
         max_boards: at most this many stages (in addition to the pool's own limit).
         n_stages: exactly this many stages.
         unit_names: names of the units, for error messages.
+        values_in / values_out, batch, io_type: as :func:`~split4ml.plan.partition.partition_chain`.
 
     Raises:
         InfeasibleError: no choice of versions, cuts and boards fits; the message names a unit that
@@ -431,7 +534,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     if any(len(vs) == 0 for vs in costs):
         raise ValueError("every unit needs at least one version")
     names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
-    solver = _Solver(costs, bytes_in, bytes_out, pool, cap)
+    solver = _Solver(costs, bytes_in, bytes_out, pool, cap, values_in, values_out, batch, io_type)
     st = solver.states
     allowed = st.count >= 1
     if max_boards is not None:
@@ -448,19 +551,37 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     inf_f = reach(_INF)
     if not np.isfinite(inf_f).any():
         raise InfeasibleError(_infeasible_message(solver, names, pool, cap, max_boards, n_stages))
-    cands = solver.candidates()
+    cands = solver.candidates() if solver.stream else None
 
     def smallest_bound(ok: Callable[[float], bool]) -> float:
-        lo, hi = 0, len(cands) - 1
-        if not ok(cands[hi]):
+        if cands is None:  # io_parallel: stage intervals are sums of latencies; bisect the reals
+            # double a small bound until it is met (small bounds prune the fronts hardest), then bisect
+            top = solver.upper_bound()
+            hi = min(top, max(solver.lower_bound(), 1e-6))
+            while not ok(hi):
+                if hi >= top:
+                    return _INF
+                hi = min(top, 2 * hi)
+            lo = hi / 2 if hi > solver.lower_bound() else 0.0
+            for _ in range(200):
+                mid = (lo + hi) / 2
+                if not lo < mid < hi:
+                    break
+                if ok(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            return hi
+        lo_i, hi_i = 0, len(cands) - 1
+        if not ok(cands[hi_i]):
             return _INF
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ok(cands[mid]):
-                hi = mid
+        while lo_i < hi_i:
+            mid_i = (lo_i + hi_i) // 2
+            if ok(cands[mid_i]):
+                hi_i = mid_i
             else:
-                lo = mid + 1
-        return float(cands[lo])
+                lo_i = mid_i + 1
+        return float(cands[lo_i])
 
     counts = st.count
     if objective == "throughput":
@@ -499,10 +620,17 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     positions: tuple[int, ...] = ()
     if st.position is not None:
         positions = tuple(int(st.position[s]) - 1 for _, _, _, s in stages)
-    metrics = pipeline_metrics(stage_costs, boards, float(bytes_in), [float(bytes_out[j - 1]) for j in bounds[1:]])
+    loads = []
+    for (i, j, t, _), c in zip(stages, stage_costs, strict=True):
+        pr = solver.prices[t]
+        loads.append([BoardLoad(c, pool.types[t], bytes_sent=float(pr.cut_bytes[j]), bytes_recv=float(pr.cut_bytes[i]),
+                                n_in=float(pr.cut_values[i]), n_out=float(pr.cut_values[j]))])
+    first, last = solver.prices[stages[0][2]], solver.prices[stages[-1][2]]
+    metrics = group_metrics(loads, Endpoint(first.board.link, float(first.cut_bytes[0])),
+                            Endpoint(last.board.link, float(last.cut_bytes[-1])), batch=first.batch, io_type=io_type)
     return JointResult(bounds=bounds, stage_types=tuple(t for _, _, t, _ in stages), boards=tuple(boards),
                        choice=tuple(choice), stage_costs=tuple(stage_costs), metrics=metrics, objective=objective,
-                       positions=positions)
+                       positions=positions, rounded=solver.rounded)
 
 
 def _infeasible_message(solver: _Solver, names: Sequence[str], pool: BoardPool, cap: float,

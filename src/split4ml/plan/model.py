@@ -35,7 +35,7 @@ from ..estimate.base import Cost
 from ..fixed import FixedType
 from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
 from ..yamlio import read_yaml
-from .metrics import PipelineMetrics
+from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
 
 PLAN_VERSION = 1
 OBJECTIVES = ("throughput", "latency", "boards")
@@ -103,6 +103,8 @@ class PlanSpec:
     base_dir: Path = Path(".")
     #: the corrections of a ``calibrated`` estimator (the ``calibration`` mapping of the plan file)
     calibration: Mapping[str, Any] | None = None
+    #: samples per frame the plan is priced for (``batch`` of the plan file)
+    batch: int = DEFAULT_BATCH
     #: how to load the model file besides its path (``model_options`` of the plan file: ``framework``,
     #: ``weights``, ``entry``, ``input_shape``; see :func:`split4ml.frontends.load_model`)
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -299,6 +301,7 @@ def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:
         base_dir=base_dir,
         calibration=data.get("calibration"),
         model_options=_model_options(data.get("model_options")),
+        batch=_int(data.get("batch", DEFAULT_BATCH), "batch", minimum=1),
     )
 
 
@@ -453,6 +456,36 @@ class StagePlan:
         return self.cost.utilization(self.board)
 
 
+def _values(wire: Wire) -> float:
+    return float(math.prod(wire.shape))
+
+
+def stage_loads(stages: Sequence[StagePlan]) -> tuple[list[list[BoardLoad]], Endpoint, Endpoint]:
+    """What every board of ``stages`` moves per sample (:mod:`split4ml.plan.metrics`), and the source and
+    sink. A board feeding a neuron split sends its output once per shard, in one frame each; the
+    slices of an input split count as one frame, as the planners price them."""
+    steps: list[list[BoardLoad]] = []
+    for k, st in enumerate(stages):
+        nxt = stages[k + 1] if k + 1 < len(stages) else None
+        fan = nxt.split.parts if nxt is not None and nxt.split is not None and nxt.split.kind == "neuron" else 1
+        pieces = [(sh.cost, sh.board, sh.input, sh.output) for sh in st.shards] if st.split else \
+            [(st.cost, st.board, st.input, st.output)]
+        steps.append([BoardLoad(c, b, bytes_sent=float(o.bytes_per_sample * fan), bytes_recv=float(i.bytes_per_sample),
+                                n_in=_values(i), n_out=_values(o), frames_sent=fan) for c, b, i, o in pieces])
+    first, last = stages[0], stages[-1]
+    fan0 = first.split.parts if first.split is not None and first.split.kind == "neuron" else 1
+    source = Endpoint(first.board.link, float(first.input.bytes_per_sample * fan0), fan0)
+    sink = Endpoint(last.board.link, float(last.output.bytes_per_sample))
+    return steps, source, sink
+
+
+def price_stages(stages: Sequence[StagePlan], batch: int, io_type: str) -> PipelineMetrics:
+    """The figures of a plan's stages: the one pricing every plan, generated, hand-written or read, goes
+    through (the planners' solvers optimise the same model)."""
+    steps, source, sink = stage_loads(stages)
+    return group_metrics(steps, source, sink, batch=batch, io_type=io_type)
+
+
 #: The first key of each objective, as a plan's figures name it.
 FIRST_KEY = {"throughput": "bottleneck_us", "latency": "latency_us", "boards": "n_boards"}
 
@@ -516,6 +549,8 @@ class Plan:
     model_options: Mapping[str, Any] = field(default_factory=dict)
     #: what the planner proved (``None`` for a plan read from a file: nothing is claimed)
     optimality: Optimality | None = None
+    #: samples per frame the figures are for (the runtime's ``--batch``)
+    batch: int = DEFAULT_BATCH
 
     @property
     def n_stages(self) -> int:
@@ -573,6 +608,7 @@ class Plan:
             "board": self.board.name,
             "cap": self.cap,
             "objective": self.objective,
+            "batch": self.batch,
             "estimator": self.estimator,
             **({"calibration": dict(self.calibration)} if self.calibration else {}),
             "hls": {
@@ -592,6 +628,10 @@ class Plan:
                 "latency_cycles": round(m.latency_cycles, 1),
                 "latency_us": round(m.latency_us, 3),
                 "throughput_per_s": round(m.throughput_per_s, 1),
+                "bottleneck": m.bottleneck,
+                "fabric_bound_us": round(m.fabric_bound_us, 3),
+                "link_bound_us": round(m.link_bound_us, 3),
+                "frame_bound_us": round(m.frame_bound_us, 3),
                 **({"optimal": self.optimality.optimal} if self.optimality else {}),
                 **({"bound": {self.optimality.key: round(self.optimality.bound, 3)}}
                    if self.optimality and self.optimality.bound is not None else {}),
@@ -640,6 +680,14 @@ class Plan:
             "latency_cycles": m.latency_cycles,
             "latency_us": m.latency_us,
             "throughput_per_s": m.throughput_per_s,
+            "batch": self.batch,
+            "bottleneck": m.bottleneck,
+            "bottleneck_us": m.bottleneck_us,
+            "fabric_bound_us": m.fabric_bound_us,
+            "link_bound_us": m.link_bound_us,
+            "frame_bound_us": m.frame_bound_us,
+            "source_us": m.source_us,
+            "sink_us": m.sink_us,
             "optimal": self.optimality.optimal if self.optimality else None,
             "bound": self.optimality.bound if self.optimality else None,
             "optimality": self.optimality.as_dict() if self.optimality else None,

@@ -6,11 +6,11 @@ board each. The cost of a stage is the board shell plus the sum of its units (:c
 addition: resources and latency add, the initiation interval is the largest), unless a
 ``segment_cost`` callable gives whole-stage costs.
 
-The performance model is :mod:`split4ml.plan.metrics`: a stage ending after unit ``j`` sends
-``bytes_out[j]`` bytes per sample, so
-
-* ``interval_us(stage) = ii_cycles / clock_mhz + link.transfer_us(bytes_out[j])``;
-* ``latency_us = link.hop_us(bytes_in) + sum(latency_cycles / clock_mhz + link.hop_us(bytes_out[j]))``.
+The performance model is :mod:`split4ml.plan.metrics`, priced for a chain by :class:`ChainPrice`: a
+stage ``[i, j)`` reads the tensor at cut ``i`` and writes the one at cut ``j``; its interval is the
+largest of its fabric interval (AXI wrapper reads and writes included), the link time of what it
+receives and sends, and its per-frame cost per sample; its latency is its frame's trip. The source
+and the sink use the links of the first and last stage, so a single board type needs no extra step.
 
 A stage is feasible when every resource fits under ``cap`` x the board's capacity
 (:meth:`Cost.fits`).
@@ -58,7 +58,17 @@ import numpy as np
 from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost
-from .metrics import PipelineMetrics, pipeline_metrics
+from .metrics import (
+    DEFAULT_BATCH,
+    BoardLoad,
+    Endpoint,
+    PipelineMetrics,
+    fabric_cycles,
+    frame_link_us,
+    group_metrics,
+    link_us,
+    per_frame_us,
+)
 
 OBJECTIVES = ("throughput", "latency", "boards")
 
@@ -96,10 +106,18 @@ class SplitOption:
     shard_bytes_out: tuple[float, ...]
     tail: Cost | None = None
     label: Any = field(default=None, compare=False)
+    #: values per sample each shard reads and writes (its AXI wrapper's reads and writes); empty: none
+    shard_values_in: tuple[float, ...] = ()
+    shard_values_out: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shard_costs", tuple(self.shard_costs))
         object.__setattr__(self, "shard_bytes_out", tuple(float(b) for b in self.shard_bytes_out))
+        for name in ("shard_values_in", "shard_values_out"):
+            vals = tuple(float(v) for v in getattr(self, name)) or (0.0,) * len(self.shard_costs)
+            if len(vals) != len(self.shard_costs):
+                raise ValueError(f"{name} needs one entry per shard")
+            object.__setattr__(self, name, vals)
         if self.kind not in SPLIT_KINDS:
             raise ValueError(f"split kind {self.kind!r} is not one of {SPLIT_KINDS}")
         if len(self.shard_costs) < 2 or len(self.shard_bytes_out) != len(self.shard_costs):
@@ -190,8 +208,8 @@ class _Table:
     ok: np.ndarray
     interval: np.ndarray
     latency: np.ndarray
-    ii_us: np.ndarray | None = None  # compute part of ``interval`` (no send time)
-    lat_us: np.ndarray | None = None  # compute part of ``latency`` (no hop)
+    ii_cycles: np.ndarray | None = None  # the stage's cycles (shell included), to re-price it
+    lat_cycles: np.ndarray | None = None
 
     @property
     def width(self) -> int:
@@ -205,8 +223,66 @@ def _grid(n_units: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return raw, np.clip(raw, 0, None)
 
 
-def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float,
-                    send_us: np.ndarray, hop_us: np.ndarray) -> _Table:
+class ChainPrice:
+    """The performance model (:mod:`split4ml.plan.metrics`) of the stages of a chain on one board type.
+
+    Cut ``c`` (``0 .. U``) is the tensor entering unit ``c`` (the model input at 0, the model output at
+    ``U``): ``cut_bytes[c]`` bytes and ``cut_values[c]`` values per sample. A stage ``[i, j)`` reads cut
+    ``i`` and writes cut ``j``; :meth:`stage` prices it from its cycles, vectorised over numpy arrays.
+    """
+
+    def __init__(self, board: Board, bytes_in: float, bytes_out: Sequence[float], values_in: float = 0.0,
+                 values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
+                 io_type: str = "io_parallel") -> None:
+        self.board = board
+        self.batch = int(batch)
+        self.io_type = io_type
+        self.cut_bytes = np.concatenate([[float(bytes_in)], np.asarray(bytes_out, dtype=float)])
+        vo = np.zeros(len(bytes_out)) if values_out is None else np.asarray(values_out, dtype=float)
+        self.cut_values = np.concatenate([[float(values_in)], vo])
+        link = board.link
+        self.link_us = link_us(link, self.cut_bytes, 1, self.batch)  # receiving or sending cut c
+        self.frame_send_us = frame_link_us(link, self.cut_bytes, 1, self.batch)
+        self.per_frame = per_frame_us(board, self.batch)
+        #: the source sending the model input: the first step of the pipeline and of its latency
+        self.source_us = float(self.link_us[0])
+        self.source_latency_us = float(self.frame_send_us[0])
+
+    def stage(self, start: Any, end: Any, ii_cycles: Any, latency_cycles: Any, copies: int = 1,
+              read: tuple[float, float] | None = None) -> tuple[Any, Any]:
+        """(interval, latency) in microseconds of stages ``[start, end)`` with these cycles (shell
+        included): the largest of fabric, receive, send and per-frame cost; and the frame's trip.
+        ``copies``: it sends its output that many times (to the shards of a neuron split); ``read``:
+        ``(values, bytes)`` per sample it reads when that is not cut ``start`` (the shards' outputs
+        before the merge layer that starts it)."""
+        values_in = self.cut_values[start] if read is None else read[0]
+        recv = self.link_us[start] if read is None else link_us(self.board.link, read[1], 1, self.batch)
+        return self.board_times(ii_cycles, latency_cycles, values_in, self.cut_values[end], recv,
+                                copies * self.cut_bytes[end], copies)
+
+    def board_times(self, ii_cycles: Any, latency_cycles: Any, values_in: Any, values_out: Any, recv_us: Any,
+                    bytes_sent: Any, frames_sent: int) -> tuple[Any, Any]:
+        """(interval, latency) in microseconds of one board (see :class:`~split4ml.plan.metrics.BoardLoad`)."""
+        fi, fl = fabric_cycles(ii_cycles, latency_cycles, values_in, values_out, self.io_type)
+        fi_us, fl_us = self.board.cycles_to_us(fi), self.board.cycles_to_us(fl)
+        link = self.board.link
+        send = link_us(link, bytes_sent, frames_sent, self.batch)
+        interval = np.maximum(np.maximum(fi_us, self.per_frame), np.maximum(recv_us, send))
+        latency = link.latency_us + (self.batch - 1) * fi_us + fl_us + frame_link_us(link, bytes_sent, frames_sent,
+                                                                                     self.batch)
+        return interval, latency
+
+    def metrics(self, costs: Sequence[Cost], bounds: Sequence[int]) -> PipelineMetrics:
+        """The figures of the stages ``bounds`` (cut indices ``0 = b0 < b1 < ... = U``) with ``costs``."""
+        loads = [[BoardLoad(c, self.board, bytes_sent=self.cut_bytes[j], bytes_recv=self.cut_bytes[i],
+                            n_in=self.cut_values[i], n_out=self.cut_values[j])]
+                 for c, i, j in zip(costs, bounds[:-1], bounds[1:], strict=True)]
+        link = self.board.link
+        return group_metrics(loads, Endpoint(link, self.cut_bytes[0]), Endpoint(link, self.cut_bytes[-1]),
+                             batch=self.batch, io_type=self.io_type)
+
+
+def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float, price: ChainPrice) -> _Table:
     n = len(units)
     res = np.array([[float(getattr(c, r)) for r in RESOURCES] for c in units], dtype=float).reshape(n, len(RESOURCES))
     prefix = np.vstack([np.zeros((1, len(RESOURCES))), np.cumsum(res, axis=0)])
@@ -227,11 +303,11 @@ def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float
     stage_ii = np.maximum(run_max, float(shell.ii_cycles))
     lat_prefix = np.concatenate([[0.0], np.cumsum([float(c.latency_cycles) for c in units])])
     stage_lat = float(shell.latency_cycles) + lat_prefix[:, None] - lat_prefix[start]
-    ii_us = board.cycles_to_us(stage_ii)
-    lat_us = board.cycles_to_us(stage_lat)
-    interval = np.where(ok, ii_us + send_us[:, None], _INF)
-    latency = np.where(ok, lat_us + hop_us[:, None], _INF)
-    return _Table(n, start, ok, interval, latency, ii_us, lat_us)
+    ends = np.broadcast_to(np.arange(n + 1)[:, None], start.shape)
+    iv, lt = price.stage(start, ends, stage_ii, stage_lat)
+    interval = np.where(ok, iv, _INF)
+    latency = np.where(ok, lt, _INF)
+    return _Table(n, start, ok, interval, latency, stage_ii, np.broadcast_to(stage_lat, start.shape))
 
 
 class _SegmentCache:
@@ -248,8 +324,7 @@ class _SegmentCache:
         return self.costs[key]
 
 
-def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, send_us: np.ndarray,
-                    hop_us: np.ndarray) -> _Table:
+def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, price: ChainPrice) -> _Table:
     """Evaluate stages from each start until the first one that does not fit.
 
     Assumes a stage with more units never needs fewer resources (true of every sane estimator),
@@ -267,16 +342,15 @@ def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, send_u
     ok = np.zeros(raw.shape, dtype=bool)
     interval = np.full(raw.shape, _INF)
     latency = np.full(raw.shape, _INF)
-    ii_us = np.full(raw.shape, _INF)
-    lat_us = np.full(raw.shape, _INF)
+    ii_c = np.full(raw.shape, _INF)
+    lat_c = np.full(raw.shape, _INF)
     for i, j, c in feasible:
         d = j - 1 - i
         ok[j, d] = True
-        ii_us[j, d] = board.cycles_to_us(float(c.ii_cycles))
-        lat_us[j, d] = board.cycles_to_us(float(c.latency_cycles))
-        interval[j, d] = ii_us[j, d] + send_us[j]
-        latency[j, d] = lat_us[j, d] + hop_us[j]
-    return _Table(n, start, ok, interval, latency, ii_us, lat_us)
+        ii_c[j, d], lat_c[j, d] = float(c.ii_cycles), float(c.latency_cycles)
+        iv, lt = price.stage(i, j, ii_c[j, d], lat_c[j, d])
+        interval[j, d], latency[j, d] = float(iv), float(lt)
+    return _Table(n, start, ok, interval, latency, ii_c, lat_c)
 
 
 # --------------------------------------------------------------------------- DP primitives
@@ -444,7 +518,9 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
                     n_stages: int | None = None, unit_names: Sequence[str] | None = None,
                     segment_cost: Callable[[int, int], Cost] | None = None,
                     shell: Cost | None = None,
-                    options: Sequence[Sequence[SplitOption]] | None = None) -> Partition:
+                    options: Sequence[Sequence[SplitOption]] | None = None, values_in: float = 0.0,
+                    values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
+                    io_type: str = "io_parallel") -> Partition:
     """Cut a chain of units into stages, one ``board`` each, optimally for ``objective``.
 
     With ``options``, a stage may also be a *split group*: one unit run as ``k`` parallel boards
@@ -465,6 +541,10 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             the additive model (for non-additive estimators). Each stage is evaluated at most once,
             and only stages from a start up to the first one that does not fit.
         shell: cost of the board shell in additive mode; default the board catalogue's shell.
+        values_in / values_out: values per sample of the model input and of each unit's output (what the
+            boards' AXI wrappers read and write, one per clock); default none (no wrapper cycles).
+        batch: samples per frame (per-frame costs and frame overhead are shared by a batch).
+        io_type: the boards' hls4ml io type (how the wrapper overlaps its reads and writes).
         options: per unit, the ways it may be split across boards (may be empty). With splits,
             ``max_boards`` bounds the boards (a group of ``k`` counts ``k``), ``n_stages`` fixes the
             pipeline steps (a group counts one), and the objectives' "fewest stages" key becomes
@@ -480,8 +560,7 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
     names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
     shell_c = shell if shell is not None else shell_cost(board)
     out_arr = np.asarray([float(b) for b in bytes_out])
-    send_us = np.concatenate([[0.0], board.link.transfer_us(out_arr)])
-    hop_us = np.concatenate([[0.0], board.link.hop_us(out_arr)])
+    price = ChainPrice(board, float(bytes_in), out_arr, values_in, values_out, batch, io_type)
 
     seg = _SegmentCache(segment_cost) if segment_cost is not None else None
     if not shell_c.fits(board, cap) and seg is None:
@@ -494,7 +573,7 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             raise ValueError(f"options has {len(options)} entries for {n} units")
         from .partition_split import solve_with_splits
 
-        return solve_with_splits(unit_costs, float(bytes_in), out_arr, board, cap, objective, max_boards, n_stages,
+        return solve_with_splits(unit_costs, price, board, cap, objective, max_boards, n_stages,
                                  names, seg, shell_c, [tuple(o) for o in options])
 
     if n_stages is not None and n_stages > n:
@@ -510,8 +589,8 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             c = c + u
         return c
 
-    tab = (_additive_table(unit_costs, shell_c, board, cap, send_us, hop_us) if seg is None
-           else _callable_table(n, seg, board, cap, send_us, hop_us))
+    tab = (_additive_table(unit_costs, shell_c, board, cap, price) if seg is None
+           else _callable_table(n, seg, board, cap, price))
 
     bad = [(names[j - 1], stage_cost(j - 1, j)) for j in range(1, n + 1) if not tab.ok[j, 0]]
     if bad:
@@ -534,7 +613,7 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             f"cannot use exactly {n_stages} {board.name} boards: the model needs at least {n_min} under "
             f"cap {cap:g}; ask for {n_min} or more stages, or make the layers smaller (reuse factor, precision)")
 
-    lat_in = float(board.link.hop_us(float(bytes_in)))
+    lat_in = price.source_latency_us
     if objective == "throughput":
         bounds = _solve_throughput(tab, n_stages, limit)
     elif objective == "boards":
@@ -545,8 +624,7 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
         raise InfeasibleError(f"no partition into exactly {n_stages} {board.name} stages fits under cap {cap:g}")
 
     costs = tuple(stage_cost(i, j) for i, j in zip(bounds[:-1], bounds[1:], strict=True))
-    metrics = pipeline_metrics(costs, [board] * len(costs), float(bytes_in),
-                               [float(bytes_out[j - 1]) for j in bounds[1:]])
+    metrics = price.metrics(costs, bounds)
     return Partition(bounds=bounds, stage_costs=costs, metrics=metrics, objective=objective)
 
 

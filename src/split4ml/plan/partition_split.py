@@ -60,9 +60,10 @@ import numpy as np
 from ..boards import Board
 from ..errors import InfeasibleError
 from ..estimate.base import Cost
-from .metrics import BoardLoad, group_metrics
+from .metrics import BoardLoad, Endpoint, frame_link_us, group_metrics, link_us
 from .partition import (
     _INF,
+    ChainPrice,
     Partition,
     SplitOption,
     _additive_table,
@@ -96,12 +97,13 @@ def _envelope(costs: Sequence[Cost]) -> Cost:
 class _Dag:
     """States, steps and the dynamic programmes of one problem instance."""
 
-    def __init__(self, units: Sequence[Cost], bytes_in: float, bytes_out: np.ndarray, board: Board, cap: float,
+    def __init__(self, units: Sequence[Cost], price: ChainPrice, board: Board, cap: float,
                  seg: _SegmentCache | None, shell: Cost, options: Sequence[tuple[SplitOption, ...]]) -> None:
         self.units, self.board, self.cap, self.seg, self.shell = units, board, cap, seg, shell
-        self.bytes_in, self.bytes_out, self.options = bytes_in, bytes_out, options
+        self.price, self.options = price, options
+        self.bytes_in, self.bytes_out = float(price.cut_bytes[0]), price.cut_bytes[1:]
         n = self.n = len(units)
-        link = board.link
+        link, batch = board.link, price.batch
         # An option is usable when every shard fits a board and its tail fits a board (with the shell)
         # at least alone: the merge stage is the smallest stage that can run it.
         self.feasible = [[all(c.fits(board, cap) for c in o.shard_costs)
@@ -126,17 +128,20 @@ class _Dag:
                     if opt.kind == "neuron" and self.feasible[j][o]:
                         add((_N, j, o))
         self.final = self.index[(_Z, n, -1)]
-        self.init: dict[int, float] = {self.index[(_Z, 0, -1)]: float(link.hop_us(bytes_in))}
+        # the source: its frame's trip starts the latency, and its link is a step of the pipeline
+        self.init: dict[int, float] = {self.index[(_Z, 0, -1)]: price.source_latency_us}
+        init_iv: dict[int, float] = {self.index[(_Z, 0, -1)]: price.source_us}
         for o, opt in enumerate(options[0] if n else ()):
             if (_N, 0, o) in self.index:
-                self.init[self.index[(_N, 0, o)]] = float(link.hop_us(opt.fanout * bytes_in))
+                f = opt.fanout
+                self.init[self.index[(_N, 0, o)]] = float(frame_link_us(link, f * self.bytes_in, f, batch))
+                init_iv[self.index[(_N, 0, o)]] = float(link_us(link, f * self.bytes_in, f, batch))
 
-        # ---- plain stages without a tail: the table of the plain solver
-        zero = np.zeros(n + 1)
-        self.tab = (_additive_table(units, shell, board, cap, zero, zero) if seg is None
-                    else _callable_table(n, seg, board, cap, zero, zero))
+        # ---- plain stages without a tail: the table of the plain solver (re-priced here for fan-outs)
+        self.tab = (_additive_table(units, shell, board, cap, price) if seg is None
+                    else _callable_table(n, seg, board, cap, price))
         # ---- plain stages starting with a tail: rows T(u+1, o) -> ends j >= u+1
-        tail_in: list[list[tuple[int, int, float, float]]] = [[] for _ in range(n + 1)]
+        tail_in: list[list[tuple[int, int, int, float, float]]] = [[] for _ in range(n + 1)]
         for key, t in self.index.items():
             if key[0] != _T:
                 continue
@@ -145,7 +150,7 @@ class _Dag:
                 c = self.plain_cost(i, j, options[i - 1][o].tail)
                 if not c.fits(board, cap):
                     break
-                tail_in[j].append((t, i, board.cycles_to_us(c.ii_cycles), board.cycles_to_us(c.latency_cycles)))
+                tail_in[j].append((t, i, o, float(c.ii_cycles), float(c.latency_cycles)))
 
         # ---- incoming edges of every state
         z_of = np.array([self.index[(_Z, j, -1)] for j in range(n + 1)])
@@ -156,28 +161,34 @@ class _Dag:
             f = options[j][o].fanout if kind == _N else 1
             parts: list[tuple[np.ndarray, ...]] = []
             if kind != _T:
-                sent = f * float(bytes_out[j - 1])
                 cols = np.flatnonzero(self.tab.ok[j])
                 if cols.size:
                     starts = self.tab.start[j, cols]
-                    parts.append((z_of[starts], starts, np.full(cols.size, -1),
-                                  self.tab.ii_us[j, cols] + link.transfer_us(sent),
-                                  self.tab.lat_us[j, cols] + link.hop_us(sent), np.ones(cols.size, dtype=int)))
-                if tail_in[j]:
-                    src, st, ii, lat = (np.array(x) for x in zip(*tail_in[j], strict=True))
-                    parts.append((src.astype(int), st.astype(int), np.full(src.size, -1),
-                                  ii + link.transfer_us(sent), lat + link.hop_us(sent), np.ones(src.size, dtype=int)))
+                    iv, lat = price.stage(starts, j, self.tab.ii_cycles[j, cols], self.tab.lat_cycles[j, cols],
+                                          copies=f)
+                    parts.append((z_of[starts], starts, np.full(cols.size, -1), np.asarray(iv, dtype=float),
+                                  np.asarray(lat, dtype=float), np.ones(cols.size, dtype=int)))
+                for src, st, to, ii, lt in tail_in[j]:
+                    iv, lat = price.stage(st, j, ii, lt, copies=f, read=self.tail_read(options[st - 1][to]))
+                    parts.append((np.array([src]), np.array([st]), np.array([-1]), np.array([float(iv)]),
+                                  np.array([float(lat)]), np.array([1])))
                 groups = [g for g, opt in enumerate(options[j - 1]) if opt.tail is None and self.feasible[j - 1][g]]
             else:
                 groups = [o]
             for g in groups:
                 opt = options[j - 1][g]
                 src_key = (_N, j - 1, g) if opt.kind == "neuron" else (_Z, j - 1, -1)
-                iv, lat = self.group_times(opt, f)
+                iv, lat = self.group_times(opt, f, j - 1)
                 parts.append((np.array([self.index[src_key]]), np.array([j - 1]), np.array([g]), np.array([iv]),
                               np.array([lat]), np.array([opt.k])))
             if parts:
-                self.inc[t] = _In(*(np.concatenate([p[k] for p in parts]) for k in range(6)))
+                e = _In(*(np.concatenate([p[k] for p in parts]) for k in range(6)))
+                # the source's link bounds the first step, the sink's (the model output, one frame per
+                # batch) the last one
+                floor = np.array([init_iv.get(int(x), 0.0) for x in e.src])
+                if t == self.final:
+                    floor = np.maximum(floor, float(price.link_us[n]))
+                self.inc[t] = _In(e.src, e.start, e.opt, np.maximum(e.interval, floor), e.latency, e.boards)
         finite = [e.interval for e in self.inc if e is not None]
         self.cands = np.unique(np.concatenate(finite)) if finite else np.zeros(0)
         self._shift_cache: dict[tuple[int, tuple[tuple[str, int], ...]], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -193,14 +204,32 @@ class _Dag:
             c = c + u
         return c
 
-    def group_times(self, opt: SplitOption, f: int) -> tuple[float, float]:
-        """Interval and latency (us) of a group whose shards each send ``f`` copies of their output."""
-        b, link = self.board, self.board.link
-        iv = max(b.cycles_to_us(c.ii_cycles) + link.transfer_us(f * s)
-                 for c, s in zip(opt.shard_costs, opt.shard_bytes_out, strict=True))
-        lat = max(b.cycles_to_us(c.latency_cycles) + link.hop_us(f * s)
-                  for c, s in zip(opt.shard_costs, opt.shard_bytes_out, strict=True))
-        return float(iv), float(lat)
+    def shard_bytes_in(self, opt: SplitOption, u: int, values_in: float) -> float:
+        """Bytes per sample a shard of ``opt`` (a split of unit ``u``) receives: the whole input of the unit
+        (neuron split) or its slice of it (input split)."""
+        cut_bytes, cut_values = float(self.price.cut_bytes[u]), float(self.price.cut_values[u])
+        if opt.kind == "neuron":
+            return cut_bytes
+        return cut_bytes * values_in / cut_values if cut_values > 0 else cut_bytes / opt.k
+
+    def shard_loads(self, opt: SplitOption, f: int, u: int) -> list[BoardLoad]:
+        """The boards of a group of ``opt`` (unit ``u``) whose shards each send ``f`` copies of their output."""
+        return [BoardLoad(c, self.board, bytes_sent=f * bo, bytes_recv=self.shard_bytes_in(opt, u, vi), n_in=vi,
+                          n_out=vo, frames_sent=f)
+                for c, bo, vi, vo in zip(opt.shard_costs, opt.shard_bytes_out, opt.shard_values_in,
+                                         opt.shard_values_out, strict=True)]
+
+    def group_times(self, opt: SplitOption, f: int, u: int) -> tuple[float, float]:
+        """Interval and latency (us) of a group of ``opt`` (unit ``u``) whose shards each send ``f`` copies."""
+        p = self.price
+        loads = self.shard_loads(opt, f, u)
+        return (max(ld.interval_us(p.io_type, p.batch) for ld in loads),
+                max(ld.latency_us(p.io_type, p.batch) for ld in loads))
+
+    @staticmethod
+    def tail_read(opt: SplitOption) -> tuple[float, float]:
+        """(values, bytes) per sample the stage starting with ``opt``'s tail reads: the shards' outputs."""
+        return float(sum(opt.shard_values_out)), float(sum(opt.shard_bytes_out))
 
     def fanout(self, t: int) -> int:
         kind, j, o = self.states[t]
@@ -335,23 +364,30 @@ class _Dag:
             start, g = int(inc.start[e]), int(inc.opt[e])
             f = self.fanout(t)
             bounds.append(start)
+            p = self.price
             if g >= 0:
                 opt = self.options[start][g]
                 costs = opt.shard_costs
-                sent = [f * s for s in opt.shard_bytes_out]
+                step = self.shard_loads(opt, f, start)
                 splits.append(g)
                 tails.append(False)
             else:
-                tail = self.options[start - 1][src_opt].tail if src_kind == _T else None
-                costs = (self.plain_cost(start, j, tail),)
-                sent = [f * float(self.bytes_out[j - 1])]
+                tail_opt = self.options[start - 1][src_opt] if src_kind == _T else None
+                costs = (self.plain_cost(start, j, tail_opt.tail if tail_opt is not None else None),)
+                values_in, bytes_in = (self.tail_read(tail_opt) if tail_opt is not None
+                                       else (float(p.cut_values[start]), float(p.cut_bytes[start])))
+                step = [BoardLoad(costs[0], board, bytes_sent=f * float(p.cut_bytes[j]), bytes_recv=bytes_in,
+                                  n_in=values_in, n_out=float(p.cut_values[j]), frames_sent=f)]
                 splits.append(None)
                 tails.append(src_kind == _T)
             board_costs.append(tuple(costs))
             stage_costs.append(costs[0] if len(costs) == 1 else _envelope(costs))
-            loads.append([BoardLoad(c, board, s) for c, s in zip(costs, sent, strict=True)])
+            loads.append(step)
         bounds.append(self.n)
-        metrics = group_metrics(loads, self.fanout(self.path_start(steps)) * self.bytes_in)
+        f0 = self.fanout(self.path_start(steps))
+        p, link = self.price, board.link
+        metrics = group_metrics(loads, Endpoint(link, f0 * self.bytes_in, f0), Endpoint(link, float(p.cut_bytes[-1])),
+                                batch=p.batch, io_type=p.io_type)
         return Partition(bounds=tuple(bounds), stage_costs=tuple(stage_costs), metrics=metrics, objective=objective,
                          splits=tuple(splits), tails=tuple(tails), board_costs=tuple(board_costs))
 
@@ -384,12 +420,12 @@ def _bisect(cands: np.ndarray, ok: object) -> int | None:
     return lo if lo < len(cands) else None
 
 
-def solve_with_splits(units: Sequence[Cost], bytes_in: float, bytes_out: np.ndarray, board: Board, cap: float,
+def solve_with_splits(units: Sequence[Cost], price: ChainPrice, board: Board, cap: float,
                       objective: str, max_boards: int | None, n_stages: int | None, names: Sequence[str],
                       seg: _SegmentCache | None, shell: Cost,
                       options: Sequence[tuple[SplitOption, ...]]) -> Partition:
     """The optimal partition with split groups (see the module docstring); arguments as ``partition_chain``."""
-    dag = _Dag(units, bytes_in, bytes_out, board, cap, seg, shell, options)
+    dag = _Dag(units, price, board, cap, seg, shell, options)
     bad = dag.unplaceable()
     if bad:
         details = []

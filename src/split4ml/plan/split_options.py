@@ -154,6 +154,8 @@ def split_options(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
             choice = ShardChoice(spec=SplitSpec(layer=layer.name, kind=kind, parts=k), shard_settings=shard_sets,
                                  tail_settings=tail_sets)
             options.append(SplitOption(kind=kind, shard_costs=tuple(costs), shard_bytes_out=tuple(float(b) for b in sent),
+                                       shard_values_in=tuple(float(math.prod(p.input_shape)) for p in su.shards),
+                                       shard_values_out=tuple(float(math.prod(p.out_shape)) for p in su.shards),
                                        tail=tail_cost, label=choice))
     return options, problems
 

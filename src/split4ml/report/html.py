@@ -17,6 +17,7 @@ from typing import Any
 from .. import __version__
 from ..boards import RESOURCES, Board
 from ..ir import Graph
+from ..plan.metrics import FRAME_OVERHEAD_BYTES
 from ..plan.model import Plan, Wire
 from .figures import COLORS
 from .resources import RESOURCE_LABELS, resource_bars
@@ -244,35 +245,42 @@ def _model_section(plan: Plan) -> str:
     m = plan.metrics
     boards = _plan_boards(plan)
     assumptions = _table(
-        ["board", "part", "fabric clock", "link", "bandwidth", "fixed cost per hop"],
+        ["board", "part", "fabric clock", "link", "bandwidth", "per-frame cost"],
         [[b.name, b.part, f"{b.clock_mhz:g} MHz", b.link.medium or "–", f"{b.link.bandwidth_mbps:,g} Mb/s",
           f"{b.link.latency_us:g} µs"] for b in boards], "llrlr")
     timings = board_timings(plan)
     rows, classes = [], []
     for tms in timings:
         for t in tms:
-            rows.append([t.label, t.board.name, f"{t.cost.ii_cycles:,.0f}", _num(t.ii_us), f"{t.bytes_sent:,.0f}",
-                         _num(t.send_us), _num(t.interval_us), f"{t.cost.latency_cycles:,.0f}",
-                         _num(t.compute_latency_us), _num(t.board.link.hop_us(t.bytes_sent)), _num(t.latency_us)])
-            classes.append("bott" if t.stage == m.bottleneck_stage else "")
-    per_board = _table(["board", "type", "II (cycles)", "II (µs)", "bytes sent", "send (µs)", "interval (µs)",
-                        "latency (cycles)", "compute (µs)", "hop (µs)", "stage latency (µs)"], rows, "llr",
-                       row_class=classes)
+            bd = t.bounds_us
+            rows.append([t.label, t.board.name, f"{t.load.n_in:,.0f}", f"{t.cost.latency_cycles:,.0f}",
+                         f"{t.load.n_out:,.0f}", _num(bd["fabric"]), _num(bd["recv"]), f"{t.bytes_sent:,.0f}",
+                         _num(bd["send"]), _num(bd["frame"]), _num(t.interval_us), _num(t.latency_us)])
+            classes.append("bott" if t.stage == m.bottleneck_stage and m.bottleneck == "stage" else "")
+    per_board = _table(["board", "type", "values in", "latency (cycles)", "values out", "fabric (µs)", "receive (µs)",
+                        "bytes sent", "send (µs)", "per-frame (µs)", "interval (µs)", "frame latency (µs)"], rows,
+                       "llr", row_class=classes)
     hop_in = input_hop_us(plan)
     lat_terms = " + ".join(_num(x, 4) for x in (hop_in, *m.stage_latency_us))
+    where = {"stage": f"stage {m.bottleneck_stage}", "source": "the source's link", "sink": "the sink's link"}
     formula = (
-        "interval_us  = ii_cycles / clock_MHz + bytes_sent × 8 / bandwidth_Mbps      (the board forwards each "
-        "frame itself:\n               compute and send do not overlap; a split stage takes its slowest board)\n"
-        f"bottleneck   = max over stages of interval_us = {_num(m.bottleneck_us)} µs  (stage {m.bottleneck_stage})"
-        f"\nthroughput   = 10^6 / bottleneck = {m.throughput_per_s:,.0f} samples/s\n"
-        "hop_us(b)    = link fixed cost + b × 8 / bandwidth_Mbps\n"
-        "latency_us   = hop_us(input bytes) + Σ stages (latency_cycles / clock_MHz + hop_us(bytes_sent))\n"
+        f"batch        = {m.batch} samples per frame; every frame adds {FRAME_OVERHEAD_BYTES} bytes (header, CRC)\n"
+        "fabric       = (values_in + latency_cycles + values_out) / clock_MHz   (io_parallel AXI wrapper: read, run,"
+        " write)\n"
+        "link(b, f)   = (b + f × overhead / batch) × 8 / bandwidth_Mbps           (receive and send overlap the fabric)\n"
+        "interval_us  = max(fabric, link(received), link(sent), per-frame cost / batch)   (a split step: its slowest"
+        " board)\n"
+        f"bottleneck   = max(source, stages, sink) = {_num(m.bottleneck_us)} µs  ({where[m.bottleneck]}); fabric bound "
+        f"{_num(m.fabric_bound_us)}, link bound {_num(m.link_bound_us)}, per-frame bound {_num(m.frame_bound_us)}\n"
+        f"throughput   = 10^6 / bottleneck = {m.throughput_per_s:,.0f} samples/s\n"
+        "latency_us   = source frame + Σ stages (per-frame cost + ((batch − 1) × fabric + fabric latency) + frame on "
+        "the link)\n"
         f"             = {lat_terms} = {_num(m.latency_us, 5)} µs\n"
         f"cycles       = µs × {plan.stages[0].board.clock_mhz:g} MHz (the first board's clock): bottleneck "
         f"{m.bottleneck_ii_cycles:,.0f}, latency {m.latency_cycles:,.0f}")
-    notes = (f"The input hop carries {input_bytes_sent(plan):,.0f} bytes per sample from the source to stage 0 "
-             f"({_num(hop_in)} µs). A board (or the source) feeding a neuron split sends its output once per shard. Resources and "
-             "cycles are estimates; bandwidth and fixed cost per hop are the board catalogue's assumptions "
+    notes = (f"The source sends {input_bytes_sent(plan):,.0f} bytes per sample to stage 0 (a frame takes "
+             f"{_num(hop_in)} µs). A board (or the source) feeding a neuron split sends its output once per shard. "
+             "Resources and cycles are estimates; bandwidth and per-frame cost are the board file's figures "
              "(<code>split4ml boards</code>; override them with <code>--board-file</code>). The model is "
              "<code>split4ml/plan/metrics.py</code>.")
     return (f'<section id="performance"><h2>Latency and throughput model</h2><h3>Assumptions</h3>{assumptions}'

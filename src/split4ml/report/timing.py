@@ -1,19 +1,20 @@
 """Per-board timing and the pipeline timeline (Gantt chart) of a plan, as plain numbers.
 
-Everything here follows :mod:`split4ml.plan.metrics`, the one performance model, and the boards'
-link model (:class:`split4ml.boards.Link`):
+Everything here reads the one performance model (:mod:`split4ml.plan.metrics`) through
+:func:`split4ml.plan.model.stage_loads`, as the plan's own figures do:
 
-* a board is **occupied** per sample for its initiation interval plus the time to send its output
-  (``interval_us = ii_cycles / clock_mhz + bytes_sent * 8 / bandwidth_mbps``); a board feeding a
-  neuron split sends its output once per shard;
-* a sample reaches the next stage ``latency_cycles / clock_mhz + link.latency_us + send_us``
-  after the stage started on it (the stage's latency in the model), and the first stage
-  ``link.hop_us(input bytes)`` after the source sent it.
+* a board's **interval** is the largest of its fabric interval (the AXI wrapper's reads and writes
+  included), the link time of what it receives and sends (frame overhead shared by the batch), and
+  its per-frame cost shared by the batch; a board feeding a neuron split sends its output once per
+  shard;
+* a sample's frame reaches the next stage the board's **latency** after the board got it (per-frame
+  cost, the batch through the fabric, the frame on the link), and the first stage the source's
+  frame time after the source sent it.
 
 The timeline (:func:`gantt_segments`) plays a few samples through the pipeline with the source
-sending one sample per bottleneck interval (the pipeline's steady-state rate), so the bottleneck
-stage is busy all the time and every other stage idles between samples. All times are in
-microseconds from the moment the source sends the first sample.
+sending one sample per bottleneck interval (the pipeline's steady-state rate): a board is drawn
+computing (its fabric interval) then sending (its link time), and is free again one interval after
+it started. All times are in microseconds from the moment the source sends the first sample.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from dataclasses import dataclass
 
 from ..boards import Board
 from ..estimate.base import Cost
-from ..plan.model import Plan
+from ..plan.metrics import BoardLoad, frame_link_us
+from ..plan.model import Plan, stage_loads
 
 #: Segment kinds of the timeline.
-COMPUTE = "compute"  # the board's fabric accepts the sample (initiation interval)
-SEND = "send"  # the board serialises its output onto its link
-LINK = "link"  # the sample is in flight to the next stage (per-hop fixed cost, pipeline depth)
+COMPUTE = "compute"  # the board's fabric works on the sample (its fabric interval)
+SEND = "send"  # the board's link carries the sample's output
+LINK = "link"  # the sample is in flight to the next stage (per-frame cost, pipeline depth)
 KINDS = (COMPUTE, SEND, LINK)
 
 
@@ -39,47 +41,69 @@ class BoardTiming:
         stage: index of the pipeline step (``Plan.stages``).
         part: shard number within a split step, ``None`` for a one-board step.
         label: ``"stage 0"`` or, for a shard, ``"stage 1.2"``.
-        board: the board type.
-        cost: its estimated cost (resources, cycles).
-        bytes_sent: bytes per sample it sends downstream (fan-out to neuron shards included).
+        load: what it moves per sample (:class:`~split4ml.plan.metrics.BoardLoad`).
+        batch / io_type: the plan's.
     """
 
     stage: int
     part: int | None
     label: str
-    board: Board
-    cost: Cost
-    bytes_sent: float
+    load: BoardLoad
+    batch: int
+    io_type: str
+
+    @property
+    def board(self) -> Board:
+        return self.load.board
+
+    @property
+    def cost(self) -> Cost:
+        return self.load.cost
+
+    @property
+    def bytes_sent(self) -> float:
+        """Bytes per sample it sends downstream (fan-out to neuron shards included)."""
+        return self.load.bytes_sent
+
+    @property
+    def bounds_us(self) -> dict[str, float]:
+        """The four limits of its interval: ``fabric``, ``recv``, ``send``, ``frame``."""
+        return self.load.bounds_us(self.io_type, self.batch)
 
     @property
     def ii_us(self) -> float:
-        """Initiation interval in microseconds."""
-        return self.board.cycles_to_us(self.cost.ii_cycles)
+        """Fabric interval per sample (wrapper reads and writes included), microseconds."""
+        return self.bounds_us["fabric"]
 
     @property
     def compute_latency_us(self) -> float:
-        """Compute latency of one sample in microseconds."""
-        return self.board.cycles_to_us(self.cost.latency_cycles)
+        """Fabric latency of one sample in microseconds."""
+        return self.load.fabric_us(self.io_type)[1]
 
     @property
     def send_us(self) -> float:
-        """Serialisation time of one sample's output on the board's link, microseconds."""
-        return self.board.link.transfer_us(self.bytes_sent)
+        """Link time of one sample's output (frame overhead shared by the batch), microseconds."""
+        return self.bounds_us["send"]
 
     @property
     def hop_fixed_us(self) -> float:
-        """The link's fixed cost per hop, microseconds."""
+        """The board's per-frame fixed cost, microseconds."""
         return self.board.link.latency_us
 
     @property
+    def frame_us(self) -> float:
+        """Time its link takes for one batch's frames, microseconds."""
+        return frame_link_us(self.board.link, self.load.bytes_sent, self.load.frames_sent, self.batch)
+
+    @property
     def interval_us(self) -> float:
-        """Time between samples this board can accept (``ii_us + send_us``)."""
-        return self.ii_us + self.send_us
+        """Time between samples this board can accept: the largest of its four bounds."""
+        return self.load.interval_us(self.io_type, self.batch)
 
     @property
     def latency_us(self) -> float:
-        """Latency this board adds to a sample: compute, then the hop to the next stage."""
-        return self.compute_latency_us + self.board.link.hop_us(self.bytes_sent)
+        """Latency this board adds to a sample's frame: per-frame cost, fabric, the frame on the link."""
+        return self.load.latency_us(self.io_type, self.batch)
 
 
 def board_timings(plan: Plan) -> list[list[BoardTiming]]:
@@ -87,29 +111,25 @@ def board_timings(plan: Plan) -> list[list[BoardTiming]]:
 
     A step's interval and latency in :attr:`Plan.metrics` are the largest of its boards'.
     """
+    steps, _, _ = stage_loads(plan.stages)
     out: list[list[BoardTiming]] = []
-    for st in plan.stages:
-        nxt = plan.stages[st.index + 1] if st.index + 1 < plan.n_stages else None
-        fan = nxt.split.parts if nxt is not None and nxt.split is not None and nxt.split.kind == "neuron" else 1
-        if st.split is not None:
-            out.append([BoardTiming(st.index, sh.part, f"stage {st.index}.{sh.part}", sh.board, sh.cost,
-                                    float(sh.output.bytes_per_sample * fan)) for sh in st.shards])
-        else:
-            out.append([BoardTiming(st.index, None, f"stage {st.index}", st.board, st.cost,
-                                    float(st.output.bytes_per_sample * fan))])
+    for st, loads in zip(plan.stages, steps, strict=True):
+        out.append([BoardTiming(st.index, sh.part if st.split else None,
+                                f"stage {st.index}.{sh.part}" if st.split else f"stage {st.index}", ld, plan.batch,
+                                plan.build.io_type)
+                    for sh, ld in zip(st.shards if st.split else [None] * len(loads), loads, strict=True)])
     return out
 
 
 def input_bytes_sent(plan: Plan) -> float:
     """Bytes per sample the source sends to the first stage (once per shard of a neuron split)."""
-    first = plan.stages[0]
-    fan = first.split.parts if first.split is not None and first.split.kind == "neuron" else 1
-    return float(first.input.bytes_per_sample * fan)
+    return stage_loads(plan.stages)[1].n_bytes
 
 
 def input_hop_us(plan: Plan) -> float:
-    """Latency of the hop from the source to the first stage, microseconds (as in the model)."""
-    return plan.stages[0].board.link.hop_us(input_bytes_sent(plan))
+    """Time from the source sending a frame to its arrival at the first stage, microseconds."""
+    source = stage_loads(plan.stages)[1]
+    return frame_link_us(source.link, source.n_bytes, source.frames, plan.batch)
 
 
 @dataclass(frozen=True)
@@ -160,10 +180,11 @@ def gantt_segments(plan: Plan, n_samples: int = 6) -> list[GanttSegment]:
     """The timeline of ``n_samples`` samples through the pipeline (see the module docstring).
 
     Every board of a step starts on a sample when the sample has arrived and the board is free;
-    it is then occupied for ``compute`` (its II) and ``send`` (serialising its output). The
-    ``link`` segment runs from the end of that send to the sample's arrival at the next stage
-    (the link's fixed cost, plus the compute latency beyond the II). A split step's sample moves
-    on when its slowest shard's output has arrived.
+    it is then occupied for one interval: ``compute`` (its fabric interval), then ``send`` for the
+    rest of the interval when a link or the per-frame cost binds it (these run beside the fabric,
+    so only what exceeds the fabric holds the board). The ``link`` segment runs from the end of
+    that interval to the sample's arrival at the next stage. A split step's sample moves on when its
+    slowest shard's output has arrived.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
@@ -183,7 +204,7 @@ def gantt_segments(plan: Plan, n_samples: int = 6) -> list[GanttSegment]:
             for j, b in enumerate(boards):
                 start = max(arrival[k], free[j])
                 segs.append(GanttSegment(b.label, b.stage, b.part, k, start, start + b.ii_us, COMPUTE))
-                if b.send_us > 0:
+                if b.interval_us > b.ii_us:
                     segs.append(GanttSegment(b.label, b.stage, b.part, k, start + b.ii_us, start + b.interval_us,
                                              SEND))
                 free[j] = start + b.interval_us
