@@ -62,6 +62,7 @@ from split4ml.estimate.analytic import AnalyticEstimator
 from split4ml.estimate.base import Cost, Estimator
 from split4ml.estimate.hls_rules import hls4ml_would_change
 from split4ml.ir import COMPUTE_KINDS, Graph, Layer
+from split4ml.plan.api import MAX_AUTO_BATCH
 from split4ml.plan.metrics import pipeline_metrics
 from split4ml.settings import BuildSettings, LayerSettings
 
@@ -229,8 +230,10 @@ def price_cuts(graph: Graph, cuts: Sequence[int], settings: dict[str, LayerSetti
         bytes_out.append(values_out[-1] * settings[seg[-1].name].precision.result.storage_bytes)
     values_in = math.prod(graph.input.output_shape)
     bytes_in = values_in * build.input_precision.storage_bytes
+    # frames of MAX_AUTO_BATCH samples, the most split4ml's planner chooses by itself: the enumerated
+    # plan's best case for the boards' per-frame cost
     return costs, pipeline_metrics(costs, [board] * len(costs), float(bytes_in), bytes_out, values_in, values_out,
-                                   io_type=build.io_type)
+                                   batch=MAX_AUTO_BATCH, io_type=build.io_type)
 
 
 def run_baseline(graph: Graph, board: Board, cap: float, timeout_s: float, probe_s: float) -> tuple[Outcome, dict]:
