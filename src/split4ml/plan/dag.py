@@ -22,10 +22,14 @@ host), its consumer units, and ``n_bytes`` per sample (the producer's result typ
   different types (:attr:`Tensor.type`) never cross the same link, the rule the plan checker
   (:func:`split4ml.split.link_wire`) enforces.
 * **Metrics** (as :mod:`split4ml.plan.metrics`, so a chain gets exactly the figures of
-  :func:`~split4ml.plan.partition.partition_chain`):
-  ``interval_us(k) = ii_cycles(k) / clock_mhz + B_k * 8 / bandwidth_mbps``; the bottleneck is the
-  largest interval; ``latency_us = hop(bytes_in) + sum_k (latency_cycles(k) / clock_mhz + hop(B_k))``
-  with ``hop(b) = link.latency_us + b * 8 / bandwidth_mbps``.
+  :func:`~split4ml.plan.partition.partition_chain`), for frames of ``batch`` samples and
+  ``io_parallel`` (the only io type planned for DAGs): stage ``k``'s fabric takes
+  ``F_k = E_{k-1} + shell and layers' latency + E_k`` cycles (``E_k`` the values per sample on link
+  ``k``, ``E_{-1}`` the model input's: the wrapper reads and writes one value a clock); its interval
+  is the largest of ``F_k / clock``, its links' ``link_us(B)`` (payload plus the frame header's share)
+  and the per-frame cost over the batch; the source's link counts too. The bottleneck is the largest
+  interval. The latency is linear in the stages ``n``, ``TB = sum_k B_k`` and ``X = 2 TE + LC``
+  (``TE = sum_k E_k``, ``LC`` the chosen versions' latency cycles).
 * **Objectives** (lexicographic, floating values tie within a relative 1e-9 as in partition.py):
   ``throughput`` (bottleneck, then fewest boards, then latency), ``latency`` (latency, then fewest
   boards, then bottleneck), ``boards`` (fewest boards, then bottleneck, then latency); ``max_boards``
@@ -36,18 +40,14 @@ exact integer constraints, and the times are only rounded in the objective that 
 
 * bytes are integers (the bytes per sample of a tensor are; otherwise they are counted in
   milli-bytes, ``BYTE_QUANTUM``), so ``B_k`` and ``TB = sum_k B_k`` are exact integers;
-* "every interval <= T" is exact: for each unit version (or the shell) of interval ``ii``, the
-  largest integer ``B`` with ``ii / clock + B * 8 / bandwidth <= T`` is computed in floating point
-  with the same formula as the metrics, and the constraint is ``z[u, v, k] => B_k <= Bmax(ii)``
-  (``z``: unit ``u`` as version ``v`` on stage ``k``);
-* with one board type, ``latency_us = hop(bytes_in) + LC / clock + n (shell latency / clock +
-  link.latency_us) + TB * 8 / bandwidth`` with ``LC`` the sum of the chosen versions' latency
-  cycles. When ``LC`` does not depend on the versions it depends only on ``n`` and ``TB``, and
-  "latency <= L" is exact in floating point: for each ``k``, ``n == k => TB <= TBmax(k, L)``.
-  Otherwise it is the rational inequality ``n == k => A LC + Bc TB <= D (L - fixed(k))`` (clock
-  and bandwidth as fractions), with a relative margin of 1e-12 (:data:`LATENCY_MARGIN`), far
-  below the 1e-9 tie tolerance and far above float rounding, so it neither admits a plan that is
-  not better nor excludes one better by more than a tie;
+* "every interval <= T" is exact: the largest integer ``B`` with ``link_us(B) <= T`` and the largest
+  integer fabric ``F`` with ``F / clock <= T`` are computed in floating point with the formulas of
+  the metrics, and the constraints are ``B_k <= Bmax`` and ``used_k => F_k <= Fmax``;
+* with one board type, ``latency_us = lat_in + n lat_per_stage + batch X / clock + batch TB 8 /
+  bandwidth``, a rational inequality in ``(n, TB, X)``: ``n == k => A X + Bc TB <= D (L -
+  fixed(k))`` (clock and bandwidth as fractions), with a relative margin of 1e-12
+  (:data:`LATENCY_MARGIN`), far below the 1e-9 tie tolerance and far above float rounding, so it
+  neither admits a plan that is not better nor excludes one better by more than a tie;
 * the bottleneck and the latency are minimised on a proxy, times in integer picoseconds
   (``TIME_SCALE = 1e6`` per microsecond), then made exact: while some plan is strictly better than
   the current plan's exact value (by the exact constraint above), take it; none left proves the
@@ -98,6 +98,7 @@ from .metrics import (
     frame_link_us,
     group_metrics,
     link_us,
+    per_frame_us,
 )
 from .partition import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
 
@@ -296,7 +297,7 @@ class _Problem:
         self.values_out = sum(t.n_values for t in tensors if t.output)
         link, b = board.link, self.batch
         #: the parts of every interval that no choice changes: per-frame cost, the source's link
-        self.fixed_interval = max(link.latency_us / b, link_us(link, self.bytes_in, 1, b))
+        self.fixed_interval = max(per_frame_us(board, b), link_us(link, self.bytes_in, 1, b))
         #: latency = lat_in + n lat_per_stage + batch (2 TE + LC) / clock + batch TB 8 / bandwidth
         #: (io_parallel: a stage's fabric interval and latency are both n_in + L + n_out cycles)
         self.lat_in = (frame_link_us(link, self.bytes_in, 1, b)

@@ -9,38 +9,41 @@ which board each stage runs on, and one version per unit, optimally for the obje
 is exact for the version sets it is given (tests check it against brute force).
 
 Performance model: as :mod:`split4ml.plan.partition` (and :mod:`split4ml.plan.metrics`), with each
-stage priced on its own board type (clock, link, shell, capacity). The input hop is priced on the
-link of the first stage's board.
+stage priced on its own board type (clock, link, shell, capacity) by that type's
+:class:`~split4ml.plan.partition.ChainPrice`. The source and sink use the links of the first and
+last stage's boards.
 
-How (all exact):
+How (exact unless a front is rounded, below):
 
-* **Stage table under a bound.** For a bound ``T`` on stage intervals (microseconds), a unit may
-  use a version only if ``ii_us(version) + send_us(stage end) <= T``. The best stage ``[i, j)`` on
-  type ``t`` is a multi-choice knapsack in four resources (LUT, FF, DSP, BRAM18) minimising the
-  stage latency: it is solved exactly by extending from ``j-1`` back to ``i`` the Pareto front of
-  (resources, latency) sums of the allowed versions, dropping sums over the board's capped room
-  (resources are non-negative, so a sum over the room never comes back) and dominated sums. A
-  stage that does not fit stops the extension (a longer stage from the same end cannot fit). Rows
-  are cached per (type, end, number of allowed interval values).
+* **Stage rows.** The best stage ``[i, j)`` on type ``t`` is a multi-choice knapsack in four
+  resources (LUT, FF, DSP, BRAM18) minimising the stage latency: it is solved by extending from
+  ``j-1`` back to ``i`` the Pareto front of (resources, latency) sums of the allowed versions,
+  dropping sums over the board's capped room (resources are non-negative, so a sum over the room
+  never comes back) and dominated sums. A stage that does not fit stops the extension (a longer
+  stage from the same end cannot fit). With ``io_parallel`` the fabric interval is ``n_in + L +
+  n_out`` cycles, so the least-latency choice also has the least interval: one row per (type, end)
+  serves every bound, which only decides whether that interval (and the stage's links and
+  per-frame cost) is under it. With ``io_stream`` a bound ``T`` admits the versions of II ``<= T``,
+  and rows are cached per (type, end, number of admitted II values); without latency, their fronts
+  hold resources only.
 * **Board states.** A DP over (end ``j``, board state ``s``) gives the smallest latency of the
   units ``[0, j)`` that reach state ``s``. States fix the number of boards used: ``free`` order, the
   vector of counts used per type (polynomial in the counts); ``fixed`` order, (last position used,
   boards used), stages taking boards of the sequence in order, skipping unused ones; one type,
   the number of boards.
-* **Objectives** (the keys of :mod:`split4ml.plan.partition`): ``throughput`` bisects on the
-  finitely many candidate values ``ii_us + send_us`` for the smallest feasible bound, then takes
-  the fewest boards, then the lowest latency; ``boards`` finds the fewest boards with no bound, then
-  bisects the bound at that count, then the lowest latency; ``latency`` finds the lowest latency,
-  then the fewest boards within its tie, then bisects the smallest bound keeping both.
+* **Objectives** (the keys of :mod:`split4ml.plan.partition`): ``throughput`` finds the smallest
+  feasible bound (``io_stream``: bisection over the finitely many values a stage interval can take;
+  ``io_parallel``: doubling, then bisection over the reals), then takes the fewest boards, then the
+  lowest latency; ``boards`` finds the fewest boards with no bound, then the smallest bound at that
+  count, then the lowest latency; ``latency`` finds the lowest latency, then the fewest boards
+  within its tie, then the smallest bound keeping both.
 
-Cost: the Pareto fronts are small in practice (a few versions per unit, capped rooms, and only the
-resources that can bind for a stage are compared), so a 60-unit chain with up to 10 versions per
-unit plans on PYNQ-Z2 boards in 0.2 to 1 s (2-core VM). The fronts grow with long stages of
-many-version units on a big board (a 30-unit chain on a cluster with a ZCU102: about 11 s), which is
-why :mod:`split4ml.plan.versions` caps the versions per unit. A front of more than
-``_FRONT_LIMIT`` points has its resource sums rounded *up* to 1/``_GRID`` of the board's room
-before pruning: conservative (what fits after rounding fits), and exact on every case the tests
-check (their fronts stay far below the limit).
+Cost: the fronts are small when few resources can bind (only those are compared). They grow with
+long stages of many-version units on a big board, where the latency column adds trade-offs. A front
+whose candidates exceed ``_FRONT_LIMIT`` has its resource sums rounded *up* to a grid of the room
+(coarser until it is small enough): conservative (what fits after rounding fits), but the optimum
+may be lost, so the result says ``rounded`` and the plan is marked not proven optimal. Feasibility
+and the final DP read the same rows, so they agree even then.
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ class _Table:
 
     Column ``d`` of row ``j`` is the stage ``[j-1-d, j)``; ``start[j, d] = j-1-d`` (clipped at 0).
     ``interval`` and ``latency`` are in microseconds and ``inf`` where the stage is infeasible.
-    ``latency`` is the stage's compute latency plus the hop to the next stage.
+    ``latency`` is the stage's frame trip: per-frame cost, the batch through its fabric, the frame on its link.
     """
 
     n_units: int

@@ -15,10 +15,12 @@ each of the ``k`` shards (fan-out): a plain stage sends ``k * bytes_out[j-1]``, 
 group ``k`` times its own bytes, the source ``k * bytes_in``. Before an input group or a plain stage
 everything is sent once (an input group's shards take slices).
 
-Pricing is :mod:`split4ml.plan.metrics`: a board's interval is ``ii/clock + transfer(bytes it
-sends)``, its latency ``latency/clock + hop(bytes it sends)``; a group takes the largest over its
-shards; the bottleneck is the largest step interval; latency is ``hop(source bytes)`` plus the sum
-over steps. Boards count ``k`` per group, steps count one per step.
+Pricing is :mod:`split4ml.plan.metrics`: a board's interval is the largest of its fabric interval
+(the wrapper's reads and writes included), the link time of what it receives and sends, and its
+per-frame cost per sample; its latency is its frame's trip (per-frame cost, the batch through the
+fabric, the frame on its link); a group takes the largest over its shards; the bottleneck is the
+largest of the source, the steps and the sink; latency is the source's frame plus the sum over
+steps. Boards count ``k`` per group, steps count one per step.
 
 **Solver.** A shortest-path problem on a DAG whose states say "units ``[0, j)`` are placed and the
 next step is ...":
@@ -84,7 +86,7 @@ class _In:
     start: np.ndarray  # first unit of the step (the unit of a group; the end for a merge stage)
     opt: np.ndarray  # option index of a group step, -1 for a plain stage
     interval: np.ndarray  # us
-    latency: np.ndarray  # us, compute plus hop
+    latency: np.ndarray  # us, the step's frame trip (metrics.BoardLoad.latency_us)
     boards: np.ndarray  # boards of the step (1 or k)
 
 
@@ -273,8 +275,8 @@ class _Dag:
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One DP pass over the states, using only steps with interval <= ``limit``.
 
-        ``mode``: ``max`` (smallest largest interval), ``sum`` (smallest latency, source hop
-        included), ``lex`` (fewest boards, then smallest latency), ``count`` / ``negcount`` (fewest /
+        ``mode``: ``max`` (smallest largest interval), ``sum`` (smallest latency, the source's
+        frame included), ``lex`` (fewest boards, then smallest latency), ``count`` / ``negcount`` (fewest /
         most steps, the latter as a negative number). Returns the primary value, the
         secondary value (``lex`` only) and the chosen incoming edge per state and counter cell.
         """

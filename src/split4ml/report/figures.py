@@ -404,9 +404,9 @@ def gantt_figure(plan: Plan, n_samples: int = 6) -> Figure:
     ax.set_xlabel(f"µs after the source sent sample 0 (one sample every {plan.metrics.bottleneck_us:,.3g} µs, "
                   "the bottleneck interval)", fontsize=8.5)
     ax.spines[["top", "right"]].set_visible(False)
-    handles = [Patch(color=COLORS["compute"], label="compute (II)"),
-               Patch(color=COLORS["send"], label="send output on the link"),
-               Patch(color=COLORS["link"], label="in flight (per-hop cost, pipeline depth)"),
+    handles = [Patch(color=COLORS["compute"], label="fabric (wrapper I/O included)"),
+               Patch(color=COLORS["send"], label="rest of the interval (links, per-frame cost)"),
+               Patch(color=COLORS["link"], label="in flight (per-frame cost, pipeline depth)"),
                Patch(color=COLORS["bottleneck"], alpha=0.25, label=f"bottleneck: stage {bott}")]
     if breaks:
         handles.append(Patch(color="#DDDDDD", label="compressed time"))

@@ -233,11 +233,13 @@ def _resources_section(plan: Plan, fig: ReportFigure) -> str:
 def _timeline_section(plan: Plan, fig: ReportFigure, n_samples: int) -> str:
     m = plan.metrics
     cap = (f"{n_samples} samples through the pipeline, the source sending one every {_num(m.bottleneck_us)} µs "
-           f"(the bottleneck interval, the steady-state rate). Each board is busy per sample for its initiation "
-           "interval (blue) and sending its output (orange); grey lanes are samples in flight to the next board "
-           "(the link's fixed cost per hop, plus the compute latency beyond the II). "
-           f"The bottleneck, stage {m.bottleneck_stage}, never idles; grey bands are stretches where every sample "
-           "is in flight, drawn compressed and labelled with their real length.")
+           f"(the bottleneck interval, the steady-state rate). Each board holds a sample for one interval: its "
+           "fabric (blue, the wrapper's reads and writes included), then what its links or per-frame cost add "
+           "(orange); grey lanes are frames in flight to the next board (per-frame cost, pipeline depth). "
+           + (f"The bottleneck, stage {m.bottleneck_stage}, never idles"
+              if m.bottleneck == "stage" else f"The host's {m.bottleneck} link paces the pipeline: every board idles")
+           + "; grey bands are stretches where every sample is in flight, drawn compressed and labelled with "
+           "their real length.")
     return f'<section id="timeline"><h2>Pipeline timeline</h2>{_figure(fig, cap)}</section>'
 
 
