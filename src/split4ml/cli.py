@@ -602,6 +602,9 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
          parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True)] = None,
          die_after: Annotated[int | None, typer.Option("--die-after", hidden=True)] = None,
          corrupt_at: Annotated[int | None, typer.Option("--corrupt-at", hidden=True)] = None,
+         pace: Annotated[Path | None, typer.Option(
+             "--pace", help="Pace file written by 'run --emulate --pace': run at the model's speed, stretched.")]
+         = None,
          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run one board's piece: receive frames, run the stage, send the result downstream."""
     from .runtime.drivers import DRIVERS
@@ -616,12 +619,22 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
         connect[key] = addr
     spec = _node_spec(plan_file, stage, driver)
     me = spec.node(stage)
+    node_pace, factor = None, 1.0
+    if pace is not None:
+        from .runtime.pace import read_pace
+
+        model = read_pace(pace)
+        if me.id not in model.nodes or model.factor is None:
+            raise Split4mlError(f"--pace {pace}: has no figures for node {me.id} (or no factor); use the pace file "
+                                "'split4ml run --pace' wrote for this pipeline")
+        node_pace, factor = model.nodes[me.id], model.factor
     if not (quiet or json_out):
         err.print(f"node {me.id} ({driver}): listening on {bind_address}, sending to {connect or '-'}")
     res = serve_node(spec, NodeOptions(node=me.id, bind=bind_address, connect=connect, driver=driver, stats=stats,
                                        hwm=hwm, reference_mode=reference_mode, bitstream=bitstream,
                                        die_after=die_after, corrupt_at=corrupt_at, parent_pid=parent_pid,
-                                       idle_exit_s=idle_exit, incarnation=incarnation))
+                                       idle_exit_s=idle_exit, incarnation=incarnation, pace=node_pace,
+                                       pace_factor=factor))
     if json_out:
         _emit_json(res)
     elif not quiet:
@@ -639,6 +652,14 @@ def _print_run(d: dict[str, Any]) -> None:
     out.print(f"throughput {d['throughput_per_s']:,.0f} samples/s; latency p50 {d['latency_us']['p50']:,.0f} us, "
               f"p99 {d['latency_us']['p99']:,.0f} us; frames sent {d['sent_frames']}, received "
               f"{d['received_frames']}, re-sent {d['resent_frames']} (batch {d['batch']})")
+    if d.get("pace") is not None:
+        pred, meas = d["predicted_throughput_per_s"], d["steady_throughput_per_s"]
+        out.print(f"paced {d['pace']:g}x: the model predicts {pred:,.1f} samples/s ({d['pace_bottleneck']}-bound), "
+                  f"measured {meas:,.1f} samples/s once the pipeline was full ({meas / pred:.1%} of the prediction); "
+                  f"on the boards: {pred * d['pace']:,.0f} samples/s predicted", highlight=False)
+        if d.get("pace_overruns"):
+            out.print(f"[yellow]note:[/] {d['pace_overruns']} frames took longer in the C-simulation than their "
+                      "paced fabric time; a larger --pace factor measures the model more faithfully", highlight=False)
     t = Table(title="nodes")
     for c in ("node", "driver", "frames", "samples", "busy", "rejected", "restarts"):
         t.add_column(c, justify="left" if c in ("node", "driver") else "right")
@@ -675,18 +696,24 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
             "--start-timeout", help="Seconds for the nodes to report (default 60; 600 with --hosts).")] = None,
         workdir: Annotated[Path | None, typer.Option("--workdir", "-o", help="Keep the spec and node logs here.")]
         = None,
+        pace: Annotated[str | None, typer.Option(
+            "--pace", metavar="[FACTOR]", help="--emulate: pace every node and link to the plan's figures, stretched "
+            "FACTOR times (alone: chosen so every C-simulation fits), and print the model's prediction beside the "
+            "measurement.")] = None,
         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Stream samples through the pipeline of a plan, check them bit for bit, and measure it."""
     import numpy as np
 
     from .errors import DataError
-    from .plan.api import load_plan, plan_pipeline
+    from .plan.api import load_plan, pace_model, plan_pipeline
     from .runtime.drivers import DRIVERS
     from .runtime.run import Chaos, RunOptions, run_pipeline
     from .verify import random_inputs
 
     if emulate == (hosts is not None):
         raise Split4mlError("give exactly one of --emulate (every node on this machine) or --hosts hosts.yaml")
+    if pace is not None and not emulate:
+        raise Split4mlError("--pace paces an emulated run; use it with --emulate")
     if samples < 1 or (batch is not None and batch < 1):
         raise DataError(f"--samples and --batch must be at least 1, got {samples} and {batch}")
     p, g = load_plan(plan_file)
@@ -696,7 +723,17 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         x = x[:samples]
     else:
         x = random_inputs(p.build.input_precision, g.input.output_shape, samples, seed=seed)
-    opts = RunOptions(batch=batch if batch is not None else p.batch,
+    run_batch = batch if batch is not None else p.batch
+    paced = None
+    if pace is not None:
+        paced = pace_model(p, pipeline, run_batch)
+        if pace != PACE_AUTO:
+            try:
+                paced = paced.with_factor(float(pace))
+            except ValueError:
+                raise Split4mlError(f"--pace {pace!r}: expected a positive number (the stretch factor), or --pace "
+                                    "alone to let split4ml choose it") from None
+    opts = RunOptions(batch=run_batch, pace=paced,
                       driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
                       chaos=tuple(Chaos.parse(c) for c in chaos or []),
                       timeout_s=timeout, workdir=workdir,
@@ -806,8 +843,33 @@ def calibrate(
     out.print(f"wrote {output}; use it with: split4ml plan MODEL --calibration {output}")
 
 
+#: ``run --pace`` given without a factor.
+PACE_AUTO = "auto"
+
+
+def optional_values(args: list[str]) -> list[str]:
+    """``args`` with :data:`PACE_AUTO` after a ``run --pace`` that has no factor (click options take a
+    value or none, not an optional one): the next word is a factor when it is a number or ``auto``."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words or words[0] != "run":
+        return args
+    out: list[str] = []
+    for k, a in enumerate(args):
+        out.append(a)
+        if a == "--pace":
+            nxt = args[k + 1] if k + 1 < len(args) else None
+            try:
+                is_value = nxt is not None and (nxt == PACE_AUTO or float(nxt) == float(nxt))
+            except ValueError:
+                is_value = False
+            if not is_value:
+                out.append(PACE_AUTO)
+    return out
+
+
 def main() -> None:
     """Entry point: run the app, turn split4ml errors into a message and exit code 2."""
+    sys.argv[1:] = optional_values(sys.argv[1:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # TensorFlow's oneDNN notice is printed before its log level applies; the option also makes
     # Keras float results reproducible run to run.

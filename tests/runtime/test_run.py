@@ -149,5 +149,15 @@ def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, caps
     assert d["stages"][1]["restarts"] == 1 and "stage_0.1 (pid" in d["faults"][0] and "SIGKILL" in d["faults"][0]
     rc, _, err = run("run", str(plan), "--samples", "5")
     assert rc == 2 and "--emulate" in err
+    # paced to the plan's figures (factor chosen from the C-simulations' time): the source sends each
+    # shard its slice, and the measured rate is the model's
+    rc, out, _ = run("run", str(plan), "--emulate", "--samples", "400", "--batch", "4", "--json", "--pace")
+    d = json.loads(out)
+    assert rc == 0 and d["bit_exact"], d
+    assert d["pace"] > 0 and d["predicted_throughput_per_s"] > 0 and abs(d["pace_ratio"] - 1) <= 0.15, d
+    rc, _, err = run("run", str(plan), "--pace", "3", "--samples", "5")
+    assert rc == 2 and "--emulate" in err
+    rc, _, err = run("run", str(plan), "--emulate", "--pace", "-3", "--samples", "5")
+    assert rc == 2 and "positive number" in err
     rc, _, err = run("run", str(plan), "--emulate", "--chaos", "kill:stage_9@2", "--samples", "5")
     assert rc == 2 and "stage_9" in err

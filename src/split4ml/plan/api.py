@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..boards import Board, get_board
 from ..errors import InfeasibleError, PlanError, TimeLimitError
@@ -31,6 +31,9 @@ from ..split import (
     whole_model_stage,
 )
 from .dag import DEFAULT_TIME_LIMIT_S
+
+if TYPE_CHECKING:
+    from ..runtime.pace import PaceModel
 from .metrics import DEFAULT_BATCH
 from .model import (
     FIRST_KEY,
@@ -46,6 +49,7 @@ from .model import (
     model_sha256,
     price_stages,
     read_plan_spec,
+    stage_loads,
 )
 
 #: How much slower than at :data:`MAX_AUTO_BATCH` samples a frame a plan may be at the batch the planner
@@ -1137,6 +1141,16 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
                         f"{[lyr.name for lyr in pending.tail]} to run after its shards; add a merge stage "
                         f"(layers: [], merge: {pending.layer}) at the end")
     return Pipeline(nodes=tuple(nodes), outputs=prev, steps=tuple(steps))
+
+
+def pace_model(plan: Plan, pipeline: Pipeline, batch: int | None = None) -> PaceModel:
+    """The model's figures for every node of ``pipeline`` (:func:`plan_pipeline` of ``plan``), for a paced
+    run (:mod:`split4ml.runtime.pace`) with frames of ``batch`` samples (default: the plan's)."""
+    from ..runtime.pace import pace_from_loads
+
+    steps, source, sink = stage_loads(plan.stages)
+    return pace_from_loads([list(s) for s in pipeline.steps], steps, source, sink,
+                           batch=plan.batch if batch is None else batch, io_type=plan.build.io_type)
 
 
 def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,7 @@ import zmq
 
 from ..errors import FrameError, PlanError, RuntimeFault
 from .drivers import Driver, make_driver
+from .pace import NodePace, NodePacer
 from .spec import RuntimeSpec
 from .transport import (
     DEFAULT_HWM,
@@ -80,6 +81,8 @@ class NodeOptions:
         join_capacity: incomplete batches kept by a fan-in node.
         connect_wait_s: how long to wait for the consumers to accept the connections before
             saying hello anyway.
+        pace / pace_factor: run paced to these figures of the model, stretched by the factor
+            (:mod:`split4ml.runtime.pace`); None: as fast as the driver goes.
     """
 
     node: str
@@ -98,6 +101,8 @@ class NodeOptions:
     stats_interval_s: float = 0.25
     join_capacity: int = 256
     connect_wait_s: float = 10.0
+    pace: NodePace | None = None
+    pace_factor: float = 1.0
 
 
 @dataclass
@@ -113,13 +118,14 @@ class NodeCounters:
     send_s: float = 0.0
     send_waits: int = 0
     join_evicted: int = 0
+    pace_overruns: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "samples": self.samples, "received": self.received, "sent": self.sent,
                 "busy_s": self.busy_s, "active_s": self.active_s, "send_s": self.send_s,
                 "send_waits": self.send_waits,
-                "join_evicted": self.join_evicted,
+                "join_evicted": self.join_evicted, "pace_overruns": self.pace_overruns,
                 "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values())}
 
 
@@ -233,69 +239,83 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         report("hello")
         hello_sent = True
         pending: OrderedDict[int, dict[int, Any]] = OrderedDict()
+        ready_at: dict[int, float] = {}  # paced: seq -> when its parts were all in
         n_parts = len(parts_in)
         out_shape = me.output_shape
-        while not tick():
-            if not pull.poll(100):
-                continue
-            buf = pull.recv(copy=True)
-            t_active = time.perf_counter()
+        pacer = NodePacer(opts.pace, opts.pace_factor) if opts.pace is not None else None
+
+        def take(buf: bytes, arrival: float) -> tuple[np.ndarray, int, int, int, float] | None:
+            """Decode and join one received frame: the batch (values, seq, count, t0, when it was in)
+            once complete, None while parts are missing or when the frame is rejected; raises _Stop."""
+            nonlocal last_frame
             try:
                 frame = decode_frame(buf, h, me.index, expects)
             except FrameError as exc:
                 counters.rejected[exc.reason] = counters.rejected.get(exc.reason, 0) + 1
-                continue
+                return None
             if frame.kind == KIND_STOP:
-                break
+                raise _Stop
             counters.received += 1
             last_frame = time.monotonic()
+            t_in = pacer.received(arrival, len(buf)) if pacer is not None else arrival
             if n_parts == 1:
-                x, seq, count, t0 = frame.values, frame.seq, frame.count, frame.t0_ns
-            else:
-                entry = pending.get(frame.seq)
-                if entry is None:
-                    entry = pending[frame.seq] = {}
-                    while len(pending) > opts.join_capacity:
-                        pending.popitem(last=False)
-                        counters.join_evicted += 1
-                elif any(f.count != frame.count for f in entry.values()):
-                    counters.rejected["join"] = counters.rejected.get("join", 0) + 1
-                    continue
-                entry[frame.part] = frame
-                if len(entry) < n_parts:
-                    continue
-                del pending[frame.seq]
-                ordered = [entry[k] for k in range(n_parts)]
-                x = np.concatenate([f.values for f in ordered], axis=-1)
-                seq, count, t0 = frame.seq, frame.count, min(f.t0_ns for f in ordered)
+                return frame.values, frame.seq, frame.count, frame.t0_ns, t_in
+            entry = pending.get(frame.seq)
+            if entry is None:
+                entry = pending[frame.seq] = {}
+                while len(pending) > opts.join_capacity:
+                    old, _ = pending.popitem(last=False)
+                    ready_at.pop(old, None)
+                    counters.join_evicted += 1
+            elif any(f.count != frame.count for f in entry.values()):
+                counters.rejected["join"] = counters.rejected.get("join", 0) + 1
+                return None
+            entry[frame.part] = frame
+            ready_at[frame.seq] = max(ready_at.get(frame.seq, t_in), t_in)
+            if len(entry) < n_parts:
+                return None
+            del pending[frame.seq]
+            ordered = [entry[k] for k in range(n_parts)]
+            return (np.concatenate([f.values for f in ordered], axis=-1), frame.seq, frame.count,
+                    min(f.t0_ns for f in ordered), ready_at.pop(frame.seq))
+
+        def compute(x: np.ndarray, seq: int, count: int, t0: int) -> list[tuple[int, bytes]]:
+            """Run the driver on a batch; its outgoing frames, one per consumer part."""
             x = x.reshape((count, *me.input_shape))
             t_busy = time.perf_counter()
             y = np.asarray(driver.predict(x)).reshape((count, *out_shape))
             counters.busy_s += time.perf_counter() - t_busy
             counters.frames += 1
             counters.samples += count
+            outs = []
             for p in parts_out:
                 try:
                     out = encode_frame(h, me.index, p.consumer, p.part, seq, y[..., p.start:p.stop], p.wire, t0)
                 except PlanError as exc:
                     raise RuntimeFault(f"node {me.id}: its output (batch seq {seq}) cannot be sent as {p.wire}: "
                                        f"{exc}; the plan's output type of this stage is not what it computes") from exc
-                if opts.corrupt_at is not None and counters.sent + 1 == opts.corrupt_at:
+                if opts.corrupt_at is not None and counters.sent + len(outs) + 1 == opts.corrupt_at:
                     bad = bytearray(out)
                     bad[HEADER_BYTES if len(bad) > HEADER_BYTES + 4 else 0] ^= 0xFF
                     out = bytes(bad)
-                t_send = time.perf_counter()
-                try:
-                    pushes[p.consumer].send(out, zmq.NOBLOCK, copy=len(out) < 8192)
-                    queued = True
-                except zmq.Again:  # the consumer's queue is full: wait (backpressure)
-                    counters.send_waits += 1
-                    queued = send_blocking(pushes[p.consumer], out, tick)
-                counters.send_s += time.perf_counter() - t_send
-                if not queued:
-                    break
+                outs.append((p.consumer, out))
+            return outs
+
+        def deliver(consumer: int, out: bytes) -> bool:
+            """Send one frame (waiting while the consumer's queue is full); False when the node must stop."""
+            t_send = time.perf_counter()
+            try:
+                pushes[consumer].send(out, zmq.NOBLOCK, copy=len(out) < 8192)
+                queued = True
+            except zmq.Again:  # the consumer's queue is full: wait (backpressure)
+                counters.send_waits += 1
+                queued = send_blocking(pushes[consumer], out, tick)
+            counters.send_s += time.perf_counter() - t_send
+            if queued:
                 counters.sent += 1
-            counters.active_s += time.perf_counter() - t_active
+            return queued
+
+        def chaos_after_frame() -> None:
             if opts.die_after is not None and counters.frames >= opts.die_after:
                 report("stats")
                 for sock in (pull, *pushes.values()):
@@ -304,6 +324,27 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                     stats_sock.close(linger=2000)
                 ctx.term()  # returns once the statistics have left (or after 2 s), then die hard
                 os.kill(pid, signal.SIGKILL)
+
+        try:
+            if pacer is None:
+                while not tick():
+                    if not pull.poll(100):
+                        continue
+                    buf = pull.recv(copy=True)
+                    t_active = time.perf_counter()
+                    got = take(buf, 0.0)
+                    if got is None:
+                        continue
+                    outs = compute(*got[:4])
+                    if not all(deliver(c, out) for c, out in outs):
+                        break
+                    counters.active_s += time.perf_counter() - t_active
+                    chaos_after_frame()
+            else:
+                _paced_loop(pull, opts.hwm, PACED_AHEAD * max(1, len(parts_out)), pacer, take, compute, deliver,
+                            chaos_after_frame, tick, counters)
+        except _Stop:
+            pass
         report("final")
         final = {"kind": "final", "node": me.id, "pid": pid, "wall_s": time.monotonic() - t_start,
                  **counters.as_dict()}
@@ -311,6 +352,59 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
     finally:
         driver.close()
         ctx.destroy(linger=500)
+
+
+class _Stop(Exception):
+    """A STOP frame arrived."""
+
+
+#: Frames a paced node holds computed but not yet sent (its fabric and send link are busy with them).
+PACED_AHEAD = 8
+
+
+def _paced_loop(pull: zmq.Socket, hwm: int, ahead: int, pacer: NodePacer, take: Callable[..., Any], compute: Callable[..., Any],
+                deliver: Callable[[int, bytes], bool], chaos_after_frame: Callable[[], None],
+                tick: Callable[[], bool], counters: NodeCounters) -> None:
+    """The node loop of a paced run (:mod:`split4ml.runtime.pace`): frames are read as soon as they
+    arrive (time-stamped, at most ``hwm`` held), computed as soon as they are complete, and each
+    outgoing frame is sent when the paced send link is done with it; at most ``ahead`` frames wait to
+    be sent."""
+    inbox: deque[tuple[float, bytes]] = deque()
+    outbox: deque[tuple[float, int, bytes]] = deque()  # (due, consumer, frame); dues never decrease
+    while not tick():
+        now = time.monotonic()
+        while outbox and outbox[0][0] <= now:
+            _, consumer, out = outbox.popleft()
+            if not deliver(consumer, out):
+                return
+        if inbox and len(outbox) < ahead:
+            arrival, buf = inbox.popleft()
+            t_active = time.perf_counter()
+            got = take(buf, arrival)
+            if got is not None:
+                x, seq, count, t0, t_in = got
+                outs = compute(x, seq, count, t0)
+                done = pacer.computed(t_in, count, time.monotonic())
+                for consumer, out in outs:
+                    outbox.append((pacer.sent(done, len(out)), consumer, out))
+                counters.pace_overruns = pacer.overruns
+                counters.active_s += time.perf_counter() - t_active
+                chaos_after_frame()
+            continue
+        wait = (outbox[0][0] - now) if outbox else 0.1
+        if len(inbox) >= max(1, hwm):
+            time.sleep(max(0.0, min(wait, 0.1)))
+        elif wait < 2e-3:
+            if pull.poll(0):
+                inbox.append((time.monotonic(), pull.recv(copy=True)))
+            else:
+                time.sleep(max(0.0, wait))
+        elif pull.poll(int(wait * 1000) - 1):
+            while len(inbox) < max(1, hwm):
+                try:
+                    inbox.append((time.monotonic(), pull.recv(zmq.NOBLOCK, copy=True)))
+                except zmq.Again:
+                    break
 
 
 def consumer_ids(spec: RuntimeSpec, node_id: str) -> list[str]:

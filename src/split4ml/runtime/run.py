@@ -33,6 +33,7 @@ then SIGKILL); they also exit by themselves when the launcher process is gone.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -52,6 +53,7 @@ import zmq
 
 from ..errors import DataError, FrameError, RuntimeFault
 from ..split import Pipeline, Stage
+from .pace import PaceModel, Server, choose_factor, link_s, time_node_drivers
 from .spec import RuntimeSpec, spec_from_pipeline
 from .transport import DEFAULT_HWM, PortReservation, bind, connect, make_socket, unpack_stats
 from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
@@ -105,6 +107,9 @@ class RunOptions:
         workdir: where the spec and node logs go (default: a temporary directory, removed after a
             successful run).
         host: loopback address of emulated nodes.
+        pace: pace every node, the source and the sink to these figures of the model
+            (:mod:`split4ml.runtime.pace`); a model without a factor gets one chosen from the time the
+            drivers take. None: everything runs as fast as it can.
     """
 
     batch: int = 8
@@ -122,6 +127,7 @@ class RunOptions:
     heartbeat_timeout_s: float = 10.0
     workdir: Path | None = None
     host: str = "127.0.0.1"
+    pace: PaceModel | None = None
 
 
 # ------------------------------------------------------------------------------------- report
@@ -185,6 +191,15 @@ class RunReport:
     not_sent: int = 0
     workdir: str | None = None
     outputs: np.ndarray | None = field(default=None, repr=False)
+    #: delivered samples after the first delivered frame over the time from that delivery to the last
+    #: (the pipeline's rate once it is full; 0 with fewer than two deliveries)
+    steady_throughput_per_s: float = 0.0
+    #: the pace factor of a paced run (None: not paced), what the model predicts at that pace, and
+    #: the frames whose driver outran its paced fabric time (the factor was too small for them)
+    pace: float | None = None
+    predicted_throughput_per_s: float | None = None
+    pace_overruns: int = 0
+    pace_bottleneck: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -206,6 +221,11 @@ class RunReport:
             "resent_frames": self.resent_frames, "rejected_by": dict(self.rejected_by), "wall_s": self.wall_s,
             "batch": self.batch, "reference": self.reference, "faults": list(self.faults), "failure": self.failure,
             "in_flight": list(self.in_flight), "not_sent": self.not_sent, "workdir": self.workdir,
+            "steady_throughput_per_s": self.steady_throughput_per_s, "pace": self.pace,
+            "predicted_throughput_per_s": self.predicted_throughput_per_s, "pace_overruns": self.pace_overruns,
+            "pace_bottleneck": self.pace_bottleneck,
+            "pace_ratio": (self.steady_throughput_per_s / self.predicted_throughput_per_s
+                           if self.predicted_throughput_per_s else None),
         }
 
 
@@ -304,7 +324,10 @@ class _Launcher:
         self.hellos: list[_NodeState] = []  # nodes that said hello and were not handled yet
 
     def _window(self) -> int:
-        return self.opts.window or (2 * len(self.spec.nodes) + 2)
+        if self.opts.window:
+            return self.opts.window
+        w = 2 * len(self.spec.nodes) + 2
+        return max(w, self.opts.pace.frames_in_flight()) if self.opts.pace is not None else w
 
     def report(self, step: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -460,7 +483,10 @@ class _Launcher:
         src_parts = spec.parts_from(SOURCE)
         sink_parts = spec.parts_into(SINK)
         sink_expect = {p.part: p.expect for p in sink_parts}
-        outbox: dict[int, deque[bytes]] = {c: deque() for c in node_socks}
+        outbox: dict[int, deque[tuple[float, bytes]]] = {c: deque() for c in node_socks}  # (due, frame)
+        pace = opts.pace
+        factor = pace.factor if pace is not None and pace.factor is not None else 1.0
+        source_link, sink_link = Server(), Server()
         out_size = int(np.prod(spec.output_shape))
         outputs = np.zeros((n, out_size), dtype=np.float64)
         delivered = np.zeros(n, dtype=bool)
@@ -483,8 +509,9 @@ class _Launcher:
             xs = x[seq:seq + count]
             t0 = time.monotonic_ns()
             for p in src_parts:
-                outbox[p.consumer].append(encode_frame(h, SOURCE, p.consumer, p.part, seq, xs[..., p.start:p.stop],
-                                                       p.wire, t0))
+                buf = encode_frame(h, SOURCE, p.consumer, p.part, seq, xs[..., p.start:p.stop], p.wire, t0)
+                due = 0.0 if pace is None else source_link.serve(now, link_s(pace.source_mbps, len(buf), factor))
+                outbox[p.consumer].append((due, buf))
             counts["sent"] += len(src_parts)
             unacked[seq] = [count, now]
 
@@ -508,15 +535,22 @@ class _Launcher:
                 t_first[seq:seq + count] = now
                 next_batch += 1
             busy_out = False
+            next_due = math.inf
             for c, q in outbox.items():
                 while q:
+                    if q[0][0] > now:
+                        next_due = min(next_due, q[0][0])
+                        break
                     try:
-                        node_socks[c].send(q[0], zmq.NOBLOCK)
+                        node_socks[c].send(q[0][1], zmq.NOBLOCK)
                     except zmq.Again:
                         busy_out = True
                         break
                     q.popleft()
-            events = dict(poller.poll(1 if busy_out else 5))
+            wait_ms = 1 if busy_out else 5
+            if next_due < math.inf:
+                wait_ms = max(0, min(wait_ms, int((next_due - now) * 1000)))
+            events = dict(poller.poll(wait_ms))
             if self.sink in events:
                 now = time.monotonic()
                 while True:
@@ -524,6 +558,8 @@ class _Launcher:
                         buf = self.sink.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    if pace is not None:  # the sink's link: in no sooner than its bytes allow
+                        now = sink_link.pass_through(time.monotonic(), link_s(pace.sink_mbps, len(buf), factor))
                     try:
                         fr = decode_frame(buf, h, SINK, sink_expect)
                     except FrameError as exc:
@@ -642,7 +678,19 @@ class _Launcher:
                                       busy_fraction=min(1.0, busy / wall), rejected=rej, restarts=st.restarts,
                                       driver=str(next(iter(st.stats.values()), {}).get("driver", "")),
                                       cpu_s=st.total("cpu_s"), send_s=st.total("send_s")))
+        steady = 0.0
+        if n_del:
+            done = t_done[delivered]
+            first, last = float(done.min()), float(done.max())
+            later = int(np.sum(done > first))
+            steady = later / (last - first) if later and last > first else 0.0
+        pace = self.opts.pace
         return RunReport(
+            steady_throughput_per_s=steady,
+            pace=pace.factor if pace is not None else None,
+            predicted_throughput_per_s=pace.predicted_throughput_per_s if pace is not None else None,
+            pace_bottleneck=pace.bottleneck if pace is not None else None,
+            pace_overruns=int(sum(st.total("pace_overruns") for st in self.states.values())),
             samples=n, delivered=n_del, lost=n - n_del, duplicated=counts["duplicated"],
             rejected=sum(rejected_by.values()), bit_exact=(n_del == n and mism == 0), mismatched_samples=mism,
             throughput_per_s=n_del / wall if n_del else 0.0,
@@ -658,7 +706,7 @@ class _Launcher:
 def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, connect_to: Mapping[str, str],
               stats: str | None, *, hwm: int = DEFAULT_HWM, reference_mode: str = "fixed",
               bitstream: str | None = None, parent_pid: int | None = None,
-              executable: Sequence[str] = ("split4ml",)) -> list[str]:
+              executable: Sequence[str] = ("split4ml",), pace: Path | str | None = None) -> list[str]:
     """The ``split4ml node`` command line of one node."""
     argv = [*executable, "node", str(spec_path), "--stage", node, "--driver", driver, "--bind", bind_address]
     for cid, addr in connect_to.items():
@@ -673,6 +721,8 @@ def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, 
         argv += ["--bitstream", bitstream]
     if parent_pid is not None:
         argv += ["--parent-pid", str(parent_pid)]
+    if pace is not None:
+        argv += ["--pace", str(pace)]
     return argv
 
 
@@ -732,6 +782,21 @@ def _compile(pipeline: Pipeline, whole: Stage | None, driver: str, progress: Pro
     return artifacts, (lambda a: pipeline.run(a, chain)), "chained C-simulation"
 
 
+def _paced(pace: PaceModel, spec: RuntimeSpec, spec_path: Path, driver: str, reference_mode: str,
+           batch: int) -> PaceModel:
+    """``pace`` checked against the spec's nodes and batch, with its factor chosen (when it has none) from
+    the time each node's driver takes on one frame, measured before anything runs."""
+    ids = [n.id for n in spec.nodes]
+    if sorted(ids) != sorted(pace.nodes):
+        raise RuntimeFault(f"--pace: the model's figures are for nodes {sorted(pace.nodes)}, the pipeline runs {ids}")
+    if pace.batch != batch:
+        raise RuntimeFault(f"--pace: the model's figures are for frames of {pace.batch} samples, the run sends "
+                           f"{batch}; price the plan at the run's batch")
+    if pace.factor is not None:
+        return pace
+    return pace.with_factor(choose_factor(pace, time_node_drivers(spec_path, driver, batch, reference_mode)))
+
+
 def _workdir(options: RunOptions) -> tuple[Path, bool]:
     if options.workdir is not None:
         options.workdir.mkdir(parents=True, exist_ok=True)
@@ -770,6 +835,11 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
         reference = np.asarray(reference_fn(xq), dtype=np.float64)
         for c in options.chaos:
             spec.node(c.node)  # unknown node: error before anything starts
+        pace_path = None
+        if options.pace is not None:
+            options = replace(options, pace=_paced(options.pace, spec, spec_path, options.driver,
+                                                   options.reference_mode, options.batch))
+            pace_path = options.pace.write(workdir / "pace.json")
         # The nodes' ports stay reserved until the run ends: a port only found free could be taken
         # (by another program, or as the local port of a connection) before its node binds it.
         reservation = PortReservation(len(spec.nodes), options.host)
@@ -787,7 +857,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
                 argv = node_argv(spec_path, n.id, options.driver, addresses[n.id],
                                  {c: addresses[c] for c in consumer_ids(spec, n.id)}, launcher.stats_address,
                                  hwm=options.hwm, reference_mode=options.reference_mode, parent_pid=os.getpid(),
-                                 executable=exe)
+                                 executable=exe, pace=pace_path)
                 launches.append(NodeLaunch(n.id, argv, addresses[n.id], "local",
                                            chaos_args=chaos_args(options.chaos, spec, n.id)))
             launcher.set_launches(launches)
