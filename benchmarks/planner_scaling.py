@@ -1,19 +1,31 @@
-"""How fast the exact chain partitioner is on long chains.
+"""How fast the planner is on long chains: the default path, and the partitioner alone.
 
-Builds a seeded random chain of Dense-like units (widths 16..256, a reuse factor per layer, 16-bit
-weights: one DSP per multiplier, BRAM for the weights of layers with reuse factor > 1, ii = reuse
-factor, 2 bytes per output value) and times ``partition_chain`` for every objective onto at most
-``--boards`` boards (or exactly that many with ``--exact``).
+1. **The default path** (what ``split4ml plan`` runs): a seeded random MLP of ``--units`` Dense ReLU
+   layers (widths drawn from ``--widths``, 64 inputs, 10 outputs), built directly as split4ml's graph
+   (no Keras), planned by ``make_plan`` for every objective onto at most ``--boards`` boards: each
+   layer's reuse factor and strategy chosen jointly with the cuts (``plan/joint.py``), the batch
+   chosen for the objective (two solves), optional intra-layer splits. Prints the time of each
+   objective, the plan, and whether it is proven optimal.
 
-    python benchmarks/planner_scaling.py --units 500 --boards 64 --repeat 3
+2. **The partitioner alone** (``--partitioner``): a seeded random chain of Dense-like units (widths
+   16..256, a reuse factor per layer, 16-bit weights: one DSP per multiplier, BRAM for the weights of
+   layers with reuse factor > 1, ii = reuse factor, 2 bytes per output value) timed with
+   ``partition_chain`` (every unit's settings fixed) onto at most ``--boards`` boards (or exactly
+   that many with ``--exact``).
+
+    python benchmarks/planner_scaling.py --units 100 --boards 64 --repeat 3
+    python benchmarks/planner_scaling.py --units 500 --widths 8,16,32 --boards 64 --repeat 1
+    python benchmarks/planner_scaling.py --partitioner --units 500 --boards 64 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 from machine import cpu_model  # benchmarks/machine.py
@@ -47,16 +59,70 @@ def random_chain(n_units: int, seed: int) -> tuple[list[Cost], float, list[float
     return costs, bytes_in, bytes_out, names
 
 
+def random_mlp(n_units: int, widths: list[int], seed: int) -> Any:
+    """A split4ml graph of ``n_units`` Dense layers (ReLU, the last 10 wide with softmax), 64 inputs."""
+    from split4ml.ir import Graph, Layer
+
+    rng = np.random.default_rng(seed)
+    sizes = [64, *(int(w) for w in rng.choice(widths, size=n_units - 1)), 10]
+    layers = [Layer(name="x", kind="Input", input_shape=(64,), output_shape=(64,))]
+    prev = "x"
+    for k, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        last = k == n_units - 1
+        name = f"dense_{k}"
+        layers.append(Layer(name=name, kind="Dense", input_shape=(a,), output_shape=(b,), inputs=(prev,),
+                            activation=None if last else "relu", params={"units": b, "use_bias": True},
+                            weights={"kernel": rng.uniform(-0.5, 0.5, (a, b)), "bias": np.zeros(b)}))
+        prev = name
+    layers.append(Layer(name="softmax", kind="Activation", input_shape=(10,), output_shape=(10,), inputs=(prev,),
+                        activation="softmax"))
+    return Graph(name=f"mlp{n_units}", layers=tuple(layers), outputs=("softmax",))
+
+
+def default_path(args: argparse.Namespace) -> None:
+    from split4ml.plan.api import make_plan
+    from split4ml.plan.joint import _TABLES
+
+    board = get_board(args.board)
+    widths = [int(w) for w in args.widths.split(",")]
+    graph = random_mlp(args.units, widths, args.seed)
+    print(f"machine: {cpu_model()} | {os.cpu_count()} cores | Python {platform.python_version()} "
+          f"| numpy {np.__version__}")
+    print(f"model: {args.units} Dense layers, widths {widths} (seed {args.seed}); board {board.name}, cap {args.cap}, "
+          f"{'exactly' if args.exact else 'at most'} {args.boards} boards; default path (make_plan, joint)")
+    print(f"{'objective':<11} {'boards':>6} {'batch':>6} {'bottleneck_us':>14} {'latency_us':>12} {'best_s':>8} "
+          f"{'mean_s':>8}  proven")
+    for objective in OBJECTIVES:
+        times = []
+        for _ in range(args.repeat):
+            _TABLES.clear()  # every run starts cold: no stage tables from an earlier plan
+            t0 = time.perf_counter()
+            plan = make_plan(graph, model="random_mlp.keras", board=board, cap=args.cap, objective=objective,
+                             max_boards=None if args.exact else args.boards,
+                             n_stages=args.boards if args.exact else None)
+            times.append(time.perf_counter() - t0)
+        m, opt = plan.metrics, plan.optimality
+        proven = "optimal" if opt is not None and opt.optimal else f"no ({opt.solver if opt else '?'})"
+        print(f"{objective:<11} {plan.n_boards:>6} {plan.batch:>6} {m.bottleneck_us:>14.3f} {m.latency_us:>12.1f} "
+              f"{min(times):>8.3f} {sum(times) / len(times):>8.3f}  {proven}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--units", type=int, default=500, help="number of units in the chain")
+    ap.add_argument("--units", type=int, default=100, help="number of units in the chain")
     ap.add_argument("--boards", type=int, default=64, help="at most (or, with --exact, exactly) this many boards")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per objective (best and mean are shown)")
     ap.add_argument("--board", default="pynq-z2", help="board name from the catalogue")
     ap.add_argument("--cap", type=float, default=0.85, help="resource cap per board")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random chain")
     ap.add_argument("--exact", action="store_true", help="use exactly --boards stages instead of at most")
+    ap.add_argument("--widths", default="16,32,64,128,256", help="default path: the layer widths to draw from")
+    ap.add_argument("--partitioner", action="store_true",
+                    help="time the chain partitioner alone (settings fixed) instead of the default path")
     args = ap.parse_args()
+    if not args.partitioner:
+        default_path(args)
+        return
 
     board = get_board(args.board)
     costs, bytes_in, bytes_out, names = random_chain(args.units, args.seed)

@@ -153,6 +153,29 @@ def test_versions_one_board_type_match_brute_force(objective: str, seed: int) ->
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+@pytest.mark.parametrize("seed", range(12))
+def test_wrapper_io_cycles_match_brute_force(objective: str, seed: int) -> None:
+    """Cuts of very different widths: the AXI wrapper's reads and writes (one value a clock) are a large,
+    start-dependent part of a stage's interval, which the solver's latency cut-offs must respect."""
+    rng = random.Random(500 + seed)
+    n = rng.randint(3, 6)
+    costs = _random_costs(rng, n, 4, [PYNQ])
+    values_out = [float(rng.choice([4, 64, 400, 1500])) for _ in range(n)]
+    bytes_out = [2.0 * v for v in values_out]
+    values_in = float(rng.choice([8, 784, 3000]))
+    max_boards = rng.choice([None, n, max(2, n - 2)])
+    pool = BoardPool(types=(PYNQ,), counts=(max_boards or n,))
+    batch = rng.choice([1, 8, 64])
+    kw = {"values_in": values_in, "values_out": values_out, "batch": batch}
+    try:
+        res = solve_joint(costs, 2.0 * values_in, bytes_out, pool, 0.85, objective, **kw)
+    except InfeasibleError:
+        assert brute_force(costs, 2.0 * values_in, bytes_out, pool, 0.85, objective, **kw) is None
+        return
+    _check(res, costs, 2.0 * values_in, bytes_out, pool, 0.85, objective, **kw)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("order", ["free", "fixed"])
 def test_mixed_boards_match_brute_force(objective: str, seed: int, order: str) -> None:

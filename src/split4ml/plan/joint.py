@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ _CHUNK = 512  # Pareto pruning compares points pairwise in blocks of this many
 #: A front larger than this has its resource sums rounded up to a grid of the room (see _Solver._coarse).
 _FRONT_LIMIT = 1000
 _GRID = 4096
+#: Stage tables of recent problems (io_parallel), by (problem digest, stage end, resources only): the
+#: bound each was made for, the table, and whether a front was rounded. A plan is solved at two
+#: batches; both share them.
+_TABLES: OrderedDict[tuple[bytes, int, bool], tuple[float, np.ndarray, bool]] = OrderedDict()
+_TABLES_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -257,8 +263,23 @@ class _Solver:
         self.states = _States(pool)
         #: whether some front was rounded (see _coarse): the result is then not proven optimal
         self.rounded = False
-        self._rows: dict[tuple[int, int, int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._rows: dict[tuple[int, int, int, bool], Any] = {}
+        #: per type: a digest of what its stage tables depend on (see _least_latency)
+        self._digest = [self._problem_digest(t) for t in range(n_types)]
         self.n_types = n_types
+
+    def _problem_digest(self, t: int) -> bytes:
+        """What type ``t``'s least-latency tables depend on: the versions' resources and latencies, the
+        room, the cuts' values and the shell's latency (not the batch or the links)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for arr in [*self.res[t], self.room[t], self.prices[t].cut_values]:
+            h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
+            h.update(b"|")
+        h.update(repr((float(self.pool.shells[t].latency_cycles), self.pool.types[t].clock_mhz,
+                       self.stream)).encode())
+        return h.digest()
 
     # ------------------------------------------------------------------ stages
     def _level(self, t: int, bound: float) -> int:
@@ -279,14 +300,15 @@ class _Solver:
             v = np.maximum(v, np.maximum(np.maximum(self.cut_us[t][i], self.cut_us[t][j]), self.shell_ii[t]))
         return v
 
-    def _binding(self, t: int, lo: int, j: int, bound: float) -> list[int]:
+    def _binding(self, t: int, lo: int, j: int, allowed: Sequence[np.ndarray]) -> list[int]:
         """Columns that matter for stages ``[i, j)``, ``i >= lo``: the resources some choice of
-        allowed versions could push over the room (the others always fit), the latency, and the II
-        (io_stream)."""
+        ``allowed[u - lo]`` versions could push over the room (the others always fit), the latency, and
+        the II (io_stream)."""
         worst = np.zeros(_NRES)
         for u in range(lo, j):
-            a = self._allowed(t, u, bound)
-            worst += self.res[t][u][a, :_NRES].max(axis=0)
+            a = allowed[u - lo]
+            if len(a):
+                worst += self.res[t][u][a, :_NRES].max(axis=0)
         return [k for k in range(_NRES) if worst[k] > self.room[t][k]] + [_NRES] + ([_NRES + 1] if self.stream else [])
 
     def _reach(self, t: int, j: int, bound: float) -> int:
@@ -324,12 +346,35 @@ class _Solver:
             lat = lat + pr.source_latency_us
         return np.broadcast_to(iv, lat.shape), lat
 
+    def _latency_room(self, t: int, j: int, stop: int, bound: float) -> np.ndarray | None:
+        """io_parallel, a finite ``bound``: per ``i`` in ``[stop, j)``, the largest latency (us, the units'
+        sum) any stage ``[i', j)`` with ``stop <= i' <= i`` may have for its fabric (``n_in + L + n_out``
+        cycles, the shell's latency included) to stay under ``bound``. A front point above it at step
+        ``i`` can only make stages that miss the bound (latencies only grow as the stage extends).
+        None: no such limit."""
+        if self.stream or not math.isfinite(bound):
+            return None
+        b = self.pool.types[t]
+        vin = self.prices[t].cut_values
+        least = np.minimum.accumulate(vin[stop:j])  # least[k]: the smallest input of a start in [stop, stop + k]
+        fixed = b.cycles_to_us(least + vin[j] + float(self.pool.shells[t].latency_cycles))
+        out = np.full(j, _INF)
+        out[stop:j] = (bound - fixed) * (1 + 1e-9) + 1e-9
+        return out
+
     def _fronts(self, t: int, j: int, stop: int, bound: float, resources_only: bool,
                 track: bool = False) -> Any:
         """Yield ``(i, front, paths)`` for ``i = j-1`` down to ``stop`` (or until nothing fits): the
         Pareto front of stage ``[i, j)``'s chosen versions on type ``t`` (binding resources, latency,
-        and with io_stream the II), and with ``track`` the version of each unit behind every point."""
-        cols = self._binding(t, stop, j, bound)
+        and with io_stream the II), and with ``track`` the version of each unit behind every point.
+        With io_parallel and a finite ``bound``, points and versions whose latency keeps every stage
+        they could be in over the bound are dropped (:meth:`_latency_room`): the least-latency point of
+        every stage that meets the bound stays."""
+        allowed = [self._allowed(t, u, bound) for u in range(stop, j)]
+        lat_room = None if resources_only else self._latency_room(t, j, stop, bound)
+        if lat_room is not None:  # a version slower alone than any stage it could be in allows is no choice
+            allowed = [a[self.res[t][u][a, _NRES] <= lat_room[u]] for u, a in zip(range(stop, j), allowed, strict=True)]
+        cols = self._binding(t, stop, j, allowed)
         if resources_only:
             cols = cols[:len(cols) - (2 if self.stream else 1)]
         n_res = len(cols) - (0 if resources_only else (2 if self.stream else 1))
@@ -340,19 +385,22 @@ class _Solver:
             if not cols:  # resources only, and none can bind: every choice fits
                 yield i, front, np.zeros((1, j - i), dtype=int)
                 continue
-            allowed = self._allowed(t, i, bound)
-            vals = self.res[t][i][allowed][:, cols]
+            a = allowed[i - stop]
+            vals = self.res[t][i][a][:, cols]
             cand = self._extend(front, vals)
-            parent = np.repeat(np.arange(len(front)), len(allowed))
-            version = np.tile(allowed, len(front))
+            parent = np.repeat(np.arange(len(front)), len(a))
+            version = np.tile(a, len(front))
             keep = (cand[:, :n_res] <= room).all(axis=1)
+            if lat_room is not None:
+                keep &= cand[:, n_res] <= lat_room[i]
             cand, parent, version = cand[keep], parent[keep], version[keep]
             if len(cand) == 0:
                 return
-            cand, fits = self._coarse(cand, room)
-            if fits is not None:
-                parent, version = parent[fits], version[fits]
             pick = _pareto(cand)
+            if len(pick) > _FRONT_LIMIT:
+                cand, fits = self._coarse(cand[pick], room)
+                parent, version = parent[pick][fits], version[pick][fits]
+                pick = _pareto(cand)
             front = cand[pick]
             if track:
                 paths = np.column_stack([version[pick], paths[parent[pick]]])
@@ -366,13 +414,9 @@ class _Solver:
         Without ``latency``, with io_stream (where the bound filters versions by II and the latency cannot
         bound the stage), fronts hold resources only: the interval is the stage's fixed part and the
         latency 0."""
-        # io_parallel: the latency bounds the stage under any bound, and the rows with latency are the
-        # ones the final DP uses: feasibility is read from the same rows (their fronts may be rounded)
-        resources_only = not latency and self.stream
         if not self.stream:
-            # io_parallel admits every version under any bound, and the least-latency choice has the
-            # least interval too: one row serves every bound (the caller compares it with the bound)
-            bound = _INF
+            return self._parallel_row(t, j, bound, latency)
+        resources_only = not latency
         key = (t, j, self._level(t, bound), not resources_only)
         hit = self._rows.get(key)
         if hit is not None:
@@ -388,6 +432,66 @@ class _Solver:
             iv_out[i], lat_out[i] = float(iv[best]), float(lat[best])
         self._rows[key] = (iv_out, lat_out)
         return iv_out, lat_out
+
+    def _parallel_row(self, t: int, j: int, bound: float, latency: bool) -> tuple[np.ndarray, np.ndarray]:
+        """io_parallel :meth:`full_row`, priced from :meth:`_least_latency`. Every version is allowed under
+        any bound, and the least-latency choice has the least interval and stage latency too (both grow
+        with the fabric's ``n_in + L + n_out`` cycles). Feasibility with no bound (``latency=False``,
+        ``bound = inf``) needs resources only."""
+        if not latency and not math.isfinite(bound):
+            key = (t, j, -1, False)
+            hit = self._rows.get(key)
+            if hit is None:
+                fits = self._table(t, j, _INF, resources_only=True)
+                ok = np.nonzero(fits)[0]
+                iv_out, lat_out = np.full(j, _INF), np.full(j, _INF)
+                iv_out[ok], lat_out[ok] = self._fixed_interval(t, ok, j), 0.0
+                hit = self._rows[key] = (iv_out, lat_out)
+            return hit
+        key = (t, j, 0, True)
+        table = self._table(t, j, bound)
+        hit = self._rows.get(key)
+        if hit is not None and hit[2] is table:
+            return hit[0], hit[1]
+        pr, b = self.prices[t], self.pool.types[t]
+        iv_out, lat_out = np.full(j, _INF), np.full(j, _INF)
+        ok = np.nonzero(np.isfinite(table))[0]
+        if len(ok):
+            lat_cycles = table[ok] / b.cycles_to_us(1.0) + float(self.pool.shells[t].latency_cycles)
+            iv, lat = pr.stage(ok, j, np.zeros(len(ok)), lat_cycles)
+            lat = lat + np.where(ok == 0, pr.source_latency_us, 0.0)
+            iv_out[ok], lat_out[ok] = np.broadcast_to(iv, lat.shape), lat
+        self._rows[key] = (iv_out, lat_out, table)
+        return iv_out, lat_out
+
+    def _table(self, t: int, j: int, bound: float, resources_only: bool = False) -> np.ndarray:
+        """io_parallel: per start ``i < j``, the least latency (us, the units' sum) of a choice of versions
+        for stage ``[i, j)`` that fits type ``t``; ``inf`` where none fits (``resources_only``: whether
+        one fits). Fronts are cut at the latency ``bound`` allows (:meth:`_latency_room`), so a table
+        made for a bound ``B`` is exact wherever its stage can meet ``B``, and its other entries are
+        above ``B`` too (or ``inf``): it serves every bound up to ``B``. Tables depend on the versions,
+        cuts and board, not on the batch: they are kept across solvers of the same problem
+        (:data:`_TABLES`), with the largest bound made and whether a front was rounded."""
+        key = (self._digest[t], j, resources_only)
+        hit = _TABLES.get(key)
+        if hit is not None and hit[0] >= bound:
+            _TABLES.move_to_end(key)
+            self.rounded |= hit[2]
+            return hit[1]
+        was, self.rounded = self.rounded, False
+        if resources_only:
+            out = np.zeros(j, dtype=bool)
+            for i, _, _ in self._fronts(t, j, self._reach(t, j, bound), bound, True):
+                out[i] = True
+        else:
+            out = np.full(j, _INF)
+            for i, front, _ in self._fronts(t, j, self._reach(t, j, bound), bound, False):
+                out[i] = float(front[:, -1].min())
+        _TABLES[key] = (bound, out, self.rounded)
+        self.rounded |= was
+        while len(_TABLES) > _TABLES_SIZE:
+            _TABLES.popitem(last=False)
+        return out
 
     def row(self, t: int, j: int, bound: float, latency: bool = True) -> np.ndarray:
         """Smallest latency (us, the source's frame for i = 0) of each stage ``[i, j)`` on type ``t`` whose
