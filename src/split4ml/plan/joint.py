@@ -68,6 +68,8 @@ _NRES = len(RESOURCES)
 _CHUNK = 512  # Pareto pruning compares points pairwise in blocks of this many
 #: A front larger than this has its resource sums rounded up to a grid of the room (see _Solver._coarse).
 _FRONT_LIMIT = 1000
+#: More candidates than this (a front times a unit's versions) are rounded before the Pareto pruning.
+_CAND_LIMIT = 4000
 _GRID = 4096
 #: Stage tables of recent problems (io_parallel), by (problem digest, stage end, resources only): the
 #: bound each was made for, the table, and whether a front was rounded. A plan is solved at two
@@ -264,7 +266,8 @@ class _Solver:
         #: whether some front was rounded (see _coarse): the result is then not proven optimal
         self.rounded = False
         self._rows: dict[tuple[int, int, int, bool], Any] = {}
-        #: per type: a digest of what its stage tables depend on (see _least_latency)
+        self._reaches: dict[tuple[int, int, int], int] = {}
+        #: per type: a digest of what its stage tables depend on (see _table)
         self._digest = [self._problem_digest(t) for t in range(n_types)]
         self.n_types = n_types
 
@@ -312,7 +315,15 @@ class _Solver:
         return [k for k in range(_NRES) if worst[k] > self.room[t][k]] + [_NRES] + ([_NRES + 1] if self.stream else [])
 
     def _reach(self, t: int, j: int, bound: float) -> int:
-        """Smallest start ``i`` whose stage ``[i, j)`` might fit (per-resource lower bound), or ``j``."""
+        """Smallest start ``i`` whose stage ``[i, j)`` might fit (per-resource lower bound), or ``j``; it
+        never decreases as ``j`` grows."""
+        key = (t, j, self._level(t, bound))
+        hit = self._reaches.get(key)
+        if hit is None:
+            hit = self._reaches[key] = self._reach_of(t, j, bound)
+        return hit
+
+    def _reach_of(self, t: int, j: int, bound: float) -> int:
         lo = j
         low = np.zeros(_NRES)
         for u in range(j - 1, -1, -1):
@@ -396,6 +407,9 @@ class _Solver:
             cand, parent, version = cand[keep], parent[keep], version[keep]
             if len(cand) == 0:
                 return
+            if len(cand) > _CAND_LIMIT:  # too many to compare pairwise: round first
+                cand, fits = self._coarse(cand, room)
+                parent, version = parent[fits], version[fits]
             pick = _pareto(cand)
             if len(pick) > _FRONT_LIMIT:
                 cand, fits = self._coarse(cand[pick], room)
@@ -453,6 +467,7 @@ class _Solver:
         hit = self._rows.get(key)
         if hit is not None and hit[2] is table:
             return hit[0], hit[1]
+        made_for = _TABLES[(self._digest[t], j, False)][0]
         pr, b = self.prices[t], self.pool.types[t]
         iv_out, lat_out = np.full(j, _INF), np.full(j, _INF)
         ok = np.nonzero(np.isfinite(table))[0]
@@ -461,7 +476,7 @@ class _Solver:
             iv, lat = pr.stage(ok, j, np.zeros(len(ok)), lat_cycles)
             lat = lat + np.where(ok == 0, pr.source_latency_us, 0.0)
             iv_out[ok], lat_out[ok] = np.broadcast_to(iv, lat.shape), lat
-        self._rows[key] = (iv_out, lat_out, table)
+        self._rows[key] = (iv_out, lat_out, table, made_for)
         return iv_out, lat_out
 
     def _table(self, t: int, j: int, bound: float, resources_only: bool = False) -> np.ndarray:
@@ -540,10 +555,14 @@ class _Solver:
     def stage_choice(self, t: int, i: int, j: int, bound: float) -> list[int]:
         """The versions of units ``i..j-1`` that reach :meth:`full_row`'s value for stage ``[i, j)``
         (the same fronts, built the same way, with the versions behind each point)."""
+        # the very fronts the row came from (same start range, bound, binding columns and rounding)
+        if not self.stream:
+            bound = self._rows[(t, j, 0, True)][3]
         last = None
-        for k, front, paths in self._fronts(t, j, i, bound, False, track=True):
+        for k, front, paths in self._fronts(t, j, self._reach(t, j, bound), bound, False, track=True):
             if k == i:
                 last = front, paths
+                break
         if last is None:  # pragma: no cover - the row said the stage fits
             raise AssertionError(f"joint stage [{i}, {j}) on type {t} lost its front")
         front, paths = last
@@ -557,7 +576,10 @@ class _Solver:
         st = self.states
         f = np.full((self.n + 1, st.n), _INF)
         f[0, st.start] = 0.0
+        last = 0  # the last end some state reaches
         for j in range(1, self.n + 1):
+            if not self.stream and min(self._reach(t, j, bound) for t in range(self.n_types)) > last:
+                break  # no stage ending at j (or later: starts only move right) can follow a reached end
             for t in range(self.n_types):
                 src, dst = st.trans[t]
                 if len(src) == 0:
@@ -568,6 +590,8 @@ class _Solver:
                     continue
                 cand = (f[idx][:, src] + r[idx][:, None]).min(axis=0)
                 np.minimum.at(f[j], dst, cand)
+            if np.isfinite(f[j]).any():
+                last = j
         return f
 
     def backtrack(self, f: np.ndarray, final: int, bound: float) -> list[tuple[int, int, int, int]]:
@@ -655,9 +679,14 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     def reach(bound: float) -> np.ndarray:  # feasibility only: cheaper fronts
         return finals(bound, latency=False)
 
-    inf_f = reach(_INF)
-    if not np.isfinite(inf_f).any():
-        raise InfeasibleError(_infeasible_message(solver, names, pool, cap, max_boards, n_stages))
+    def infeasible() -> InfeasibleError:
+        return InfeasibleError(_infeasible_message(solver, names, pool, cap, max_boards, n_stages))
+
+    # throughput needs no bound-free pass: a bound that admits every stage's fabric fails only when
+    # nothing fits (smallest_bound then says inf)
+    inf_f = reach(_INF) if objective != "throughput" or solver.stream else None
+    if inf_f is not None and not np.isfinite(inf_f).any():
+        raise infeasible()
     cands = solver.candidates() if solver.stream else None
 
     def smallest_bound(ok: Callable[[float], bool]) -> float:
@@ -693,6 +722,8 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     counts = st.count
     if objective == "throughput":
         best = smallest_bound(lambda b: bool(np.isfinite(reach(b)).any()))
+        if not math.isfinite(best):
+            raise infeasible()
         bound = _tie(best)
         fin = finals(bound)
         k = int(counts[np.isfinite(fin)].min())
