@@ -279,8 +279,11 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             return (np.concatenate([f.values for f in ordered], axis=-1), frame.seq, frame.count,
                     min(f.t0_ns for f in ordered), ready_at.pop(frame.seq))
 
+        encoded = 0  # outgoing frames made so far (chaos: corrupt_at counts them)
+
         def compute(x: np.ndarray, seq: int, count: int, t0: int) -> list[tuple[int, bytes]]:
             """Run the driver on a batch; its outgoing frames, one per consumer part."""
+            nonlocal encoded
             x = x.reshape((count, *me.input_shape))
             t_busy = time.perf_counter()
             y = np.asarray(driver.predict(x)).reshape((count, *out_shape))
@@ -294,7 +297,8 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                 except PlanError as exc:
                     raise RuntimeFault(f"node {me.id}: its output (batch seq {seq}) cannot be sent as {p.wire}: "
                                        f"{exc}; the plan's output type of this stage is not what it computes") from exc
-                if opts.corrupt_at is not None and counters.sent + len(outs) + 1 == opts.corrupt_at:
+                encoded += 1
+                if opts.corrupt_at is not None and encoded == opts.corrupt_at:
                     bad = bytearray(out)
                     bad[HEADER_BYTES if len(bad) > HEADER_BYTES + 4 else 0] ^= 0xFF
                     out = bytes(bad)
@@ -373,10 +377,14 @@ def _paced_loop(pull: zmq.Socket, hwm: int, ahead: int, pacer: NodePacer, take: 
     outbox: deque[tuple[float, int, bytes]] = deque()  # (due, consumer, frame); dues never decrease
     while not tick():
         now = time.monotonic()
+        sent_some = False
         while outbox and outbox[0][0] <= now:
             _, consumer, out = outbox.popleft()
             if not deliver(consumer, out):
                 return
+            sent_some = True
+        if sent_some and not outbox:
+            chaos_after_frame()  # die_after: once the frames computed so far have left
         if inbox and len(outbox) < ahead:
             arrival, buf = inbox.popleft()
             t_active = time.perf_counter()
@@ -389,7 +397,6 @@ def _paced_loop(pull: zmq.Socket, hwm: int, ahead: int, pacer: NodePacer, take: 
                     outbox.append((pacer.sent(done, len(out)), consumer, out))
                 counters.pace_overruns = pacer.overruns
                 counters.active_s += time.perf_counter() - t_active
-                chaos_after_frame()
             continue
         wait = (outbox[0][0] - now) if outbox else 0.1
         if len(inbox) >= max(1, hwm):
