@@ -605,6 +605,8 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
          pace: Annotated[Path | None, typer.Option(
              "--pace", help="Pace file written by 'run --emulate --pace': run at the model's speed, stretched.")]
          = None,
+         max_batch: Annotated[int | None, typer.Option(
+             "--max-batch", help="Reject frames of more samples than this (the run's batch).")] = None,
          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run one board's piece: receive frames, run the stage, send the result downstream."""
     from .runtime.drivers import DRIVERS
@@ -634,7 +636,7 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
                                        hwm=hwm, reference_mode=reference_mode, bitstream=bitstream,
                                        die_after=die_after, corrupt_at=corrupt_at, parent_pid=parent_pid,
                                        idle_exit_s=idle_exit, incarnation=incarnation, pace=node_pace,
-                                       pace_factor=factor))
+                                       pace_factor=factor, max_batch=max_batch))
     if json_out:
         _emit_json(res)
     elif not quiet:

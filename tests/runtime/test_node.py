@@ -15,7 +15,16 @@ from split4ml.fixed import FixedType
 from split4ml.runtime.node import NodeOptions, consumer_ids, serve_node
 from split4ml.runtime.spec import spec_from_pipeline
 from split4ml.runtime.transport import unpack_stats
-from split4ml.runtime.wire import SINK, SOURCE, Expect, decode_frame, encode_frame, encode_stop
+from split4ml.runtime.wire import (
+    KIND_STOP,
+    SINK,
+    SOURCE,
+    Expect,
+    _pack,
+    decode_frame,
+    encode_frame,
+    encode_stop,
+)
 from split4ml.split import Node, Pipeline, Source
 from split4ml.verify import random_inputs
 
@@ -125,12 +134,17 @@ def test_bad_frames_are_counted_and_never_reach_the_driver(node_c) -> None:
         push.send(encode_frame(h, pa.producer, 2, 0, seq, xa, pa.wire))
     # a part whose count disagrees with its partner's
     push.send(encode_frame(h, pb.producer, 2, 1, 40, random_inputs(RESULT, (2,), 3), pb.wire))
+    # a STOP that does not come from the source, and a frame of no samples
+    push.send(_pack(KIND_STOP, h, pa.producer, 2, 0, 0, 0, 0, FixedType(8, 8), (), b""))
+    push.send(encode_frame(h, pa.producer, 2, 0, 50, np.zeros((0, 3)), pa.wire))
+    time.sleep(0.3)
+    assert node_c["thread"].is_alive()  # the forged STOP did not end the node
     push.send(encode_stop(h, 2))
     node_c["thread"].join(5)
     res = node_c["result"]
     assert res["rejected"] == {"crc": 1, "plan_hash": 1, "shape": 1, "type": 1, "destination": 1, "part": 1,
-                               "truncated": 1, "join": 1}
-    assert res["rejected_total"] == 8 and res["join_evicted"] == 1 and res["frames"] == 0
+                               "truncated": 1, "join": 1, "stop": 1, "count": 1}
+    assert res["rejected_total"] == 10 and res["join_evicted"] == 1 and res["frames"] == 0
     assert len(driver.calls) == 1 and not driver.calls[0].any() and driver.closed  # the warm-up only
     assert not sink.poll(100)
     # statistics: periodic ones then the final one, all from this node

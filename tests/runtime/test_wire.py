@@ -107,6 +107,25 @@ def test_rejections_name_their_reason() -> None:
     decode_frame(buf, H, 1, parts)  # the original is fine
 
 
+def test_stop_only_from_the_source_and_frames_of_one_to_max_count_samples() -> None:
+    from split4ml.runtime.wire import _pack
+
+    forged = _pack(KIND_STOP, H, 3, 4, 0, 0, 0, 0, FixedType(8, 8), (), b"")  # "STOP" from producer 3
+    with pytest.raises(FrameError) as exc:
+        decode_frame(forged, H, 4, {})
+    assert exc.value.reason == "stop"
+    buf, parts, _ = _good()
+    n = decode_frame(buf, H, 1, parts).count
+    decode_frame(buf, H, 1, parts, max_count=n)
+    with pytest.raises(FrameError) as exc:
+        decode_frame(buf, H, 1, parts, max_count=n - 1)
+    assert exc.value.reason == "count"
+    empty = encode_frame(H, 0, 1, 0, 0, np.zeros((0, 6)), T16)
+    with pytest.raises(FrameError) as exc:
+        decode_frame(empty, H, 1, parts)
+    assert exc.value.reason == "count"
+
+
 def test_stop_frames_and_batch_metadata() -> None:
     stop = encode_stop(H, 4)
     assert peek_kind(stop) == KIND_STOP

@@ -170,7 +170,7 @@ def host_launches(hosts: HostsFile, spec: RuntimeSpec, spec_path: str, plan_path
                          reference_mode=options.reference_mode,
                          bitstream=(hn.bitstream or f"{n.id}.bit") if hn.driver == "pynq" else None,
                          parent_pid=os.getpid() if hosts.launch == "local" else None,
-                         executable=shlex.split(hosts.command))
+                         executable=shlex.split(hosts.command), max_batch=options.batch)
         out.append(NodeLaunch(n.id, argv, hn.address, mode, ssh=hn.ssh or f"xilinx@{hn.host}", workdir=hosts.workdir,
                               chaos_args=chaos_args(options.chaos, spec, n.id)))
     return out

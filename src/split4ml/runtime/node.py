@@ -83,6 +83,7 @@ class NodeOptions:
             saying hello anyway.
         pace / pace_factor: run paced to these figures of the model, stretched by the factor
             (:mod:`split4ml.runtime.pace`); None: as fast as the driver goes.
+        max_batch: frames of more samples are rejected (reason ``count``); None: no limit.
     """
 
     node: str
@@ -103,6 +104,7 @@ class NodeOptions:
     connect_wait_s: float = 10.0
     pace: NodePace | None = None
     pace_factor: float = 1.0
+    max_batch: int | None = None
 
 
 @dataclass
@@ -249,7 +251,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             once complete, None while parts are missing or when the frame is rejected; raises _Stop."""
             nonlocal last_frame
             try:
-                frame = decode_frame(buf, h, me.index, expects)
+                frame = decode_frame(buf, h, me.index, expects, opts.max_batch)
             except FrameError as exc:
                 counters.rejected[exc.reason] = counters.rejected.get(exc.reason, 0) + 1
                 return None

@@ -322,6 +322,11 @@ class _Launcher:
         self.announce = announce
         self.faults: list[str] = []
         self.hellos: list[_NodeState] = []  # nodes that said hello and were not handled yet
+        #: statistics messages dropped: malformed, implausible, or not from a process of their node
+        self.stats_rejected = 0
+        #: batches and samples the source has sent, re-sends included (bounds on a node's counters)
+        self.sent_batches = 0
+        self.sent_samples = 0
 
     def _window(self) -> int:
         if self.opts.window:
@@ -366,10 +371,19 @@ class _Launcher:
             except zmq.Again:
                 return
             d = unpack_stats(buf)
-            st = self.states.get(str(d["node"])) if d else None
-            if st is None or d is None:
+            st = self.states.get(d["node"]) if d else None
+            if st is None or d is None or not self._plausible(d):
+                self.stats_rejected += 1
                 continue
-            inc, pid = int(d.get("incarnation", 0)), int(d.get("pid", 0))
+            inc, pid = int(d.get("incarnation", 0)), int(d["pid"])
+            known = (inc, pid) in st.stats
+            if st.launch.mode == "manual":
+                fresh = d["kind"] == "hello" or pid == st.pid
+            else:
+                fresh = inc == st.incarnation and (st.pid is None or pid == st.pid)
+            if not (known or fresh):  # not this node's process, nor one it was: stale or forged
+                self.stats_rejected += 1
+                continue
             st.stats[(inc, pid)] = d
             if st.launch.mode == "manual" and d["kind"] == "hello" and pid != st.pid:
                 # started by hand: a new process announces itself; it replaces the old one
@@ -387,6 +401,11 @@ class _Launcher:
                 if d["kind"] == "hello" and not st.up:
                     st.up = True
                     hello.append(st)
+
+    def _plausible(self, d: Mapping[str, Any]) -> bool:
+        """Whether a node's statistics fit what the source has sent so far: no more frames than batches
+        sent (re-sends included), no more samples than samples sent."""
+        return int(d.get("frames", 0)) <= self.sent_batches and int(d.get("samples", 0)) <= self.sent_samples
 
     def _start_all(self) -> None:
         for st in self.states.values():
@@ -513,6 +532,8 @@ class _Launcher:
                 due = 0.0 if pace is None else source_link.serve(now, link_s(pace.source_mbps, len(buf), factor))
                 outbox[p.consumer].append((due, buf))
             counts["sent"] += len(src_parts)
+            self.sent_batches += 1
+            self.sent_samples += count
             unacked[seq] = [count, now]
 
         def resend(seqs: Sequence[int], now: float) -> None:
@@ -561,7 +582,7 @@ class _Launcher:
                     if pace is not None:  # the sink's link: in no sooner than its bytes allow
                         now = sink_link.pass_through(time.monotonic(), link_s(pace.sink_mbps, len(buf), factor))
                     try:
-                        fr = decode_frame(buf, h, SINK, sink_expect)
+                        fr = decode_frame(buf, h, SINK, sink_expect, batch)
                     except FrameError as exc:
                         sink_rejected[exc.reason] = sink_rejected.get(exc.reason, 0) + 1
                         continue
@@ -665,6 +686,8 @@ class _Launcher:
         lat = (t_done[delivered] - t_first[delivered]) * 1e6
         wall = max(t_end - t_start, 1e-9)
         rejected_by: dict[str, int] = dict(sink_rejected)
+        if self.stats_rejected:
+            rejected_by["stats"] = self.stats_rejected
         stages = []
         for node in self.spec.nodes:
             st = self.states[node.id]
@@ -706,7 +729,8 @@ class _Launcher:
 def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, connect_to: Mapping[str, str],
               stats: str | None, *, hwm: int = DEFAULT_HWM, reference_mode: str = "fixed",
               bitstream: str | None = None, parent_pid: int | None = None,
-              executable: Sequence[str] = ("split4ml",), pace: Path | str | None = None) -> list[str]:
+              executable: Sequence[str] = ("split4ml",), pace: Path | str | None = None,
+              max_batch: int | None = None) -> list[str]:
     """The ``split4ml node`` command line of one node."""
     argv = [*executable, "node", str(spec_path), "--stage", node, "--driver", driver, "--bind", bind_address]
     for cid, addr in connect_to.items():
@@ -723,6 +747,8 @@ def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, 
         argv += ["--parent-pid", str(parent_pid)]
     if pace is not None:
         argv += ["--pace", str(pace)]
+    if max_batch is not None:
+        argv += ["--max-batch", str(max_batch)]
     return argv
 
 
@@ -857,7 +883,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
                 argv = node_argv(spec_path, n.id, options.driver, addresses[n.id],
                                  {c: addresses[c] for c in consumer_ids(spec, n.id)}, launcher.stats_address,
                                  hwm=options.hwm, reference_mode=options.reference_mode, parent_pid=os.getpid(),
-                                 executable=exe, pace=pace_path)
+                                 executable=exe, pace=pace_path, max_batch=options.batch)
                 launches.append(NodeLaunch(n.id, argv, addresses[n.id], "local",
                                            chaos_args=chaos_args(options.chaos, spec, n.id)))
             launcher.set_launches(launches)

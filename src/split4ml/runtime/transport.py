@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -147,10 +148,40 @@ def pack_stats(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+#: The kinds of statistics message a node sends.
+STATS_KINDS = ("hello", "stats", "final")
+_STATS_COUNTS = ("frames", "samples", "received", "sent", "send_waits", "join_evicted", "pace_overruns")
+_STATS_SECONDS = ("busy_s", "active_s", "send_s", "cpu_s")
+
+
 def unpack_stats(buf: bytes) -> dict[str, Any] | None:
-    """A statistics message, or None if it is not one (it is then ignored)."""
+    """A well-formed statistics message, or None (it is then counted and dropped): a JSON object with
+    ``kind`` (hello, stats or final), ``node`` (a string), ``pid`` (positive) and ``incarnation`` (not
+    negative) integers, non-negative finite counters (integers) and times (seconds, none longer than
+    ``wall_s``), and ``rejected`` counts by reason."""
     try:
         d = json.loads(buf.decode())
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return d if isinstance(d, dict) and "kind" in d and "node" in d else None
+    if not isinstance(d, dict) or d.get("kind") not in STATS_KINDS or not isinstance(d.get("node"), str):
+        return None
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+    def seconds(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e9
+
+    if not (count(d.get("pid")) and d["pid"] > 0 and count(d.get("incarnation", 0))):
+        return None
+    if not all(count(d[k]) for k in _STATS_COUNTS if k in d):
+        return None
+    if not all(seconds(d[k]) for k in (*_STATS_SECONDS, "wall_s") if k in d):
+        return None
+    wall = float(d.get("wall_s", 0.0))
+    if any(float(d[k]) > wall + 1.0 for k in _STATS_SECONDS if k in d and k != "cpu_s"):
+        return None
+    rej = d.get("rejected", {})
+    if not isinstance(rej, dict) or not all(isinstance(k, str) and len(k) <= 32 and count(v) for k, v in rej.items()):
+        return None
+    return d

@@ -64,7 +64,7 @@ MAX_NDIM = 6
 ROUNDINGS = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
 SATURATIONS = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 REJECT_REASONS = ("truncated", "magic", "version", "crc", "plan_hash", "destination", "part", "type", "shape",
-                  "length", "join")
+                  "length", "join", "stop", "count")
 
 _HEADER = struct.Struct("<4sBBH8sHHHHQIQBhBBBBB6II")
 _CRC = struct.Struct("<I")
@@ -141,8 +141,10 @@ def peek_kind(buf: bytes) -> int:
     return buf[5] if len(buf) > 5 else 0
 
 
-def decode_frame(buf: bytes | memoryview, plan_hash: bytes, dst: int, parts: Mapping[int, Expect]) -> Frame:
-    """Check and decode one frame addressed to receiver ``dst`` whose parts are ``parts``.
+def decode_frame(buf: bytes | memoryview, plan_hash: bytes, dst: int, parts: Mapping[int, Expect],
+                 max_count: int | None = None) -> Frame:
+    """Check and decode one frame addressed to receiver ``dst`` whose parts are ``parts``: a STOP frame
+    only from the source, a data frame of 1 to ``max_count`` samples (no limit: None).
 
     Raises:
         FrameError: with ``reason`` in :data:`REJECT_REASONS`; the frame must be dropped.
@@ -168,9 +170,14 @@ def decode_frame(buf: bytes | memoryview, plan_hash: bytes, dst: int, parts: Map
     if fdst != dst:
         raise FrameError("destination", f"frame seq {seq} is addressed to {fdst}, this is {dst}")
     if kind == KIND_STOP:
+        if src != SOURCE:
+            raise FrameError("stop", f"a STOP frame from producer {src}: only the source may stop a node")
         return Frame(kind, src, fdst, part, seq, 0, t0_ns, np.zeros((0,)))
     if kind != KIND_DATA:
         raise FrameError("magic", f"unknown frame kind {kind}")
+    if count < 1 or (max_count is not None and count > max_count):
+        raise FrameError("count", f"frame seq {seq} carries {count} samples; a frame carries 1 to "
+                                  f"{max_count if max_count is not None else 'any number of'} samples")
     exp = parts.get(part)
     if exp is None or exp.src != src:
         raise FrameError("part", f"frame seq {seq}: part {part} from {src} is not an input of {dst}")
