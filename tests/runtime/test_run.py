@@ -105,6 +105,15 @@ def test_killed_node_without_restart_stops_with_a_report(mlp, tmp_path) -> None:
     assert d["completed"] is False and d["in_flight"] == list(rep.in_flight)
 
 
+def test_chaos_that_never_fires_fails_the_run(mlp) -> None:
+    """A fault asked for but never injected (the node saw fewer frames) is an error, not a pass."""
+    pipeline, _, whole = mlp
+    rep = run_pipeline(pipeline, _x(whole, 40, 3), whole,
+                       RunOptions(batch=4, restart=True, chaos=(Chaos.parse("kill:stage_1@100"),), **FAST))
+    assert rep.delivered == 40 and rep.bit_exact and not rep.ok
+    assert "kill:stage_1@100 never fired: stage_1 computed only 10 frames" in rep.failure
+
+
 def test_chaos_spec_and_unknown_node() -> None:
     assert Chaos.parse("kill:stage_2@7") == Chaos("kill", "stage_2", 7)
     assert Chaos.parse("corrupt:0@1") == Chaos("corrupt", "0", 1)

@@ -647,8 +647,26 @@ class _Launcher:
                           for i in range(seq, seq + int(count)) if not delivered[i])
         not_sent = n - (batches[next_batch][0] if next_batch < len(batches) else n)
         self._stop_all(node_socks)
+        if failure is None:
+            failure = self._chaos_not_fired()
         return self._report(n, delivered, outputs, reference, t_first, t_done, t_start, t_end, counts,
                             sink_rejected, failure, in_flight, not_sent, batch, reference_name)
+
+    def _chaos_not_fired(self) -> str | None:
+        """A fault of ``--chaos`` that never happened, said as the run's failure (a test of recovery that
+        injected nothing must not pass): its node's first process made fewer frames than ``N``."""
+        for c in self.opts.chaos:
+            node = self.spec.node(c.node).id
+            if c.action == "kill" and any(f.startswith(f"{node} (pid") for f in self.faults):
+                continue  # it died (its last statistics may not have made it out)
+            first = [d for (inc, _), d in self.states[node].stats.items() if inc == 0]
+            key = "frames" if c.action == "kill" else "sent"
+            done = max((int(d.get(key, 0)) for d in first), default=0)
+            if done < c.after:
+                what = "computed" if c.action == "kill" else "sent"
+                return (f"--chaos {c.action}:{c.node}@{c.after} never fired: {node} {what} only {done} frames; use a "
+                        "smaller N, more samples or a smaller --batch")
+        return None
 
     def _check_nodes(self, now: float) -> str | None:
         """Detect dead nodes; restart them or return the failure message."""
