@@ -42,3 +42,34 @@ def test_board_errors_name_the_field(tmp_path):
                  "link: {bandwidth_mbps: 1, latency_us: 1}\n")
     with pytest.raises(BoardError, match=r"resources: missing field 'bram18'"):
         load_board_file(f)
+
+
+@pytest.mark.parametrize("field, value", [("name", "evil\ntouch /tmp/pwned"), ("name", "a b"), ("name", "x;rm -rf ~"),
+                                          ("part", "xc7z020$(id)"), ("hls4ml_board", "pynq`id`")])
+def test_names_written_into_scripts_hold_no_shell(tmp_path, field, value):
+    """A board's name, part and hls4ml board go into build.sh and hls4ml's Tcl: a newline or shell
+    character in them is refused, naming the field (the audit ran a command hidden in a name)."""
+    import yaml
+
+    d = {"name": "ok", "part": "xc7z020clg400-1", "resources": {"lut": 1, "ff": 1, "dsp": 1, "bram18": 1},
+         "clock_mhz": 100, "hls4ml_board": "pynq-z2", "link": {"bandwidth_mbps": 1, "latency_us": 1}}
+    d[field] = value
+    f = tmp_path / "evil.yaml"
+    f.write_text(yaml.safe_dump(d))
+    with pytest.raises(BoardError, match=rf"{field} .* may hold only letters, digits"):
+        load_board_file(f)
+
+
+def test_stage_script_refuses_an_unsafe_name_even_from_code():
+    import dataclasses
+
+    from split4ml.errors import BuildError
+    from split4ml.hls.scripts import stage_script
+    from split4ml.settings import BuildSettings
+    from split4ml.split import Stage
+
+    evil = dataclasses.replace(get_board("pynq-z2"), name="z2\necho pwned")
+    stage = Stage(index=0, board=evil, graph=None, settings={}, input_type=None, output_type=None,
+                  build=BuildSettings())
+    with pytest.raises(BuildError, match="board name .* may hold only"):
+        stage_script(stage)

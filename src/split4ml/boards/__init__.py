@@ -7,6 +7,7 @@ in place of a board name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -82,12 +83,30 @@ def _req(d: Mapping[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+#: What a board's name, part and hls4ml board may hold: they are written into build scripts and hls4ml
+#: projects, so nothing there may be read as shell or Tcl.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def safe_name(value: str, where: str) -> str:
+    """``value`` if it holds only letters, digits, ``.``, ``_`` and ``-`` (:data:`SAFE_NAME`), else
+    :class:`BoardError` naming ``where``."""
+    if not SAFE_NAME.fullmatch(value):
+        raise BoardError(f"{where} {value!r} may hold only letters, digits, '.', '_' and '-' (it is written into "
+                         "build scripts); rename it in the board file")
+    return value
+
+
 def board_from_dict(d: Mapping[str, Any], where: str = "board") -> Board:
     """Build a :class:`Board` from its YAML mapping; errors name the field."""
     if not isinstance(d, Mapping):
         raise BoardError(f"{where}: expected a mapping with name, part, resources, clock_mhz, link")
     name = str(_req(d, "name", where))
+    safe_name(name, f"{where}: name")
     where = f"{where} '{name}'"
+    safe_name(str(_req(d, "part", where)), f"{where}: part")
+    if d.get("hls4ml_board") is not None:
+        safe_name(str(d["hls4ml_board"]), f"{where}: hls4ml_board")
     res = _req(d, "resources", where)
     link = _req(d, "link", where)
     shell = d.get("shell") or {}

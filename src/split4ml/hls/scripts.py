@@ -23,6 +23,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..boards import SAFE_NAME
+from ..errors import BuildError
 from ..split import Stage
 from .project import DEFAULT_PROJECT_NAME, backend_for
 
@@ -141,8 +143,12 @@ def stage_script(stage: Stage, project_name: str = DEFAULT_PROJECT_NAME) -> str:
     """The text of ``stage``'s ``build.sh``."""
     backend, _ = backend_for(stage.board)
     options = shlex.quote(" ".join(f"{k}={v}" for k, v in HLS_OPTIONS.items()))
-    fields = {"stage": stage.name, "board": stage.board.name, "backend": backend, "project": project_name,
-              "options": options,
+    names = {"stage": stage.name, "board": stage.board.name, "backend": backend, "project": project_name}
+    for what, value in names.items():  # they are written into shell commands, paths and comments
+        if not SAFE_NAME.fullmatch(value):
+            raise BuildError(f"{stage.name}: the {what} name {value!r} may hold only letters, digits, '.', '_' and "
+                             "'-' to be written into build.sh; rename it")
+    fields = {**names, "options": options,
               "opt_block": "\n".join(f"    {k:<10} {v}" for k, v in HLS_OPTIONS.items())}
     body = {"VivadoAccelerator": _VIVADO_ACCELERATOR, "Vitis": _VITIS, "Vivado": _VIVADO}[backend]
     return _PRELUDE.format(**fields) + body.format(**fields)
