@@ -557,10 +557,11 @@ def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working di
 def _node_spec(plan_file: Path, stage: str, driver: str) -> Any:
     """The runtime spec for ``split4ml node``: read ``pipeline.json``, or build it from a plan file
     (compiling only this node's stage for the csim driver)."""
-    from .runtime.spec import read_spec, spec_from_pipeline
+    from .runtime.spec import read_spec, spec_from_pipeline, trusted_artifacts
 
     if plan_file.suffix == ".json":
-        return read_spec(plan_file)
+        spec = read_spec(plan_file)
+        return trusted_artifacts(spec, plan_file.parent, [spec.node(stage).id])
     from .plan.api import load_plan, plan_pipeline
 
     p, g = load_plan(plan_file)

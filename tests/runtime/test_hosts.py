@@ -42,14 +42,14 @@ def test_hosts_file_and_printed_commands(tmp_path) -> None:
     assert lines[0].splitlines() == [
         "# stage_0 on 10.0.0.2",
         "split4ml node pipeline.json --stage stage_0 --driver pynq --bind tcp://0.0.0.0:5555 --connect "
-        "stage_1=tcp://10.0.0.3:6000 --stats tcp://10.0.0.1:5601 --bitstream bits/s0.bit"]
+        "stage_1=tcp://10.0.0.3:6000 --stats tcp://10.0.0.1:5601 --bitstream bits/s0.bit --max-batch 8"]
     assert "--connect sink=tcp://10.0.0.1:5600" in lines[1] and "--bitstream stage_1.bit" in lines[1]
     ssh = launches[1]
     ssh.mode = "ssh"
     cmd = ssh.command(2)
     assert cmd[:4] == ["ssh", "-o", "BatchMode=yes", "me@board3"]
     assert cmd[4].startswith("cd /home/xilinx/run && split4ml node pipeline.json --stage stage_1")
-    assert cmd[4].endswith("--bitstream stage_1.bit --incarnation 2 --quiet --json")
+    assert cmd[4].endswith("--bitstream stage_1.bit --max-batch 8 --incarnation 2 --quiet --json")
 
 
 @pytest.mark.parametrize(("change", "match"), [

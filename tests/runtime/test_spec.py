@@ -93,3 +93,35 @@ def test_plan_hash_follows_content_only() -> None:
     other_type = linear_pipeline([pipe.nodes[0].stage, dataclasses.replace(s1, output_type=FixedType(16, 5))])
     assert pipeline_hash(other_type, in_t, in_shape) != h
     assert pipeline_hash(pipe, FixedType(16, 6), in_shape) != h
+
+
+def test_a_node_loads_only_the_libraries_its_run_folder_holds_with_their_recorded_sha256(tmp_path) -> None:
+    """pipeline.json is data: a library outside the run folder, one without a sha256, or one whose bytes
+    changed is refused before anything loads it; one bundled by the launcher is accepted."""
+    from split4ml.runtime.spec import bundle_libraries, trusted_artifacts
+    from split4ml.split import linear_pipeline
+
+    spec0 = spec_from_pipeline(linear_pipeline([dense_stage(0, (4, 3))]), whole=dense_stage(-1, (4, 3)))
+    node = spec0.nodes[0].id
+    elsewhere = tmp_path / "cache" / "libmodel.so"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"\x7fELF pretend")
+    run = tmp_path / "run"
+    run.mkdir()
+    arts = bundle_libraries({node: {"csim": {"library": str(elsewhere), "project_name": "p"}}}, run)
+    assert arts[node]["csim"]["library"] == f"lib/{node}.so" and (run / "lib" / f"{node}.so").is_file()
+    good = read_spec(spec0.with_artifacts(arts).write(run / "pipeline.json"))
+    ok = trusted_artifacts(good, run)
+    assert ok.node(node).artifacts["csim"]["library"] == str((run / "lib" / f"{node}.so").resolve())
+
+    def refused(art: dict, match: str) -> None:
+        bad = spec0.with_artifacts({node: {"csim": art}})
+        with pytest.raises(RuntimeFault, match=match):
+            trusted_artifacts(bad, run)
+
+    sha = arts[node]["csim"]["sha256"]
+    refused({"library": str(elsewhere), "project_name": "p", "sha256": sha}, "outside its folder")
+    refused({"library": "lib/../../cache/libmodel.so", "project_name": "p", "sha256": sha}, "outside its folder")
+    refused({"library": f"lib/{node}.so", "project_name": "p"}, "no sha256")
+    (run / "lib" / f"{node}.so").write_bytes(b"\x7fELF something else")
+    refused({"library": f"lib/{node}.so", "project_name": "p", "sha256": sha}, "sha256 differs")

@@ -54,7 +54,7 @@ from .run import (
     node_argv,
     run_with_launches,
 )
-from .spec import RuntimeSpec, spec_from_pipeline
+from .spec import RuntimeSpec, bundle_libraries, spec_from_pipeline
 
 LAUNCH_MODES = ("print", "ssh", "local")
 
@@ -224,7 +224,7 @@ def run_hosts(pipeline: Pipeline, x: np.ndarray, hosts: HostsFile, whole: Stage 
         if hn is not None and hn.driver == "pynq":
             art["bitstream"] = hn.bitstream or f"{n.id}.bit"
         artifacts[n.id] = art
-    spec = spec0.with_artifacts(artifacts)
+    spec = spec0.with_artifacts(bundle_libraries(artifacts, out))
     spec_path = spec.write(out / "pipeline.json")
     xq_spec = spec
     from .run import prepare_inputs

@@ -273,10 +273,10 @@ def time_node_drivers(spec_path: str | Path, driver: str, batch: int, reference_
 
 def _main(argv: Sequence[str]) -> None:
     from .drivers import make_driver
-    from .spec import read_spec
+    from .spec import read_spec, trusted_artifacts
 
     spec_path, driver, batch, reference_mode = argv
-    spec = read_spec(spec_path)
+    spec = trusted_artifacts(read_spec(spec_path), Path(spec_path).parent)
     drivers: dict[str, Any] = {}
     try:
         for n in spec.nodes:

@@ -54,7 +54,7 @@ import zmq
 from ..errors import DataError, FrameError, RuntimeFault
 from ..split import Pipeline, Stage
 from .pace import PaceModel, Server, choose_factor, link_s, time_node_drivers
-from .spec import RuntimeSpec, spec_from_pipeline
+from .spec import RuntimeSpec, bundle_libraries, spec_from_pipeline
 from .transport import DEFAULT_HWM, PortReservation, bind, connect, make_socket, unpack_stats
 from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
 
@@ -874,7 +874,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
         spec0 = spec_from_pipeline(pipeline, whole)
         xq = prepare_inputs(x, spec0)
         artifacts, reference_fn, reference_name = _compile(pipeline, whole, options.driver, progress, workdir)
-        spec = spec0.with_artifacts(artifacts)
+        spec = spec0.with_artifacts(bundle_libraries(artifacts, workdir))
         spec_path = spec.write(workdir / "pipeline.json")
         reference = np.asarray(reference_fn(xq), dtype=np.float64)
         for c in options.chaos:

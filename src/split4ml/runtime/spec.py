@@ -273,6 +273,72 @@ def read_spec(path: str | Path) -> RuntimeSpec:
     return spec_from_dict(data, where=str(p))
 
 
+# ------------------------------------------------------------------------------ libraries
+#: Where a run folder keeps the C-simulation libraries its ``pipeline.json`` names.
+LIB_DIR = "lib"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundle_libraries(artifacts: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``artifacts`` with every C-simulation library copied into ``run_dir/lib`` and named there by a path
+    relative to ``run_dir``, with its sha256: what :func:`trusted_artifacts` accepts."""
+    import shutil
+
+    out: dict[str, dict[str, Any]] = {}
+    lib_dir = Path(run_dir) / LIB_DIR
+    for node, art in artifacts.items():
+        a = dict(art)
+        cs = a.get("csim")
+        if cs:
+            lib_dir.mkdir(parents=True, exist_ok=True)
+            dst = lib_dir / f"{node}{Path(cs['library']).suffix or '.so'}"
+            shutil.copyfile(cs["library"], dst)
+            a["csim"] = {**cs, "library": f"{LIB_DIR}/{dst.name}", "sha256": file_sha256(dst)}
+        out[node] = a
+    return out
+
+
+def trusted_artifacts(spec: RuntimeSpec, spec_dir: str | Path, nodes: Sequence[str] | None = None) -> RuntimeSpec:
+    """``spec`` (read from a ``pipeline.json`` in ``spec_dir``) with the C-simulation library of each of
+    ``nodes`` (default: all) checked before anything loads it: it must lie inside ``spec_dir`` and have
+    the sha256 the launcher recorded (:func:`bundle_libraries`). A library is code: a crafted spec
+    must not make a node run a shared object from elsewhere.
+
+    Raises:
+        RuntimeFault: naming the node and what to do.
+    """
+    root = Path(spec_dir).resolve()
+    arts: dict[str, dict[str, Any]] = {n.id: dict(n.artifacts) for n in spec.nodes}
+    for nid in (nodes if nodes is not None else list(arts)):
+        cs = arts[nid].get("csim")
+        if not cs:
+            continue
+        lib = Path(str(cs.get("library", "")))
+        path = (lib if lib.is_absolute() else root / lib).resolve()
+        if not path.is_relative_to(root):
+            raise RuntimeFault(f"node {nid}: pipeline.json names a C-simulation library outside its folder ({lib}); "
+                               f"a node loads libraries only from {root / LIB_DIR}: write the spec again with "
+                               "'split4ml run'")
+        want = cs.get("sha256")
+        if not isinstance(want, str):
+            raise RuntimeFault(f"node {nid}: pipeline.json gives no sha256 for its C-simulation library {lib}; write "
+                               "the spec again with 'split4ml run'")
+        if not path.is_file():
+            raise RuntimeFault(f"node {nid}: its C-simulation library {path} is missing; copy the whole run folder")
+        if file_sha256(path) != want:
+            raise RuntimeFault(f"node {nid}: the C-simulation library {path} is not the one the launcher recorded "
+                               "(sha256 differs); it will not be loaded: write the spec again with 'split4ml run'")
+        arts[nid]["csim"] = {**cs, "library": str(path)}
+    return spec.with_artifacts(arts)
+
+
 # ------------------------------------------------------------------------------ from a pipeline
 def _stage_digest(h: Any, stage: Stage) -> None:
     def add(obj: Any) -> None:
