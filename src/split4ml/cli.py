@@ -602,6 +602,7 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
          incarnation: Annotated[int, typer.Option("--incarnation", hidden=True)] = 0,
          parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True)] = None,
          die_after: Annotated[int | None, typer.Option("--die-after", hidden=True)] = None,
+         hang_after: Annotated[int | None, typer.Option("--hang-after", hidden=True)] = None,
          corrupt_at: Annotated[int | None, typer.Option("--corrupt-at", hidden=True)] = None,
          pace: Annotated[Path | None, typer.Option(
              "--pace", help="Pace file written by 'run --emulate --pace': run at the model's speed, stretched.")]
@@ -635,7 +636,8 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
         err.print(f"node {me.id} ({driver}): listening on {bind_address}, sending to {connect or '-'}")
     res = serve_node(spec, NodeOptions(node=me.id, bind=bind_address, connect=connect, driver=driver, stats=stats,
                                        hwm=hwm, reference_mode=reference_mode, bitstream=bitstream,
-                                       die_after=die_after, corrupt_at=corrupt_at, parent_pid=parent_pid,
+                                       die_after=die_after, hang_after=hang_after, corrupt_at=corrupt_at,
+                                       parent_pid=parent_pid,
                                        idle_exit_s=idle_exit, incarnation=incarnation, pace=node_pace,
                                        pace_factor=factor, max_batch=max_batch))
     if json_out:
@@ -692,7 +694,8 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         batch: Annotated[int | None, typer.Option("--batch", help="Samples per frame (default: the plan's).")] = None,
         restart: Annotated[bool, typer.Option("--restart", help="Restart a node that dies; finish the run.")] = False,
         chaos: Annotated[list[str] | None, typer.Option(
-            "--chaos", help="Inject a fault: kill:STAGE@N (kill after N frames) or corrupt:STAGE@N.")] = None,
+            "--chaos", help="Inject a fault: kill:STAGE@N (kill after N frames), hang:STAGE@N (stop it there) or "
+            "corrupt:STAGE@N.")] = None,
         driver: Annotated[str, typer.Option("--driver", help="--emulate: csim or reference.")] = "csim",
         timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
         start_timeout: Annotated[float | None, typer.Option(

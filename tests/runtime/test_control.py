@@ -73,3 +73,48 @@ def test_the_launcher_drops_what_is_not_its_nodes_statistics(tmp_path) -> None:
     finally:
         launcher.close()
         ctx.destroy(linger=0)
+
+
+_FLAKY_NODE = """
+import json, os, sys, time
+import zmq
+args = sys.argv[1:]
+if "--incarnation" not in args:
+    sys.exit(3)  # the first start crashes
+inc = int(args[args.index("--incarnation") + 1])
+ctx = zmq.Context()
+s = ctx.socket(zmq.PUSH)
+s.connect(args[0])
+s.send(json.dumps({"kind": "hello", "node": args[1], "pid": os.getpid(), "incarnation": inc,
+                   "wall_s": 0.1}).encode())
+time.sleep(1.0)
+"""
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_crash_while_starting_is_restarted_with_restart(tmp_path, restart: bool) -> None:
+    import sys
+
+    from runtime_helpers import dense_stage
+
+    from split4ml.errors import RuntimeFault
+    from split4ml.runtime.spec import spec_from_pipeline
+    from split4ml.split import linear_pipeline
+
+    spec = spec_from_pipeline(linear_pipeline([dense_stage(0, (4, 3))]), whole=dense_stage(-1, (4, 3)))
+    node = spec.nodes[0].id
+    launcher = _Launcher(spec, [], RunOptions(restart=restart, start_timeout_s=20.0), None, tmp_path,
+                         "tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+    try:
+        launcher.set_launches([NodeLaunch(node, [sys.executable, "-c", _FLAKY_NODE, launcher.stats_address, node],
+                                          "tcp://127.0.0.1:1", "local")])
+        if not restart:
+            with pytest.raises(RuntimeFault, match=f"node {node} .*exited with code 3 .* while starting"):
+                launcher._start_all()
+            return
+        launcher._start_all()
+        st = launcher.states[node]
+        assert st.up and st.restarts == 1 and st.incarnation == 1
+        assert "exited with code 3" in launcher.faults[0] and "while starting" in launcher.faults[0]
+    finally:
+        launcher.close()

@@ -105,6 +105,19 @@ def test_killed_node_without_restart_stops_with_a_report(mlp, tmp_path) -> None:
     assert d["completed"] is False and d["in_flight"] == list(rep.in_flight)
 
 
+def test_hung_node_is_declared_dead_and_restarted(mlp) -> None:
+    """A node stopped with SIGSTOP (alive, silent) is caught by the heartbeat deadline, killed, started
+    again, and the run completes with every sample exactly once."""
+    pipeline, _, whole = mlp
+    n = 120
+    rep = run_pipeline(pipeline, _x(whole, n, 4), whole,
+                       RunOptions(batch=4, restart=True, chaos=(Chaos.parse("hang:stage_1@5"),),
+                                  heartbeat_timeout_s=2.0, resend_after_s=1.0, **FAST))
+    assert rep.ok, rep.as_dict()
+    assert (rep.delivered, rep.lost, rep.restarts) == (n, 0, 1)
+    assert any("stage_1 (pid" in f and "silent for more than 2 s" in f for f in rep.faults), rep.faults
+
+
 def test_chaos_that_never_fires_fails_the_run(mlp) -> None:
     """A fault asked for but never injected (the node saw fewer frames) is an error, not a pass."""
     pipeline, _, whole = mlp
@@ -117,6 +130,7 @@ def test_chaos_that_never_fires_fails_the_run(mlp) -> None:
 def test_chaos_spec_and_unknown_node() -> None:
     assert Chaos.parse("kill:stage_2@7") == Chaos("kill", "stage_2", 7)
     assert Chaos.parse("corrupt:0@1") == Chaos("corrupt", "0", 1)
+    assert Chaos.parse("hang:stage_2@7") == Chaos("hang", "stage_2", 7)
     for bad in ("kill:stage_1", "explode:stage_1@3", "kill:stage_1@0"):
         with pytest.raises(RuntimeFault, match="--chaos"):
             Chaos.parse(bad)

@@ -25,7 +25,7 @@ restarted and the source's re-sends complete its work. Frames keep the sequence 
 first-send time of the batch they came from.
 
 Chaos (for tests and demos, set by the launcher's ``--chaos``): ``die_after=N`` SIGKILLs the node
-after it has sent its N-th frame; ``corrupt_at=N`` flips one payload byte of its N-th frame
+after it has sent its N-th frame; ``hang_after=N`` SIGSTOPs it there (a hung board); ``corrupt_at=N`` flips one payload byte of its N-th frame
 after the CRC was computed, so the next hop rejects it.
 """
 
@@ -73,7 +73,7 @@ class NodeOptions:
         hwm: high-water mark of every data socket, frames.
         reference_mode: ``fixed`` or ``float`` (reference driver).
         bitstream: the pynq driver's bitstream (overrides the spec's artifact).
-        die_after / corrupt_at: chaos (see module docstring).
+        die_after / hang_after / corrupt_at: chaos (see module docstring).
         parent_pid: exit when this process is gone (the emulating launcher).
         idle_exit_s: exit after this many seconds without a frame (None: never).
         incarnation: how many times the launcher restarted this node before.
@@ -95,6 +95,7 @@ class NodeOptions:
     reference_mode: str = "fixed"
     bitstream: str | None = None
     die_after: int | None = None
+    hang_after: int | None = None
     corrupt_at: int | None = None
     parent_pid: int | None = None
     idle_exit_s: float | None = None
@@ -322,6 +323,10 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             return queued
 
         def chaos_after_frame() -> None:
+            if opts.hang_after is not None and counters.frames >= opts.hang_after:
+                report("stats")
+                time.sleep(0.2)  # let the statistics leave
+                os.kill(pid, signal.SIGSTOP)  # alive, silent: only a heartbeat deadline notices
             if opts.die_after is not None and counters.frames >= opts.die_after:
                 report("stats")
                 for sock in (pull, *pushes.values()):

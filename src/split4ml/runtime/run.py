@@ -68,8 +68,9 @@ STEP_STREAM = "stream samples"
 # ------------------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class Chaos:
-    """A fault injected on purpose: ``kill`` node ``node`` after its ``after``-th frame, or
-    ``corrupt`` its ``after``-th outgoing frame (one payload byte flipped after the CRC)."""
+    """A fault injected on purpose: ``kill`` node ``node`` after its ``after``-th frame, ``hang`` it
+    there (SIGSTOP: alive but silent), or ``corrupt`` its ``after``-th outgoing frame (one payload
+    byte flipped after the CRC)."""
 
     action: str
     node: str
@@ -77,11 +78,12 @@ class Chaos:
 
     @classmethod
     def parse(cls, text: str) -> Chaos:
-        """``kill:STAGE@N`` or ``corrupt:STAGE@N`` (STAGE: a node id such as ``stage_1``, or its index)."""
-        m = re.fullmatch(r"\s*(kill|corrupt):([^@\s]+)@(\d+)\s*", text)
+        """``kill:STAGE@N``, ``hang:STAGE@N`` or ``corrupt:STAGE@N`` (STAGE: a node id such as ``stage_1``,
+        or its index)."""
+        m = re.fullmatch(r"\s*(kill|hang|corrupt):([^@\s]+)@(\d+)\s*", text)
         if not m or int(m[3]) < 1:
-            raise RuntimeFault(f"--chaos {text!r}: expected kill:STAGE@N or corrupt:STAGE@N with N >= 1, "
-                               "e.g. kill:stage_1@20")
+            raise RuntimeFault(f"--chaos {text!r}: expected kill:STAGE@N, hang:STAGE@N or corrupt:STAGE@N with "
+                               "N >= 1, e.g. kill:stage_1@20")
         return cls(m[1], m[2], int(m[3]))
 
 
@@ -102,8 +104,9 @@ class RunOptions:
         start_timeout_s: time for every node to say hello.
         stall_timeout_s: stop when no sample is delivered for this long.
         timeout_s: stop after this long in total (None: no limit besides the stall timeout).
-        heartbeat_timeout_s: a node without a process handle (started by hand) is declared dead
-            after this long without statistics.
+        heartbeat_timeout_s: a node that said hello is declared dead after this long without
+            statistics (it reports every 0.25 s): stopped, hung, or its host gone. A local process is
+            killed first; with ``restart`` it is started again.
         workdir: where the spec and node logs go (default: a temporary directory, removed after a
             successful run).
         host: loopback address of emulated nodes.
@@ -423,8 +426,13 @@ class _Launcher:
                 return
             for st in self.states.values():
                 if st.proc is not None and st.proc.poll() is not None:
-                    raise RuntimeFault(f"node {self._describe_death(st, st.proc.returncode)} while starting "
-                                       f"(log: {st.log})")
+                    msg = f"node {self._describe_death(st, st.proc.returncode)} while starting (log: {st.log})"
+                    if not (self.opts.restart and st.restarts < self.opts.max_restarts):
+                        raise RuntimeFault(msg)
+                    self.faults.append(msg)  # --restart: start it again, as after a crash mid-run
+                    st.restarts += 1
+                    st.incarnation += 1
+                    self._spawn(st, chaos=False)
             if time.monotonic() > deadline:
                 missing = [st.launch.node for st in self.states.values() if not st.up]
                 raise RuntimeFault(f"nodes {missing} did not report within {self.opts.start_timeout_s:g} s; check "
@@ -657,13 +665,13 @@ class _Launcher:
         injected nothing must not pass): its node's first process made fewer frames than ``N``."""
         for c in self.opts.chaos:
             node = self.spec.node(c.node).id
-            if c.action == "kill" and any(f.startswith(f"{node} (pid") for f in self.faults):
-                continue  # it died (its last statistics may not have made it out)
+            if c.action != "corrupt" and any(f.startswith(f"{node} (pid") for f in self.faults):
+                continue  # it died or hung (its last statistics may not have made it out)
             first = [d for (inc, _), d in self.states[node].stats.items() if inc == 0]
-            key = "frames" if c.action == "kill" else "sent"
+            key = "sent" if c.action == "corrupt" else "frames"
             done = max((int(d.get(key, 0)) for d in first), default=0)
             if done < c.after:
-                what = "computed" if c.action == "kill" else "sent"
+                what = "sent" if c.action == "corrupt" else "computed"
                 return (f"--chaos {c.action}:{c.node}@{c.after} never fired: {node} {what} only {done} frames; use a "
                         "smaller N, more samples or a smaller --batch")
         return None
@@ -673,8 +681,12 @@ class _Launcher:
         for st in self.states.values():
             code = st.proc.poll() if st.proc is not None else None
             dead = code is not None
-            if st.proc is None and st.up and now - st.last_seen > self.opts.heartbeat_timeout_s:
-                dead = True
+            if st.up and code is None and now - st.last_seen > self.opts.heartbeat_timeout_s:
+                dead = True  # silent: stopped, hung, or its host gone (a node reports every 0.25 s)
+                if st.proc is not None:  # make sure the hung process is gone before its successor binds
+                    st.proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        st.proc.wait(2.0)
             if not dead:
                 continue
             self.stats.poll(50)  # statistics it sent just before it died may still be on their way
@@ -775,7 +787,7 @@ def chaos_args(chaos: Sequence[Chaos], spec: RuntimeSpec, node: str) -> list[str
     args: list[str] = []
     for c in chaos:
         if spec.node(c.node).id == node:
-            args += ["--die-after" if c.action == "kill" else "--corrupt-at", str(c.after)]
+            args += [{"kill": "--die-after", "hang": "--hang-after", "corrupt": "--corrupt-at"}[c.action], str(c.after)]
     return args
 
 
