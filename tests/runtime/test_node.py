@@ -155,6 +155,53 @@ def test_bad_frames_are_counted_and_never_reach_the_driver(node_c) -> None:
     assert kinds[-1] == "final"
 
 
+def test_oversize_frames_and_floods_leave_the_node_working_and_its_join_bounded(ports) -> None:
+    """With the run's batch known, a frame larger than any legitimate one is refused by ZeroMQ before
+    it is read (the sender is dropped); a flood of incomplete batches is held within the join
+    buffer's byte bound; good frames still go through."""
+    spec = _spec()
+    ctx = zmq.Context()
+    node_port, sink_port = ports(2)
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(f"tcp://127.0.0.1:{sink_port}")
+    stop = threading.Event()
+    result: dict = {}
+    opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
+                       max_batch=4, join_capacity=10_000, join_bytes=4096)
+    th = threading.Thread(target=lambda: result.update(serve_node(spec, opts, driver=RecordingDriver(),
+                                                                  should_stop=stop.is_set, install_signals=False)),
+                          daemon=True)
+    th.start()
+    try:
+        h = spec.hash_bytes
+        pa, pb = spec.parts_into(2)
+        attacker = ctx.socket(zmq.PUSH)
+        attacker.connect(f"tcp://127.0.0.1:{node_port}")
+        attacker.send(b"\0" * (48 << 20))  # 48 MiB: never read
+        flood = ctx.socket(zmq.PUSH)
+        flood.connect(f"tcp://127.0.0.1:{node_port}")
+        xa = random_inputs(RESULT, (3,), 4, seed=7)
+        for seq in range(1000):  # half batches that never complete: 4 x 3 float64 = 96 B each
+            flood.send(encode_frame(h, pa.producer, 2, 0, 1000 + seq, xa, pa.wire))
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{node_port}")
+        xb = random_inputs(RESULT, (2,), 4, seed=8)
+        push.send(encode_frame(h, pa.producer, 2, 0, 0, xa, pa.wire))
+        push.send(encode_frame(h, pb.producer, 2, 1, 0, xb, pb.wire))
+        fr = decode_frame(_recv(sink, 10000), h, SINK, {0: Expect(2, RESULT, (2,))})
+        assert fr.seq == 0 and fr.count == 4
+        time.sleep(0.5)  # let the rest of the flood in
+    finally:
+        stop.set()
+        th.join(5)
+        ctx.destroy(linger=0)
+    # the 48 MiB frame was never received (nothing rejected: ZeroMQ dropped it unread); the flood came in,
+    # and the join buffer held at most 4096 bytes of it (42 half batches of 96 B), the oldest evicted
+    assert result["rejected_total"] == 0 and result["frames"] == 1
+    held = result["received"] - 2 - result["join_evicted"]
+    assert result["received"] > 500 and 0 <= held <= 4096 // 96
+
+
 def test_stop_via_should_stop_and_idle_exit(ports) -> None:
     spec = _spec()
     port, sink_port = ports(2)

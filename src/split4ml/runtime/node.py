@@ -56,7 +56,7 @@ from .transport import (
     wait_connected,
     watch_connections,
 )
-from .wire import HEADER_BYTES, KIND_STOP, SINK, decode_frame, encode_frame
+from .wire import HEADER_BYTES, KIND_STOP, SINK, decode_frame, encode_frame, max_frame_bytes
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class NodeOptions:
         idle_exit_s: exit after this many seconds without a frame (None: never).
         incarnation: how many times the launcher restarted this node before.
         stats_interval_s: period of the statistics messages, seconds.
-        join_capacity: incomplete batches kept by a fan-in node.
+        join_capacity / join_bytes: incomplete batches kept by a fan-in node, at most, and the bytes
+            they may hold (the oldest is evicted first).
         connect_wait_s: how long to wait for the consumers to accept the connections before
             saying hello anyway.
         pace / pace_factor: run paced to these figures of the model, stretched by the factor
@@ -102,6 +103,7 @@ class NodeOptions:
     incarnation: int = 0
     stats_interval_s: float = 0.25
     join_capacity: int = 256
+    join_bytes: int = 256 << 20
     connect_wait_s: float = 10.0
     pace: NodePace | None = None
     pace_factor: float = 1.0
@@ -229,7 +231,9 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         # warm-up: the first call of a C-simulation reads its weight files, the first DMA transfer maps
         # its buffers; doing it now keeps that out of the run (and fails early if the driver is broken)
         driver.predict(np.zeros((1, *me.input_shape)))
-        pull = make_socket(ctx, zmq.PULL, opts.hwm)
+        # with a batch limit, no legitimate frame is larger than this: ZeroMQ drops a peer sending more
+        limit = max_frame_bytes(expects, opts.max_batch) if opts.max_batch is not None else None
+        pull = make_socket(ctx, zmq.PULL, opts.hwm, max_bytes=limit)
         bind(pull, opts.bind, f"node {me.id}")
         pushes = {c: make_socket(ctx, zmq.PUSH, opts.hwm, linger_ms=1000) for c in consumers}
         monitors = watch_connections(list(pushes.values()))
@@ -243,6 +247,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         hello_sent = True
         pending: OrderedDict[int, dict[int, Any]] = OrderedDict()
         ready_at: dict[int, float] = {}  # paced: seq -> when its parts were all in
+        pending_bytes = 0  # what the join buffer holds
         n_parts = len(parts_in)
         out_shape = me.output_shape
         pacer = NodePacer(opts.pace, opts.pace_factor) if opts.pace is not None else None
@@ -263,21 +268,30 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             t_in = pacer.received(arrival, len(buf)) if pacer is not None else arrival
             if n_parts == 1:
                 return frame.values, frame.seq, frame.count, frame.t0_ns, t_in
+            nonlocal pending_bytes
             entry = pending.get(frame.seq)
             if entry is None:
                 entry = pending[frame.seq] = {}
-                while len(pending) > opts.join_capacity:
-                    old, _ = pending.popitem(last=False)
-                    ready_at.pop(old, None)
-                    counters.join_evicted += 1
             elif any(f.count != frame.count for f in entry.values()):
                 counters.rejected["join"] = counters.rejected.get("join", 0) + 1
                 return None
+            if frame.part in entry:
+                pending_bytes -= entry[frame.part].values.nbytes
             entry[frame.part] = frame
+            pending_bytes += frame.values.nbytes
+            # bounded in batches and in bytes: the oldest incomplete batch goes first
+            while len(pending) > 1 and (len(pending) > opts.join_capacity or pending_bytes > opts.join_bytes):
+                old, parts = pending.popitem(last=False)
+                pending_bytes -= sum(f.values.nbytes for f in parts.values())
+                ready_at.pop(old, None)
+                counters.join_evicted += 1
+            if frame.seq not in pending:
+                return None
             ready_at[frame.seq] = max(ready_at.get(frame.seq, t_in), t_in)
             if len(entry) < n_parts:
                 return None
             del pending[frame.seq]
+            pending_bytes -= sum(f.values.nbytes for f in entry.values())
             ordered = [entry[k] for k in range(n_parts)]
             return (np.concatenate([f.values for f in ordered], axis=-1), frame.seq, frame.count,
                     min(f.t0_ns for f in ordered), ready_at.pop(frame.seq))

@@ -55,8 +55,8 @@ from ..errors import DataError, FrameError, RuntimeFault
 from ..split import Pipeline, Stage
 from .pace import PaceModel, Server, choose_factor, link_s, time_node_drivers
 from .spec import RuntimeSpec, bundle_libraries, spec_from_pipeline
-from .transport import DEFAULT_HWM, PortReservation, bind, connect, make_socket, unpack_stats
-from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
+from .transport import DEFAULT_HWM, MAX_STATS_BYTES, PortReservation, bind, connect, make_socket, unpack_stats
+from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop, max_frame_bytes
 
 Progress = Callable[[str, int, int], None]
 
@@ -318,9 +318,11 @@ class _Launcher:
         self.logdir = logdir
         self.states = {la.node: _NodeState(la) for la in launches}
         self.ctx = zmq.Context()
-        self.sink = make_socket(self.ctx, zmq.PULL, max(options.hwm, 4 * self._window()))
+        self.sink = make_socket(self.ctx, zmq.PULL, max(options.hwm, 4 * self._window()),
+                                max_bytes=max_frame_bytes([p.expect for p in spec.parts_into(SINK)],
+                                                          max(1, int(options.batch))))
         self.sink_address = bind(self.sink, sink_bind, "sink")
-        self.stats = make_socket(self.ctx, zmq.PULL, 10000)
+        self.stats = make_socket(self.ctx, zmq.PULL, 10000, max_bytes=MAX_STATS_BYTES)
         self.stats_address = bind(self.stats, stats_bind, "statistics")
         self.announce = announce
         self.faults: list[str] = []

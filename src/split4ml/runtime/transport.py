@@ -28,9 +28,18 @@ SEND_SLICE_MS = 100
 DEFAULT_HWM = 16
 
 
-def make_socket(ctx: zmq.Context, kind: int, hwm: int = DEFAULT_HWM, linger_ms: int = 0) -> zmq.Socket:
+#: The largest statistics message the launcher takes (a node's are a few hundred bytes).
+MAX_STATS_BYTES = 1 << 16
+
+
+def make_socket(ctx: zmq.Context, kind: int, hwm: int = DEFAULT_HWM, linger_ms: int = 0,
+                max_bytes: int | None = None) -> zmq.Socket:
+    """A socket with its high-water mark, a short send slice and quick reconnects; ``max_bytes``: a
+    receiving socket drops (and disconnects) a peer that sends a larger message (``ZMQ_MAXMSGSIZE``)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    if max_bytes is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
     if kind in (zmq.PUSH,):
         sock.setsockopt(zmq.SNDHWM, max(1, hwm))
         sock.setsockopt(zmq.SNDTIMEO, SEND_SLICE_MS)

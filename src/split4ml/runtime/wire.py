@@ -90,6 +90,12 @@ class Expect:
         return int(math.prod(self.shape))
 
 
+def max_frame_bytes(parts: Mapping[int, Expect] | list[Expect], batch: int) -> int:
+    """The largest frame a receiver of these parts can get in a run of ``batch`` samples a frame."""
+    exps = list(parts.values()) if isinstance(parts, Mapping) else list(parts)
+    return OVERHEAD_BYTES + max([batch * e.size * e.wire.storage_bytes for e in exps] + [0])
+
+
 @dataclass(frozen=True)
 class Frame:
     """A decoded data frame: ``values`` is float64 of shape ``(count, *shape)``, exactly the sent values."""
