@@ -679,6 +679,8 @@ def _print_run(d: dict[str, Any]) -> None:
         shown = ", ".join(map(str, fl[:20])) + (" ..." if len(fl) > 20 else "")
         out.print(f"[bold red]stopped:[/] {d['failure']}", highlight=False)
         out.print(f"completed {d['delivered']} samples; in flight {len(fl)} [{shown}]; not sent {d['not_sent']}")
+    if not d.get("encrypted", False):
+        out.print("links: plain TCP, neither encrypted nor authenticated", style="dim")
     if d.get("workdir"):
         out.print(f"spec and node logs: {d['workdir']}")
 
@@ -749,6 +751,8 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
             from .runtime.hosts import format_launches, read_hosts, run_hosts
 
             h = read_hosts(hosts)
+            for w in h.warnings():
+                err.print(f"[yellow]warning:[/] {w}", highlight=False)
 
             def announce(launches: Any) -> None:
                 if h.launch == "print" and not json_out:

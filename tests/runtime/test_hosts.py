@@ -41,7 +41,7 @@ def test_hosts_file_and_printed_commands(tmp_path) -> None:
     lines = format_launches(launches)
     assert lines[0].splitlines() == [
         "# stage_0 on 10.0.0.2",
-        "split4ml node pipeline.json --stage stage_0 --driver pynq --bind tcp://0.0.0.0:5555 --connect "
+        "split4ml node pipeline.json --stage stage_0 --driver pynq --bind tcp://10.0.0.2:5555 --connect "
         "stage_1=tcp://10.0.0.3:6000 --stats tcp://10.0.0.1:5601 --bitstream bits/s0.bit --max-batch 8"]
     assert "--connect sink=tcp://10.0.0.1:5600" in lines[1] and "--bitstream stage_1.bit" in lines[1]
     ssh = launches[1]
@@ -50,6 +50,17 @@ def test_hosts_file_and_printed_commands(tmp_path) -> None:
     assert cmd[:4] == ["ssh", "-o", "BatchMode=yes", "me@board3"]
     assert cmd[4].startswith("cd /home/xilinx/run && split4ml node pipeline.json --stage stage_1")
     assert cmd[4].endswith("--bitstream stage_1.bit --max-batch 8 --incarnation 2 --quiet --json")
+
+
+def test_every_socket_binds_its_own_address_unless_the_file_asks_for_all_interfaces() -> None:
+    h = hosts_from_dict(BOARDS)
+    assert h.bind_host is None and h.warnings() == []
+    assert h.node_bind("stage_1") == "tcp://10.0.0.3:6000" and h.launcher_bind(5600) == "tcp://10.0.0.1:5600"
+    wide = hosts_from_dict({**BOARDS, "bind": "0.0.0.0"})
+    assert wide.node_bind("stage_1") == "tcp://0.0.0.0:6000" and wide.launcher_bind(5601) == "tcp://0.0.0.0:5601"
+    assert "all interfaces" in wide.warnings()[0]
+    with pytest.raises(RuntimeFault, match="bind"):
+        hosts_from_dict({**BOARDS, "bind": "0.0.0.0\nrm -rf /"})
 
 
 @pytest.mark.parametrize(("change", "match"), [

@@ -9,7 +9,7 @@ and the sink) is reached::
     workdir: /home/xilinx/split4ml # where pipeline.json and the bitstreams are on the hosts
     sink_port: 5600                # the launcher's ports (defaults 5600 and 5601)
     stats_port: 5601
-    bind_host: 0.0.0.0             # interface every process binds (default: all)
+    # bind: 0.0.0.0                # every process binds all interfaces (default: its own address)
     nodes:
       stage_0: {host: 192.168.2.10, driver: pynq, bitstream: stage_0.bit}
       stage_1: {host: 192.168.2.11, port: 5555, ssh: xilinx@192.168.2.11}
@@ -20,8 +20,10 @@ Every node of the pipeline must be listed. Per node: ``host`` (required), ``port
 (``user@host`` for ``launch: ssh``; default ``xilinx@<host>``), ``plan`` (for ``csim`` or
 ``reference`` nodes on other hosts: the plan file there, from which the node compiles its stage;
 default: the plan path given to ``run``, else ``pipeline.json`` with the library compiled here, for
-hosts that share this file system). Nodes bind ``tcp://<bind_host>:<port>``; producers connect to
-``tcp://<host>:<port>``.
+hosts that share this file system). Nodes bind ``tcp://<host>:<port>``, their own address, and the
+launcher binds its sink and statistics on ``controller``: never every interface, unless ``bind:
+0.0.0.0`` asks for it (then every process binds that address, and ``run`` warns). Producers connect
+to ``tcp://<host>:<port>``.
 
 ``launch: print`` prints each host's ``split4ml node`` command and waits (``--start-timeout``) for
 every node to report; ``ssh`` starts them with ``ssh -o BatchMode=yes`` (keys must be set up) and
@@ -87,7 +89,25 @@ class HostsFile:
     workdir: str | None = None
     sink_port: int = 5600
     stats_port: int = 5601
-    bind_host: str = "0.0.0.0"
+    #: the address every process binds instead of its own (``bind``; None: each its own)
+    bind_host: str | None = None
+
+    def node_bind(self, node: str) -> str:
+        """Where node ``node`` binds its input."""
+        hn = self.nodes[node]
+        return f"tcp://{self.bind_host or hn.host}:{hn.port}"
+
+    def launcher_bind(self, port: int) -> str:
+        """Where the launcher binds its sink or statistics ``port``."""
+        return f"tcp://{self.bind_host or self.controller}:{port}"
+
+    def warnings(self) -> list[str]:
+        """What the user should know about this file (every interface bound)."""
+        if self.bind_host in ALL_INTERFACES:
+            return [f"bind: {self.bind_host} makes every node, the sink and the statistics listen on all interfaces; "
+                    "anyone who reaches these ports can read and inject frames (links are not authenticated yet). "
+                    "Leave 'bind' out to bind each host's own address"]
+        return []
 
     @property
     def sink_address(self) -> str:
@@ -108,7 +128,7 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
     """Check and read a hosts mapping; errors name the field (``hosts.yaml: nodes.stage_1.port``)."""
     if not isinstance(d, Mapping):
         raise RuntimeFault(f"{where}: expected a mapping with 'controller' and 'nodes'")
-    known = {"controller", "nodes", "launch", "command", "workdir", "sink_port", "stats_port", "bind_host"}
+    known = {"controller", "nodes", "launch", "command", "workdir", "sink_port", "stats_port", "bind", "bind_host"}
     unknown = set(d) - known
     if unknown:
         raise RuntimeFault(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -133,7 +153,21 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
                      command=str(d.get("command", "split4ml")), workdir=d.get("workdir"),
                      sink_port=_port(d.get("sink_port", 5600), f"{where}: sink_port"),
                      stats_port=_port(d.get("stats_port", 5601), f"{where}: stats_port"),
-                     bind_host=str(d.get("bind_host", "0.0.0.0")))
+                     bind_host=_bind(d, where))
+
+
+#: Addresses that bind every interface.
+ALL_INTERFACES = ("0.0.0.0", "*", "::", "[::]")
+
+
+def _bind(d: Mapping[str, Any], where: str) -> str | None:
+    """``bind`` (``bind_host``, its older name), or None: every process binds its own address."""
+    value = d.get("bind", d.get("bind_host"))
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(c in value for c in "/ \t\n"):
+        raise RuntimeFault(f"{where}: bind: expected an address such as 0.0.0.0 or 192.168.2.1, got {value!r}")
+    return value
 
 
 def read_hosts(path: str | Path) -> HostsFile:
@@ -165,7 +199,7 @@ def host_launches(hosts: HostsFile, spec: RuntimeSpec, spec_path: str, plan_path
         source = spec_path
         if hn.driver in ("csim", "reference") and hosts.launch != "local":
             source = hn.plan or plan_path or spec_path  # the host compiles (or reads) its own stage
-        argv = node_argv(source, n.id, hn.driver, f"tcp://{hosts.bind_host}:{hn.port}",
+        argv = node_argv(source, n.id, hn.driver, hosts.node_bind(n.id),
                          {c: addr[c] for c in consumer_ids(spec, n.id)}, hosts.stats_address, hwm=options.hwm,
                          reference_mode=options.reference_mode,
                          bitstream=(hn.bitstream or f"{n.id}.bit") if hn.driver == "pynq" else None,
@@ -239,6 +273,6 @@ def run_hosts(pipeline: Pipeline, x: np.ndarray, hosts: HostsFile, whole: Stage 
     launches = host_launches(hosts, spec, on_hosts, plan_path, options)
     opts = options if options.workdir is not None else replace(options, workdir=out)
     return run_with_launches(spec, launches, xq, reference, ref_name, opts,
-                             sink_bind=f"tcp://{hosts.bind_host}:{hosts.sink_port}",
-                             stats_bind=f"tcp://{hosts.bind_host}:{hosts.stats_port}",
+                             sink_bind=hosts.launcher_bind(hosts.sink_port),
+                             stats_bind=hosts.launcher_bind(hosts.stats_port),
                              progress=progress, announce=announce)

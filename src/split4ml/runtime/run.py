@@ -227,6 +227,8 @@ class RunReport:
             "steady_throughput_per_s": self.steady_throughput_per_s, "pace": self.pace,
             "predicted_throughput_per_s": self.predicted_throughput_per_s, "pace_overruns": self.pace_overruns,
             "pace_bottleneck": self.pace_bottleneck,
+            # the links are plain TCP: not encrypted, not authenticated (CURVE is still to come)
+            "encrypted": False,
             "pace_ratio": (self.steady_throughput_per_s / self.predicted_throughput_per_s
                            if self.predicted_throughput_per_s else None),
         }
