@@ -609,6 +609,8 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
          = None,
          max_batch: Annotated[int | None, typer.Option(
              "--max-batch", help="Reject frames of more samples than this (the run's batch).")] = None,
+         keys: Annotated[Path | None, typer.Option(
+             "--keys", help="Keys folder from 'split4ml keys': CURVE-encrypted, authenticated links.")] = None,
          json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run one board's piece: receive frames, run the stage, send the result downstream."""
     from .runtime.drivers import DRIVERS
@@ -639,7 +641,8 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
                                        die_after=die_after, hang_after=hang_after, corrupt_at=corrupt_at,
                                        parent_pid=parent_pid,
                                        idle_exit_s=idle_exit, incarnation=incarnation, pace=node_pace,
-                                       pace_factor=factor, max_batch=max_batch))
+                                       pace_factor=factor, max_batch=max_batch,
+                                       keys=str(keys) if keys is not None else None))
     if json_out:
         _emit_json(res)
     elif not quiet:
@@ -685,6 +688,37 @@ def _print_run(d: dict[str, Any]) -> None:
         out.print(f"spec and node logs: {d['workdir']}")
 
 
+@app.command("keys")
+def keys_cmd(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write the keys into.")],
+             plan_file: Annotated[Path | None, typer.Option(
+                 "--plan", help="Make keys for the launcher and every node of this plan.")] = None,
+             names: Annotated[list[str] | None, typer.Option("--names", help="Make keys for these parties.")] = None,
+             json_out: JsonOpt = False) -> None:
+    """Make the CURVE key pairs of a run: DIR/public/<name>.key for every party, DIR/secret/<name>.key_secret
+    for each (copy a node's own secret key to its board only)."""
+    from .runtime.security import LAUNCHER, make_keys
+
+    parties: list[str] = list(names or [])
+    if plan_file is not None:
+        from .plan.api import load_plan, plan_pipeline
+
+        p, g = load_plan(plan_file)
+        pipeline, _ = plan_pipeline(p, g)
+        parties += [LAUNCHER, *(n.id for n in pipeline.nodes)]
+    if not parties:
+        raise Split4mlError("give --plan PLAN (the launcher and every node) or --names NAME ...")
+    for n in parties:
+        if not n or any(not (c.isalnum() or c in "._-") for c in n):
+            raise Split4mlError(f"--names {n!r}: a party name holds only letters, digits, '.', '_' and '-'")
+    written = make_keys(directory, dict.fromkeys(parties))
+    if json_out:
+        _emit_json({"directory": str(directory), "parties": list(dict.fromkeys(parties)), "written": written})
+        return
+    out.print(f"{len(written)} key pair(s) written to {directory} ({', '.join(written) or 'all existed'}); give each "
+              f"board {directory}/public/ and its own {directory}/secret/<node>.key_secret, and run with --keys "
+              f"{directory}")
+
+
 @app.command()
 def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         emulate: Annotated[bool, typer.Option("--emulate", help="Every node as a local process (C-sim driver).")]
@@ -704,6 +738,9 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
             "--start-timeout", help="Seconds for the nodes to report (default 60; 600 with --hosts).")] = None,
         workdir: Annotated[Path | None, typer.Option("--workdir", "-o", help="Keep the spec and node logs here.")]
         = None,
+        keys: Annotated[Path | None, typer.Option(
+            "--keys", help="Keys folder from 'split4ml keys': every link CURVE-encrypted and authenticated (--hosts: "
+            "or the hosts file's 'keys').")] = None,
         pace: Annotated[str | None, typer.Option(
             "--pace", metavar="[FACTOR]", help="--emulate: pace every node and link to the plan's figures, stretched "
             "FACTOR times (alone: chosen so every C-simulation fits), and print the model's prediction beside the "
@@ -741,7 +778,7 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
             except ValueError:
                 raise Split4mlError(f"--pace {pace!r}: expected a positive number (the stretch factor), or --pace "
                                     "alone to let split4ml choose it") from None
-    opts = RunOptions(batch=run_batch, pace=paced,
+    opts = RunOptions(batch=run_batch, pace=paced, keys=keys,
                       driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
                       chaos=tuple(Chaos.parse(c) for c in chaos or []),
                       timeout_s=timeout, workdir=workdir,

@@ -9,6 +9,7 @@ and the sink) is reached::
     workdir: /home/xilinx/split4ml # where pipeline.json and the bitstreams are on the hosts
     sink_port: 5600                # the launcher's ports (defaults 5600 and 5601)
     stats_port: 5601
+    keys: keys                     # 'split4ml keys' folder: CURVE on every link (same path on the hosts)
     # bind: 0.0.0.0                # every process binds all interfaces (default: its own address)
     nodes:
       stage_0: {host: 192.168.2.10, driver: pynq, bitstream: stage_0.bit}
@@ -91,6 +92,9 @@ class HostsFile:
     stats_port: int = 5601
     #: the address every process binds instead of its own (``bind``; None: each its own)
     bind_host: str | None = None
+    #: the keys directory (``split4ml keys``): CURVE on every link; the same path on the hosts,
+    #: relative to ``workdir`` (None: plain TCP)
+    keys: str | None = None
 
     def node_bind(self, node: str) -> str:
         """Where node ``node`` binds its input."""
@@ -128,7 +132,8 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
     """Check and read a hosts mapping; errors name the field (``hosts.yaml: nodes.stage_1.port``)."""
     if not isinstance(d, Mapping):
         raise RuntimeFault(f"{where}: expected a mapping with 'controller' and 'nodes'")
-    known = {"controller", "nodes", "launch", "command", "workdir", "sink_port", "stats_port", "bind", "bind_host"}
+    known = {"controller", "nodes", "launch", "command", "workdir", "sink_port", "stats_port", "bind", "bind_host",
+             "keys"}
     unknown = set(d) - known
     if unknown:
         raise RuntimeFault(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -153,7 +158,7 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
                      command=str(d.get("command", "split4ml")), workdir=d.get("workdir"),
                      sink_port=_port(d.get("sink_port", 5600), f"{where}: sink_port"),
                      stats_port=_port(d.get("stats_port", 5601), f"{where}: stats_port"),
-                     bind_host=_bind(d, where))
+                     bind_host=_bind(d, where), keys=None if d.get("keys") is None else str(d["keys"]))
 
 
 #: Addresses that bind every interface.
@@ -204,7 +209,8 @@ def host_launches(hosts: HostsFile, spec: RuntimeSpec, spec_path: str, plan_path
                          reference_mode=options.reference_mode,
                          bitstream=(hn.bitstream or f"{n.id}.bit") if hn.driver == "pynq" else None,
                          parent_pid=os.getpid() if hosts.launch == "local" else None,
-                         executable=shlex.split(hosts.command), max_batch=options.batch)
+                         executable=shlex.split(hosts.command), max_batch=options.batch,
+                         keys=hosts.keys if options.keys is None else options.keys)
         out.append(NodeLaunch(n.id, argv, hn.address, mode, ssh=hn.ssh or f"xilinx@{hn.host}", workdir=hosts.workdir,
                               chaos_args=chaos_args(options.chaos, spec, n.id)))
     return out
@@ -272,6 +278,8 @@ def run_hosts(pipeline: Pipeline, x: np.ndarray, hosts: HostsFile, whole: Stage 
     on_hosts = str(spec_path) if local else "pipeline.json"
     launches = host_launches(hosts, spec, on_hosts, plan_path, options)
     opts = options if options.workdir is not None else replace(options, workdir=out)
+    if opts.keys is None and hosts.keys is not None:
+        opts = replace(opts, keys=Path(hosts.keys))
     return run_with_launches(spec, launches, xq, reference, ref_name, opts,
                              sink_bind=hosts.launcher_bind(hosts.sink_port),
                              stats_bind=hosts.launcher_bind(hosts.stats_port),

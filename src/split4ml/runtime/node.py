@@ -45,6 +45,7 @@ import zmq
 from ..errors import FrameError, PlanError, RuntimeFault
 from .drivers import Driver, make_driver
 from .pace import NodePace, NodePacer
+from .security import LAUNCHER
 from .spec import RuntimeSpec
 from .transport import (
     DEFAULT_HWM,
@@ -85,6 +86,8 @@ class NodeOptions:
         pace / pace_factor: run paced to these figures of the model, stretched by the factor
             (:mod:`split4ml.runtime.pace`); None: as fast as the driver goes.
         max_batch: frames of more samples are rejected (reason ``count``); None: no limit.
+        keys: a keys directory (:mod:`split4ml.runtime.security`): every link is CURVE-encrypted,
+            peers are known by their public keys, and refused handshakes are counted (``key``).
     """
 
     node: str
@@ -108,6 +111,7 @@ class NodeOptions:
     pace: NodePace | None = None
     pace_factor: float = 1.0
     max_batch: int | None = None
+    keys: str | None = None
 
 
 @dataclass
@@ -176,6 +180,12 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         signal.signal(signal.SIGINT, on_signal)
 
     ctx = zmq.Context()
+    keys = None
+    if opts.keys is not None:  # CURVE: encrypted links, peers known by their public keys
+        from .security import Keys
+
+        keys = Keys(opts.keys, me.id)
+        keys.start(ctx)
     counters = NodeCounters()
     pid = os.getpid()
     t_start = time.monotonic()
@@ -202,6 +212,8 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
     def report(kind: str) -> None:
         nonlocal last_stats
         last_stats = time.monotonic()
+        if keys is not None and keys.denied:
+            counters.rejected["key"] = keys.denied
         if stats_sock is not None:
             msg = {"kind": kind, "node": me.id, "index": me.index, "pid": pid, "incarnation": opts.incarnation,
                    "driver": opts.driver, "wall_s": last_stats - t_start, "cpu_s": time.process_time() - cpu0,
@@ -234,13 +246,19 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         # with a batch limit, no legitimate frame is larger than this: ZeroMQ drops a peer sending more
         limit = max_frame_bytes(expects, opts.max_batch) if opts.max_batch is not None else None
         pull = make_socket(ctx, zmq.PULL, opts.hwm, max_bytes=limit)
+        if keys is not None:
+            keys.server(pull)
         bind(pull, opts.bind, f"node {me.id}")
         pushes = {c: make_socket(ctx, zmq.PUSH, opts.hwm, linger_ms=1000) for c in consumers}
         monitors = watch_connections(list(pushes.values()))
         for c, sock in pushes.items():
+            if keys is not None:
+                keys.client(sock, _party(spec.name_of(c)))
             connect(sock, _address_for(opts, spec.name_of(c), len(consumers)), f"node {me.id}")
         if opts.stats:
             stats_sock = make_socket(ctx, zmq.PUSH, 1000, linger_ms=2000)
+            if keys is not None:
+                keys.client(stats_sock, LAUNCHER)
             connect(stats_sock, opts.stats, f"node {me.id}")
         wait_connected(list(pushes.values()), monitors, opts.connect_wait_s, tick)
         report("hello")
@@ -347,6 +365,8 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                     sock.close(linger=0)
                 if stats_sock is not None:
                     stats_sock.close(linger=2000)
+                if keys is not None:
+                    keys.stop()
                 ctx.term()  # returns once the statistics have left (or after 2 s), then die hard
                 os.kill(pid, signal.SIGKILL)
 
@@ -376,7 +396,14 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         return final
     finally:
         driver.close()
+        if keys is not None:
+            keys.stop()
         ctx.destroy(linger=500)
+
+
+def _party(consumer: str) -> str:
+    """The key name of a consumer: a node's id, or the launcher's for the sink."""
+    return LAUNCHER if consumer == "sink" else consumer
 
 
 class _Stop(Exception):

@@ -113,6 +113,8 @@ class RunOptions:
         pace: pace every node, the source and the sink to these figures of the model
             (:mod:`split4ml.runtime.pace`); a model without a factor gets one chosen from the time the
             drivers take. None: everything runs as fast as it can.
+        keys: a keys directory (:mod:`split4ml.runtime.security`): every link CURVE-encrypted and
+            authenticated (the launcher is the party ``launcher``); None: plain TCP.
     """
 
     batch: int = 8
@@ -131,6 +133,7 @@ class RunOptions:
     workdir: Path | None = None
     host: str = "127.0.0.1"
     pace: PaceModel | None = None
+    keys: Path | None = None
 
 
 # ------------------------------------------------------------------------------------- report
@@ -203,6 +206,7 @@ class RunReport:
     predicted_throughput_per_s: float | None = None
     pace_overruns: int = 0
     pace_bottleneck: str | None = None
+    encrypted: bool = False
 
     @property
     def completed(self) -> bool:
@@ -227,8 +231,8 @@ class RunReport:
             "steady_throughput_per_s": self.steady_throughput_per_s, "pace": self.pace,
             "predicted_throughput_per_s": self.predicted_throughput_per_s, "pace_overruns": self.pace_overruns,
             "pace_bottleneck": self.pace_bottleneck,
-            # the links are plain TCP: not encrypted, not authenticated (CURVE is still to come)
-            "encrypted": False,
+            # CURVE on every link (--keys), or plain TCP: neither encrypted nor authenticated
+            "encrypted": self.encrypted,
             "pace_ratio": (self.steady_throughput_per_s / self.predicted_throughput_per_s
                            if self.predicted_throughput_per_s else None),
         }
@@ -320,11 +324,20 @@ class _Launcher:
         self.logdir = logdir
         self.states = {la.node: _NodeState(la) for la in launches}
         self.ctx = zmq.Context()
+        self.keys = None
+        if options.keys is not None:
+            from .security import LAUNCHER, Keys
+
+            self.keys = Keys(options.keys, LAUNCHER)
+            self.keys.start(self.ctx)
         self.sink = make_socket(self.ctx, zmq.PULL, max(options.hwm, 4 * self._window()),
                                 max_bytes=max_frame_bytes([p.expect for p in spec.parts_into(SINK)],
                                                           max(1, int(options.batch))))
-        self.sink_address = bind(self.sink, sink_bind, "sink")
         self.stats = make_socket(self.ctx, zmq.PULL, 10000, max_bytes=MAX_STATS_BYTES)
+        if self.keys is not None:
+            self.keys.server(self.sink)
+            self.keys.server(self.stats)
+        self.sink_address = bind(self.sink, sink_bind, "sink")
         self.stats_address = bind(self.stats, stats_bind, "statistics")
         self.announce = announce
         self.faults: list[str] = []
@@ -484,6 +497,8 @@ class _Launcher:
 
     def close(self) -> None:
         self._kill_all()
+        if self.keys is not None:
+            self.keys.stop()
         if not self.ctx.closed:
             self.ctx.destroy(linger=0)
 
@@ -492,6 +507,8 @@ class _Launcher:
         socks: dict[int, zmq.Socket] = {}
         for st in self.states.values():
             sock = make_socket(self.ctx, zmq.PUSH, max(self.opts.hwm, self._window()))
+            if self.keys is not None:
+                self.keys.client(sock, st.launch.node)
             connect(sock, st.launch.address, "source")
             socks[self.spec.node(st.launch.node).index] = sock
         return socks
@@ -722,6 +739,8 @@ class _Launcher:
         rejected_by: dict[str, int] = dict(sink_rejected)
         if self.stats_rejected:
             rejected_by["stats"] = self.stats_rejected
+        if self.keys is not None and self.keys.denied:
+            rejected_by["key"] = rejected_by.get("key", 0) + self.keys.denied
         stages = []
         for node in self.spec.nodes:
             st = self.states[node.id]
@@ -747,6 +766,7 @@ class _Launcher:
             pace=pace.factor if pace is not None else None,
             predicted_throughput_per_s=pace.predicted_throughput_per_s if pace is not None else None,
             pace_bottleneck=pace.bottleneck if pace is not None else None,
+            encrypted=self.keys is not None,
             pace_overruns=int(sum(st.total("pace_overruns") for st in self.states.values())),
             samples=n, delivered=n_del, lost=n - n_del, duplicated=counts["duplicated"],
             rejected=sum(rejected_by.values()), bit_exact=(n_del == n and mism == 0), mismatched_samples=mism,
@@ -764,7 +784,7 @@ def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, 
               stats: str | None, *, hwm: int = DEFAULT_HWM, reference_mode: str = "fixed",
               bitstream: str | None = None, parent_pid: int | None = None,
               executable: Sequence[str] = ("split4ml",), pace: Path | str | None = None,
-              max_batch: int | None = None) -> list[str]:
+              max_batch: int | None = None, keys: Path | str | None = None) -> list[str]:
     """The ``split4ml node`` command line of one node."""
     argv = [*executable, "node", str(spec_path), "--stage", node, "--driver", driver, "--bind", bind_address]
     for cid, addr in connect_to.items():
@@ -783,6 +803,8 @@ def node_argv(spec_path: Path | str, node: str, driver: str, bind_address: str, 
         argv += ["--pace", str(pace)]
     if max_batch is not None:
         argv += ["--max-batch", str(max_batch)]
+    if keys is not None:
+        argv += ["--keys", str(keys)]
     return argv
 
 
@@ -917,7 +939,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
                 argv = node_argv(spec_path, n.id, options.driver, addresses[n.id],
                                  {c: addresses[c] for c in consumer_ids(spec, n.id)}, launcher.stats_address,
                                  hwm=options.hwm, reference_mode=options.reference_mode, parent_pid=os.getpid(),
-                                 executable=exe, pace=pace_path, max_batch=options.batch)
+                                 executable=exe, pace=pace_path, max_batch=options.batch, keys=options.keys)
                 launches.append(NodeLaunch(n.id, argv, addresses[n.id], "local",
                                            chaos_args=chaos_args(options.chaos, spec, n.id)))
             launcher.set_launches(launches)

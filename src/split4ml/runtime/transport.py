@@ -30,6 +30,8 @@ DEFAULT_HWM = 16
 
 #: The largest statistics message the launcher takes (a node's are a few hundred bytes).
 MAX_STATS_BYTES = 1 << 16
+#: The smallest message-size limit a socket gets (handshakes and small frames always pass).
+MIN_MAX_BYTES = 1 << 16
 
 
 def make_socket(ctx: zmq.Context, kind: int, hwm: int = DEFAULT_HWM, linger_ms: int = 0,
@@ -38,8 +40,8 @@ def make_socket(ctx: zmq.Context, kind: int, hwm: int = DEFAULT_HWM, linger_ms: 
     receiving socket drops (and disconnects) a peer that sends a larger message (``ZMQ_MAXMSGSIZE``)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    if max_bytes is not None:
-        sock.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
+    if max_bytes is not None:  # never below 64 KiB: handshakes (CURVE's are ~250 B) count too
+        sock.setsockopt(zmq.MAXMSGSIZE, max(int(max_bytes), MIN_MAX_BYTES))
     if kind in (zmq.PUSH,):
         sock.setsockopt(zmq.SNDHWM, max(1, hwm))
         sock.setsockopt(zmq.SNDTIMEO, SEND_SLICE_MS)
