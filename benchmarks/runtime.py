@@ -17,7 +17,9 @@
    a time; a hop is half a round trip: encode, send, receive, decode. Payloads of 64 B to 64 KiB
    (``ap_fixed<16,6>`` values, 2 bytes each; each frame adds ``OVERHEAD_BYTES`` of header and CRC).
 
-    python benchmarks/runtime.py [--samples 3000] [--stages 4] [--batch 8] [--hops 2000] [--json]
+   The same hops are then timed with CURVE on both links (:mod:`split4ml.runtime.security`).
+
+    python benchmarks/runtime.py [--samples 3000] [--stages 4] [--batch 8] [--hops 2000] [--hops-only] [--json]
 """
 
 from __future__ import annotations
@@ -128,18 +130,26 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- hops
-def relay(bind_address: str, back_address: str, plan_hash: bytes) -> None:
-    """Receive, check, re-encode and return frames until a STOP frame arrives (runs in a child process)."""
+def relay(bind_address: str, back_address: str, plan_hash: bytes, keys: str | None = None) -> None:
+    """Receive, check, re-encode and return frames until a STOP frame arrives (runs in a child process);
+    with ``keys``, both links are CURVE (the relay is the party ``relay``)."""
     import zmq
 
     from split4ml.fixed import FixedType
+    from split4ml.runtime.security import LAUNCHER, Keys
     from split4ml.runtime.wire import KIND_STOP, OVERHEAD_BYTES, Expect, decode_frame, encode_frame
 
     t = FixedType(16, 6)
     ctx = zmq.Context()
+    k = Keys(keys, "relay") if keys else None
+    if k is not None:
+        k.start(ctx)
     pull = ctx.socket(zmq.PULL)
-    pull.bind(bind_address)
     push = ctx.socket(zmq.PUSH)
+    if k is not None:
+        k.server(pull)
+        k.client(push, LAUNCHER)
+    pull.bind(bind_address)
     push.connect(back_address)
     while pull.poll(30000):
         buf = pull.recv()
@@ -148,13 +158,18 @@ def relay(bind_address: str, back_address: str, plan_hash: bytes) -> None:
         if fr.kind == KIND_STOP:
             break
         push.send(encode_frame(plan_hash, 1, 0, 0, fr.seq, fr.values, t))
+    if k is not None:
+        k.stop()
     ctx.destroy(linger=0)
 
 
-def bench_hops(n_frames: int) -> list[dict[str, Any]]:
+def bench_hops(n_frames: int, curve: bool = False) -> list[dict[str, Any]]:
+    import tempfile
+
     import zmq
 
     from split4ml.fixed import FixedType
+    from split4ml.runtime.security import LAUNCHER, Keys, make_keys
     from split4ml.runtime.transport import PortReservation
     from split4ml.runtime.wire import OVERHEAD_BYTES, Expect, decode_frame, encode_frame, encode_stop
 
@@ -162,13 +177,22 @@ def bench_hops(n_frames: int) -> list[dict[str, Any]]:
     t = FixedType(16, 6)
     reservation = PortReservation(2)  # held until the process ends
     p_relay, p_back = reservation.ports
+    keys_dir = tempfile.mkdtemp(prefix="split4ml-hop-keys-") if curve else None
     ctx = zmq.Context()
+    k = None
+    if keys_dir is not None:
+        make_keys(keys_dir, [LAUNCHER, "relay"])
+        k = Keys(keys_dir, LAUNCHER)
+        k.start(ctx)
     back = ctx.socket(zmq.PULL)
-    back.bind(f"tcp://127.0.0.1:{p_back}")
     out = ctx.socket(zmq.PUSH)
+    if k is not None:
+        k.server(back)
+        k.client(out, "relay")
+    back.bind(f"tcp://127.0.0.1:{p_back}")
     out.connect(f"tcp://127.0.0.1:{p_relay}")
     proc = mp.get_context("spawn").Process(target=relay, args=(f"tcp://127.0.0.1:{p_relay}",
-                                                                      f"tcp://127.0.0.1:{p_back}", h))
+                                                                      f"tcp://127.0.0.1:{p_back}", h, keys_dir))
     proc.start()
     rows = []
     rng = np.random.default_rng(0)
@@ -197,6 +221,8 @@ def bench_hops(n_frames: int) -> list[dict[str, Any]]:
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+        if k is not None:
+            k.stop()
         ctx.destroy(linger=0)
     return rows
 
@@ -213,19 +239,32 @@ def main() -> None:
     ap.add_argument("--hops", type=int, default=2000, help="timed frames per hop size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print only JSON")
+    ap.add_argument("--hops-only", action="store_true", help="only the per-hop latency (plain and CURVE)")
     args = ap.parse_args()
 
     machine = {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
                "python": platform.python_version(), "load_avg_1min": os.getloadavg()[0]}
-    pipe = bench_pipeline(args)
+    pipe = bench_pipeline(args) if not args.hops_only else None
     hops = bench_hops(args.hops)
+    hops_curve = bench_hops(args.hops, curve=True)
     machine["load_avg_1min_after"] = os.getloadavg()[0]
-    result = {"machine": machine, "pipeline": pipe, "hops": hops}
+    result = {"machine": machine, "pipeline": pipe, "hops": hops, "hops_curve": hops_curve}
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
           f"load average {machine['load_avg_1min']:.2f} -> {machine['load_avg_1min_after']:.2f}")
+    if pipe is not None:
+        print_pipeline(args, pipe)
+    print(f"{'payload':>8} {'frame':>8} {'plain p50 (us)':>15} {'plain p99 (us)':>15} {'CURVE p50 (us)':>15} "
+          f"{'CURVE p99 (us)':>15}")
+    for r, c in zip(hops, hops_curve, strict=True):
+        print(f"{r['payload_bytes']:>8} {r['frame_bytes']:>8} {r['hop_us_p50']:>15.1f} {r['hop_us_p99']:>15.1f} "
+              f"{c['hop_us_p50']:>15.1f} {c['hop_us_p99']:>15.1f}")
+    sys.stdout.flush()
+
+
+def print_pipeline(args: argparse.Namespace, pipe: dict[str, Any]) -> None:
     print(f"model: {pipe['model']}")
     print("C-sim per sample and stage (us): " + ", ".join(f"{v:,.0f}" for v in pipe["stage_csim_us_per_sample"]))
     print(f"whole model C-sim predict: hls4ml {pipe['whole_csim_hls4ml_per_s']:,.0f} samples/s (runs: "
@@ -239,10 +278,6 @@ def main() -> None:
     print(f"one sample in flight: latency p50 {ss['p50']:,.0f} us, p99 {ss['p99']:,.0f} us "
           f"(bit-exact {pipe['single_sample_bit_exact']})")
     print("busy: " + ", ".join(f"{s['id']} {s['busy_fraction']:.0%}" for s in pipe["stages"]))
-    print(f"{'payload':>8} {'frame':>8} {'hop p50 (us)':>13} {'hop p99 (us)':>13}")
-    for r in hops:
-        print(f"{r['payload_bytes']:>8} {r['frame_bytes']:>8} {r['hop_us_p50']:>13.1f} {r['hop_us_p99']:>13.1f}")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -117,3 +117,67 @@ def test_keys_command_makes_the_plans_parties(tmp_path, monkeypatch, capsys) -> 
     assert rc == 2 and "only letters" in err
     rc, _, err = run_cli(monkeypatch, capsys, "keys", str(tmp_path / "k"))
     assert rc == 2 and "--plan" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("curve", [False, True])
+def test_attacks_on_a_running_pipeline_are_rejected_counted_and_lose_nothing(mlp, tmp_path, curve: bool) -> None:
+    """Against real node processes on loopback, while a run starts: a forged STOP, a frame of no
+    samples, an oversize frame, a flood of garbage, forged and malformed statistics. Plain: each is
+    refused by the frame and statistics checks and counted in ``rejected_by`` (the oversize frame is
+    dropped unread). With CURVE: the attacker's unknown key is refused at the handshake (``key``) and
+    nothing it sends arrives. Either way every sample arrives exactly once, bit-exact."""
+    import json
+
+    from split4ml.runtime import RunOptions, run_pipeline
+    from split4ml.runtime.wire import KIND_STOP, _pack
+
+    pipeline, _, whole = mlp
+    keys = tmp_path / "keys"
+    make_keys(keys, [LAUNCHER, *(n.id for n in pipeline.nodes)])
+    make_keys(tmp_path / "evil", [LAUNCHER])
+    spec = spec_from_pipeline(pipeline, whole)
+    h = spec.hash_bytes
+    target = spec.nodes[1]
+    part = spec.parts_into(1)[0]
+    known = Keys(keys, LAUNCHER)  # public keys are no secret: the attacker knows them
+    evil = Keys(tmp_path / "evil", LAUNCHER)
+
+    def attack(nodes, sink, stats) -> None:
+        ctx = zmq.Context()
+        try:
+            def client(address: str, server: str) -> zmq.Socket:
+                s = ctx.socket(zmq.PUSH)
+                s.linger = 2000
+                if curve:
+                    s.curve_secretkey, s.curve_publickey = evil.secret, evil.public
+                    s.curve_serverkey = known.peer_key(server)
+                s.connect(address)
+                return s
+
+            node = client(nodes[target.id], target.id)
+            x = random_inputs(part.wire, part.expect.shape, 4, seed=3)
+            node.send(_pack(KIND_STOP, h, 0, target.index, 0, 0, 0, 0, part.wire, (), b""))  # STOP from stage_0
+            node.send(encode_frame(h, part.producer, target.index, 0, 0, x[:0], part.wire))  # no samples
+            node.send(b"\0" * (8 << 20))  # oversize
+            for _ in range(200):
+                node.send(b"garbage".ljust(100, b"."))  # as long as a header, not a frame
+            st = client(stats, LAUNCHER)
+            st.send(b"{not json")
+            st.send(json.dumps({"kind": "stats", "node": target.id, "pid": 1, "frames": 10**12}).encode())
+            time.sleep(1.0)
+        finally:
+            ctx.destroy(linger=2000)
+
+    n = 80
+    rep = run_pipeline(pipeline, random_inputs(whole.input_type, whole.input_shape, n, seed=5), whole,
+                       RunOptions(batch=4, keys=keys if curve else None, on_start=attack, start_timeout_s=60.0,
+                                  stall_timeout_s=20.0, timeout_s=120.0))
+    d = rep.as_dict()
+    assert rep.ok and d["delivered"] == n and d["duplicated"] == 0 and d["encrypted"] is curve, d
+    got = d["rejected_by"]
+    if curve:
+        assert got.get("key", 0) >= 2 and set(got) == {"key"}, got
+    else:
+        assert got["stop"] == 1 and got["count"] == 1 and got["magic"] == 200 and got["stats"] == 2, got
+        assert "key" not in got

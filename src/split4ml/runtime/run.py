@@ -115,6 +115,8 @@ class RunOptions:
             drivers take. None: everything runs as fast as it can.
         keys: a keys directory (:mod:`split4ml.runtime.security`): every link CURVE-encrypted and
             authenticated (the launcher is the party ``launcher``); None: plain TCP.
+        on_start: called once every node is up, before the first sample is sent, with the nodes'
+            addresses, the sink's and the statistics' (for drills and attack tests).
     """
 
     batch: int = 8
@@ -134,6 +136,7 @@ class RunOptions:
     host: str = "127.0.0.1"
     pace: PaceModel | None = None
     keys: Path | None = None
+    on_start: Callable[[Mapping[str, str], str, str], None] | None = None
 
 
 # ------------------------------------------------------------------------------------- report
@@ -517,6 +520,9 @@ class _Launcher:
         try:
             node_socks = self._connect_nodes()  # connected while the nodes start: no connect delay later
             self._start_all()
+            if self.opts.on_start is not None:  # drills and attack tests: every node is up now
+                self.opts.on_start({st.launch.node: st.launch.address for st in self.states.values()},
+                                   self.sink_address, self.stats_address)
             return self._stream(x, reference, reference_name, node_socks)
         finally:
             self.close()
