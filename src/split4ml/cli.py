@@ -684,6 +684,10 @@ def _print_run(d: dict[str, Any]) -> None:
         out.print(f"completed {d['delivered']} samples; in flight {len(fl)} [{shown}]; not sent {d['not_sent']}")
     if not d.get("encrypted", False):
         out.print("links: plain TCP, neither encrypted nor authenticated", style="dim")
+    if d.get("resumed"):
+        out.print(f"resumed: {d['resumed']} samples came from the journal of the earlier run")
+    if d.get("results"):
+        out.print(f"results journal: {d['results']}/results.bin (every delivered batch, once)")
     if d.get("workdir"):
         out.print(f"spec and node logs: {d['workdir']}")
 
@@ -736,7 +740,11 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
         timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
         start_timeout: Annotated[float | None, typer.Option(
             "--start-timeout", help="Seconds for the nodes to report (default 60; 600 with --hosts).")] = None,
-        workdir: Annotated[Path | None, typer.Option("--workdir", "-o", help="Keep the spec and node logs here.")]
+        workdir: Annotated[Path | None, typer.Option(
+            "--workdir", "-o", help="Keep the spec, the node logs and the results journal (every delivered batch, "
+            "written as it arrives) here.")] = None,
+        resume: Annotated[Path | None, typer.Option(
+            "--resume", help="Continue the run whose -o folder this is: send only the samples its journal lacks.")]
         = None,
         keys: Annotated[Path | None, typer.Option(
             "--keys", help="Keys folder from 'split4ml keys': every link CURVE-encrypted and authenticated (--hosts: "
@@ -778,7 +786,11 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
             except ValueError:
                 raise Split4mlError(f"--pace {pace!r}: expected a positive number (the stretch factor), or --pace "
                                     "alone to let split4ml choose it") from None
-    opts = RunOptions(batch=run_batch, pace=paced, keys=keys,
+    if resume is not None:
+        if workdir is not None and workdir != resume:
+            raise Split4mlError(f"--resume {resume} continues the run kept there; leave out -o {workdir}")
+        workdir = resume
+    opts = RunOptions(batch=run_batch, pace=paced, keys=keys, results=workdir, resume=resume is not None,
                       driver=choice(driver, DRIVERS, "--driver", Split4mlError), restart=restart,
                       chaos=tuple(Chaos.parse(c) for c in chaos or []),
                       timeout_s=timeout, workdir=workdir,

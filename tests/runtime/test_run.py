@@ -184,3 +184,54 @@ def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, caps
     assert rc == 2 and "positive number" in err
     rc, _, err = run("run", str(plan), "--emulate", "--chaos", "kill:stage_9@2", "--samples", "5")
     assert rc == 2 and "stage_9" in err
+
+
+def test_launcher_killed_then_resumed_delivers_every_sample_once(tmp_path) -> None:
+    """``kill -9`` of the launcher (source and sink) mid-run keeps what the sink had delivered: ``run
+    --resume DIR`` sends only the rest, and the journal then holds every sample exactly once, bit-exact.
+    The model is the input-split plan of the CLI test above (its stages are in the compile cache)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import keras
+
+    from split4ml.runtime.results import read_results
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((784,), name="x")
+    h = keras.layers.Dense(16, activation="relu", name="fc1")(inp)
+    h = keras.layers.Dense(10, name="output")(h)
+    model = tmp_path / "m.keras"
+    keras.Model(inp, keras.layers.Activation("softmax", name="softmax")(h)).save(model)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"model: {model}\nboard: pynq-z2\nstages:\n"
+                    "  - layers: [fc1]\n    split: {layer: fc1, kind: input, parts: 2}\n"
+                    "  - layers: [output, softmax]\n")
+    out = tmp_path / "run"
+    n = 240
+    # paced slowly (about 24 ms a frame of 4) so that the kill lands mid-run
+    argv = [sys.executable, "-m", "split4ml.cli", "run", str(plan), "--emulate", "--samples", str(n), "--batch", "4",
+            "--pace", "1000", "--json"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([*argv, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    journal = out / "results.bin"
+    deadline = time.monotonic() + 240
+    while not (journal.is_file() and journal.stat().st_size > 2000):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no results were written"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the launcher only: its nodes notice and exit
+    proc.wait(10)
+    before = read_results(out)
+    assert 0 < before["delivered"].sum() < n
+    res = subprocess.run([*argv, "--resume", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    d = json.loads(res.stdout)
+    assert res.returncode == 0 and d["bit_exact"] and d["delivered"] == n, res.stderr[-2000:]
+    assert d["resumed"] == before["delivered"].sum() and d["duplicated"] == 0
+    after = read_results(out)
+    assert after["delivered"].all()
+    seqs = [s for s, _ in after["records"]]
+    assert len(seqs) == len(set(seqs)) == n // 4  # every batch once

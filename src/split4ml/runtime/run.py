@@ -117,6 +117,9 @@ class RunOptions:
             authenticated (the launcher is the party ``launcher``); None: plain TCP.
         on_start: called once every node is up, before the first sample is sent, with the nodes'
             addresses, the sink's and the statistics' (for drills and attack tests).
+        results: the sink's journal directory (:mod:`split4ml.runtime.results`): every delivered batch
+            is written there as it arrives. With ``resume``, the batches the journal already holds are
+            not sent again.
     """
 
     batch: int = 8
@@ -137,6 +140,8 @@ class RunOptions:
     pace: PaceModel | None = None
     keys: Path | None = None
     on_start: Callable[[Mapping[str, str], str, str], None] | None = None
+    results: Path | None = None
+    resume: bool = False
 
 
 # ------------------------------------------------------------------------------------- report
@@ -210,6 +215,9 @@ class RunReport:
     pace_overruns: int = 0
     pace_bottleneck: str | None = None
     encrypted: bool = False
+    #: samples taken from the journal of an earlier run (--resume), and the journal's directory
+    resumed: int = 0
+    results: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -236,6 +244,7 @@ class RunReport:
             "pace_bottleneck": self.pace_bottleneck,
             # CURVE on every link (--keys), or plain TCP: neither encrypted nor authenticated
             "encrypted": self.encrypted,
+            "resumed": self.resumed, "results": self.results,
             "pace_ratio": (self.steady_throughput_per_s / self.predicted_throughput_per_s
                            if self.predicted_throughput_per_s else None),
         }
@@ -553,6 +562,18 @@ class _Launcher:
         batches = [(s, min(batch, n - s)) for s in range(0, n, batch)]
         next_batch = 0
         n_delivered = 0
+        journal = None
+        resumed = np.zeros(n, dtype=bool)
+        if opts.results is not None:
+            from .results import Journal, inputs_sha256
+
+            journal = Journal(opts.results, spec.plan_hash, n, batch, out_size, inputs_sha256(x), opts.resume)
+            for seq, count, vals in journal.records:
+                outputs[seq:seq + count] = vals
+                resumed[seq:seq + count] = True
+            delivered |= resumed
+            n_delivered = int(delivered.sum())
+            batches = [(s, c) for s, c in batches if not delivered[s:s + c].all()]
         worst_latency = 0.0
         failure: str | None = None
         poller = zmq.Poller()
@@ -640,6 +661,8 @@ class _Launcher:
                     fresh = ~delivered[seq:seq + count]
                     counts["duplicated"] += int(count - fresh.sum())
                     if fresh.any():
+                        if journal is not None:
+                            journal.append(seq, vals.reshape(count, out_size))
                         idx = np.arange(seq, seq + count)[fresh]
                         outputs[idx] = vals.reshape(count, out_size)[fresh]
                         delivered[idx] = True
@@ -680,12 +703,16 @@ class _Launcher:
         self.report(STEP_STREAM, n_delivered, n)
         in_flight = tuple(int(i) for seq, (count, _) in unacked.items()
                           for i in range(seq, seq + int(count)) if not delivered[i])
-        not_sent = n - (batches[next_batch][0] if next_batch < len(batches) else n)
+        not_sent = sum(c for _, c in batches[next_batch:])
         self._stop_all(node_socks)
+        if journal is not None:
+            journal.close()
         if failure is None:
             failure = self._chaos_not_fired()
-        return self._report(n, delivered, outputs, reference, t_first, t_done, t_start, t_end, counts,
-                            sink_rejected, failure, in_flight, not_sent, batch, reference_name)
+        rep = self._report(n, delivered, outputs, reference, t_first, t_done, t_start, t_end, counts,
+                           sink_rejected, failure, in_flight, not_sent, batch, reference_name, resumed)
+        return replace(rep, resumed=int(resumed.sum()),
+                       results=str(opts.results) if opts.results is not None else None)
 
     def _chaos_not_fired(self) -> str | None:
         """A fault of ``--chaos`` that never happened, said as the run's failure (a test of recovery that
@@ -736,11 +763,12 @@ class _Launcher:
     def _report(self, n: int, delivered: np.ndarray, outputs: np.ndarray, reference: np.ndarray,
                 t_first: np.ndarray, t_done: np.ndarray, t_start: float, t_end: float, counts: Mapping[str, int],
                 sink_rejected: Mapping[str, int], failure: str | None, in_flight: tuple[int, ...], not_sent: int,
-                batch: int, reference_name: str) -> RunReport:
+                batch: int, reference_name: str, resumed: np.ndarray | None = None) -> RunReport:
         n_del = int(delivered.sum())
         ref = reference.reshape(n, -1)
         mism = int(np.sum(np.any(outputs[delivered] != ref[delivered], axis=1))) if n_del else 0
-        lat = (t_done[delivered] - t_first[delivered]) * 1e6
+        here = delivered if resumed is None else delivered & ~resumed  # delivered in this run
+        lat = (t_done[here] - t_first[here]) * 1e6
         wall = max(t_end - t_start, 1e-9)
         rejected_by: dict[str, int] = dict(sink_rejected)
         if self.stats_rejected:
@@ -761,8 +789,8 @@ class _Launcher:
                                       driver=str(next(iter(st.stats.values()), {}).get("driver", "")),
                                       cpu_s=st.total("cpu_s"), send_s=st.total("send_s")))
         steady = 0.0
-        if n_del:
-            done = t_done[delivered]
+        if here.any():
+            done = t_done[here]
             first, last = float(done.min()), float(done.max())
             later = int(np.sum(done > first))
             steady = later / (last - first) if later and last > first else 0.0
@@ -776,9 +804,9 @@ class _Launcher:
             pace_overruns=int(sum(st.total("pace_overruns") for st in self.states.values())),
             samples=n, delivered=n_del, lost=n - n_del, duplicated=counts["duplicated"],
             rejected=sum(rejected_by.values()), bit_exact=(n_del == n and mism == 0), mismatched_samples=mism,
-            throughput_per_s=n_del / wall if n_del else 0.0,
-            latency_us_p50=float(np.percentile(lat, 50)) if n_del else 0.0,
-            latency_us_p99=float(np.percentile(lat, 99)) if n_del else 0.0,
+            throughput_per_s=int(here.sum()) / wall if here.any() else 0.0,
+            latency_us_p50=float(np.percentile(lat, 50)) if here.any() else 0.0,
+            latency_us_p99=float(np.percentile(lat, 99)) if here.any() else 0.0,
             stages=tuple(stages), restarts=sum(st.restarts for st in self.states.values()),
             sent_frames=counts["sent"], received_frames=counts["received"], resent_frames=counts["resent"],
             rejected_by=rejected_by, wall_s=wall, batch=batch, reference=reference_name, faults=tuple(self.faults),
