@@ -238,3 +238,63 @@ def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path, ports) -> None
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["kind"] == "final" and res["node"] == "stage_0" and res["frames"] == 0
+
+
+@pytest.mark.slow
+def test_node_memory_stays_flat_under_oversize_frames_and_a_flood(tmp_path, ports) -> None:
+    """The audit's attack on a real node process: six 48 MiB frames and a flood of 50,000 small garbage
+    frames. With the run's batch given (``--max-batch``) the big frames are dropped unread and the
+    flood is rejected frame by frame: the node's peak resident memory grows by less than 16 MiB
+    (without the limit, each 48 MiB frame is read into memory before it is rejected)."""
+    import subprocess
+    import sys
+
+    from split4ml.runtime.drivers import save_reference_model
+    from split4ml.split import linear_pipeline
+
+    st = dense_stage(0, (6, 4))
+    spec = spec_from_pipeline(linear_pipeline([st]))
+    path = spec.with_artifacts({"stage_0": {"reference": str(save_reference_model(st, tmp_path / "s.npz"))}}).write(
+        tmp_path / "pipeline.json")
+    node_port, sink_port = ports(2)
+    proc = subprocess.Popen([sys.executable, "-m", "split4ml.cli", "node", str(path), "--stage", "stage_0", "--driver",
+                             "reference", "--bind", f"tcp://127.0.0.1:{node_port}", "--connect",
+                             f"sink=tcp://127.0.0.1:{sink_port}", "--max-batch", "8", "--idle-exit", "30", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def rss_mib() -> float:
+        """The node's peak resident memory so far (VmHWM)."""
+        for line in open(f"/proc/{proc.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")
+
+    ctx = zmq.Context()
+    try:
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{node_port}")
+        sink = ctx.socket(zmq.PULL)
+        sink.bind(f"tcp://127.0.0.1:{sink_port}")
+        part = spec.parts_into(0)[0]
+        h = spec.hash_bytes
+        x = random_inputs(part.wire, (6,), 2, seed=1)
+        push.send(encode_frame(h, part.producer, 0, 0, 0, x, part.wire))  # the node is up once this comes back
+        assert sink.poll(30000), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no answer"
+        sink.recv()
+        before = rss_mib()
+        for _ in range(6):
+            big = ctx.socket(zmq.PUSH)  # each oversize sender is dropped: a new connection for each
+            big.connect(f"tcp://127.0.0.1:{node_port}")
+            big.send(b"\0" * (48 << 20))
+        for _ in range(50_000):
+            push.send(b"garbage".ljust(100, b"."))
+        push.send(encode_frame(h, part.producer, 0, 0, 2, x, part.wire))
+        assert sink.poll(30000), "the node stopped answering"
+        sink.recv()
+        time.sleep(0.5)
+        grown = rss_mib() - before
+        assert grown < 16, f"the node's peak grew by {grown:.1f} MiB"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        ctx.destroy(linger=0)
