@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from runtime_helpers import dense_stage
@@ -16,6 +17,7 @@ from split4ml.errors import RuntimeFault
 from split4ml.runtime import RunOptions
 from split4ml.runtime.hosts import format_launches, host_launches, hosts_from_dict, read_hosts, run_hosts
 from split4ml.runtime.run import STEP_STREAM
+from split4ml.runtime.security import LAUNCHER, make_keys
 from split4ml.runtime.spec import spec_from_pipeline
 from split4ml.split import linear_pipeline
 from split4ml.verify import random_inputs
@@ -52,6 +54,16 @@ def test_hosts_file_and_printed_commands(tmp_path) -> None:
     assert cmd[4].endswith("--bitstream stage_1.bit --max-batch 8 --incarnation 2 --quiet --json")
 
 
+def test_a_hosts_run_needs_keys_unless_the_file_says_insecure(mlp, tmp_path) -> None:
+    pipeline, _, whole = mlp
+    h = hosts_from_dict(BOARDS)
+    with pytest.raises(RuntimeFault, match="split4ml keys DIR --plan PLAN.*insecure: true"):
+        run_hosts(pipeline, random_inputs(whole.input_type, whole.input_shape, 4), h, whole=whole, out_dir=tmp_path)
+    assert "plain TCP" in hosts_from_dict({**BOARDS, "insecure": True}).warnings()[0]
+    with pytest.raises(RuntimeFault, match="insecure: expected true or false"):
+        hosts_from_dict({**BOARDS, "insecure": "yes"})
+
+
 def test_every_socket_binds_its_own_address_unless_the_file_asks_for_all_interfaces() -> None:
     h = hosts_from_dict(BOARDS)
     assert h.bind_host is None and h.warnings() == []
@@ -80,8 +92,15 @@ def test_every_node_must_be_placed() -> None:
         host_launches(h, _spec(), "pipeline.json", None, RunOptions())
 
 
-def _local_hosts(ports: list[int], drivers: dict[str, str], launch: str, command: str = "split4ml") -> dict:
-    return {"controller": "127.0.0.1", "bind_host": "127.0.0.1", "launch": launch, "command": command,
+def _local_hosts(ports: list[int], drivers: dict[str, str], launch: str, command: str = "split4ml",
+                 keys: Path | None = None) -> dict:
+    """A hosts mapping on loopback; with ``keys`` (made here for the launcher and the nodes) every link is
+    CURVE, else the file says ``insecure: true``."""
+    extra: dict = {"insecure": True}
+    if keys is not None:
+        make_keys(keys, [LAUNCHER, *drivers])
+        extra = {"keys": str(keys)}
+    return {**extra, "controller": "127.0.0.1", "bind_host": "127.0.0.1", "launch": launch, "command": command,
             "sink_port": ports[0], "stats_port": ports[1],
             "nodes": {nid: {"host": "127.0.0.1", "port": p, "driver": d}
                       for (nid, d), p in zip(drivers.items(), ports[2:], strict=False)}}
@@ -91,11 +110,12 @@ def _local_hosts(ports: list[int], drivers: dict[str, str], launch: str, command
 def test_local_hosts_with_a_reference_node(mlp, tmp_path, ports) -> None:
     """Nodes started as local processes from a hosts file; stage_1 runs the numpy reference driver."""
     pipeline, _, whole = mlp
-    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "reference", "stage_2": "csim"}, "local"))
+    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "reference", "stage_2": "csim"}, "local",
+                                     keys=tmp_path / "keys"))
     x = random_inputs(whole.input_type, whole.input_shape, 100, seed=7)
     rep = run_hosts(pipeline, x, h, whole=whole, options=RunOptions(batch=10, stall_timeout_s=20, timeout_s=90),
                     out_dir=tmp_path)
-    assert rep.ok, rep.as_dict()
+    assert rep.ok and rep.encrypted, rep.as_dict()
     assert [s.driver for s in rep.stages] == ["csim", "reference", "csim"]
     assert (tmp_path / "pipeline.json").is_file()
 
@@ -106,7 +126,8 @@ def test_nodes_started_by_hand_and_one_that_dies(mlp, tmp_path, ports) -> None:
     started by hand is noticed by its silence, and the run stops naming it."""
     pipeline, _, whole = mlp
     command = f"{shlex.quote(sys.executable)} -m split4ml.cli"
-    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "print", command))
+    h = hosts_from_dict(_local_hosts(ports(5), {"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "print", command,
+                                     keys=tmp_path / "keys"))
     procs: list[subprocess.Popen] = []
     printed: list[str] = []
 

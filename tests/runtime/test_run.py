@@ -136,14 +136,10 @@ def test_chaos_spec_and_unknown_node() -> None:
             Chaos.parse(bad)
 
 
-def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, capsys) -> None:
-    """``split4ml run PLAN --emulate --restart --chaos kill:STAGE@N --json`` on a plan file whose first
-    layer is split by input features (the original work's 784-16 Input-Split notebook): the source
-    sends each shard its slice of the input, and the merge board joins the partial sums by sequence
-    number. The model is the one of tests/test_end_to_end.py, so the compiled stages are shared."""
+def _input_split_plan(tmp_path):
+    """The original work's 784-16 Input-Split notebook as a plan file: fc1 split 2 ways by input
+    features, then a merge board (the model of tests/test_end_to_end.py: its stages are cached)."""
     import keras
-
-    from split4ml import cli
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((784,), name="x")
@@ -155,6 +151,17 @@ def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, caps
     plan.write_text(f"model: {model}\nboard: pynq-z2\nstages:\n"
                     "  - layers: [fc1]\n    split: {layer: fc1, kind: input, parts: 2}\n"
                     "  - layers: [output, softmax]\n")
+    return plan
+
+
+def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, capsys) -> None:
+    """``split4ml run PLAN --emulate --restart --chaos kill:STAGE@N --json`` on a plan file whose first
+    layer is split by input features (the original work's 784-16 Input-Split notebook): the source
+    sends each shard its slice of the input, and the merge board joins the partial sums by sequence
+    number. The model is the one of tests/test_end_to_end.py, so the compiled stages are shared."""
+    from split4ml import cli
+
+    plan = _input_split_plan(tmp_path)
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["split4ml", *args])
@@ -195,20 +202,9 @@ def test_launcher_killed_then_resumed_delivers_every_sample_once(tmp_path) -> No
     import subprocess
     import time
 
-    import keras
-
     from split4ml.runtime.results import read_results
 
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((784,), name="x")
-    h = keras.layers.Dense(16, activation="relu", name="fc1")(inp)
-    h = keras.layers.Dense(10, name="output")(h)
-    model = tmp_path / "m.keras"
-    keras.Model(inp, keras.layers.Activation("softmax", name="softmax")(h)).save(model)
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(f"model: {model}\nboard: pynq-z2\nstages:\n"
-                    "  - layers: [fc1]\n    split: {layer: fc1, kind: input, parts: 2}\n"
-                    "  - layers: [output, softmax]\n")
+    plan = _input_split_plan(tmp_path)
     out = tmp_path / "run"
     n = 240
     # paced slowly (about 24 ms a frame of 4) so that the kill lands mid-run

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Split4mlError, UnsupportedLayerError
+from ..hashing import file_sha256
 
 #: hls4ml layer classes that carry quantization by themselves (besides ``*_quantizer`` entries).
 QUANTIZER_CLASSES = ("Quant", "BipolarQuant", "FixedPointQuantizer", "QActivation")
@@ -82,14 +83,6 @@ def quiet() -> Iterator[io.StringIO]:
             yield buf
     finally:
         absl.setLevel(level)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_quantized(layers: Sequence[Mapping[str, Any]]) -> bool:

@@ -33,6 +33,7 @@ from ..boards import Board
 from ..errors import PlanError
 from ..estimate.base import Cost
 from ..fixed import FixedType
+from ..hashing import file_sha256, hash_file
 from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
 from ..yamlio import read_yaml
 from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
@@ -312,16 +313,6 @@ def read_plan_spec(path: str | Path) -> PlanSpec:
     return spec_from_dict(data, base_dir=p.resolve().parent)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    _hash_file(h, path)
-    return h.hexdigest()
-
-
-def _hash_file(h: Any, path: str | Path) -> None:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
 
 
 def _onnx_external_files(path: Path) -> list[Path]:
@@ -356,18 +347,18 @@ def model_sha256(path: str | Path) -> str:
         if weights is None:
             return file_sha256(path)
         h = hashlib.sha256()
-        _hash_file(h, path)
+        hash_file(h, path)
         h.update(weights.name.encode())
-        _hash_file(h, weights)
+        hash_file(h, weights)
         return h.hexdigest()
     if path.suffix.lower() != ".onnx":
         return file_sha256(path)
     h = hashlib.sha256()
-    _hash_file(h, path)
+    hash_file(h, path)
     for extra in _onnx_external_files(path):
         h.update(extra.name.encode())
         if extra.is_file():
-            _hash_file(h, extra)
+            hash_file(h, extra)
     return h.hexdigest()
 
 

@@ -9,7 +9,8 @@ and the sink) is reached::
     workdir: /home/xilinx/split4ml # where pipeline.json and the bitstreams are on the hosts
     sink_port: 5600                # the launcher's ports (defaults 5600 and 5601)
     stats_port: 5601
-    keys: keys                     # 'split4ml keys' folder: CURVE on every link (same path on the hosts)
+    keys: keys                     # 'split4ml keys' folder: CURVE on every link (same path on the hosts);
+                                   # required, unless 'insecure: true' (plain TCP, with a warning)
     # bind: 0.0.0.0                # every process binds all interfaces (default: its own address)
     nodes:
       stage_0: {host: 192.168.2.10, driver: pynq, bitstream: stage_0.bit}
@@ -95,6 +96,8 @@ class HostsFile:
     #: the keys directory (``split4ml keys``): CURVE on every link; the same path on the hosts,
     #: relative to ``workdir`` (None: plain TCP)
     keys: str | None = None
+    #: run with plain TCP links, without keys (``insecure: true``; run warns)
+    insecure: bool = False
 
     def node_bind(self, node: str) -> str:
         """Where node ``node`` binds its input."""
@@ -106,12 +109,15 @@ class HostsFile:
         return f"tcp://{self.bind_host or self.controller}:{port}"
 
     def warnings(self) -> list[str]:
-        """What the user should know about this file (every interface bound)."""
+        """What the user should know about this file (every interface bound, plain links)."""
+        out = []
         if self.bind_host in ALL_INTERFACES:
-            return [f"bind: {self.bind_host} makes every node, the sink and the statistics listen on all interfaces; "
-                    "anyone who reaches these ports can read and inject frames (links are not authenticated yet). "
-                    "Leave 'bind' out to bind each host's own address"]
-        return []
+            out.append(f"bind: {self.bind_host} makes every node, the sink and the statistics listen on all "
+                       "interfaces; leave 'bind' out to bind each host's own address")
+        if self.insecure and self.keys is None:
+            out.append("insecure: true: the links are plain TCP, neither encrypted nor authenticated; anyone who "
+                       "reaches these ports can read and inject frames")
+        return out
 
     @property
     def sink_address(self) -> str:
@@ -133,7 +139,7 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
     if not isinstance(d, Mapping):
         raise RuntimeFault(f"{where}: expected a mapping with 'controller' and 'nodes'")
     known = {"controller", "nodes", "launch", "command", "workdir", "sink_port", "stats_port", "bind", "bind_host",
-             "keys"}
+             "keys", "insecure"}
     unknown = set(d) - known
     if unknown:
         raise RuntimeFault(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -158,7 +164,15 @@ def hosts_from_dict(d: Any, where: str = "hosts") -> HostsFile:
                      command=str(d.get("command", "split4ml")), workdir=d.get("workdir"),
                      sink_port=_port(d.get("sink_port", 5600), f"{where}: sink_port"),
                      stats_port=_port(d.get("stats_port", 5601), f"{where}: stats_port"),
-                     bind_host=_bind(d, where), keys=None if d.get("keys") is None else str(d["keys"]))
+                     bind_host=_bind(d, where), keys=None if d.get("keys") is None else str(d["keys"]),
+                     insecure=_flag(d, "insecure", where))
+
+
+def _flag(d: Mapping[str, Any], key: str, where: str) -> bool:
+    value = d.get(key, False)
+    if not isinstance(value, bool):
+        raise RuntimeFault(f"{where}: {key}: expected true or false, got {value!r}")
+    return value
 
 
 #: Addresses that bind every interface.
@@ -238,6 +252,11 @@ def run_hosts(pipeline: Pipeline, x: np.ndarray, hosts: HostsFile, whole: Stage 
     from .drivers import save_reference_model
 
     options = options or RunOptions()
+    if options.keys is None and hosts.keys is None and not hosts.insecure:
+        raise RuntimeFault("a --hosts run encrypts and authenticates every link: make the keys with 'split4ml keys "
+                           "DIR --plan PLAN', name the folder in the hosts file ('keys: DIR', the same path on the "
+                           "hosts, each with only its own secret key) or pass --keys DIR; or write 'insecure: true' "
+                           "to run plain TCP on a network only the boards and this machine reach")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec0 = spec_from_pipeline(pipeline, whole)

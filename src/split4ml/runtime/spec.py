@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import RuntimeFault
 from ..fixed import FixedType
+from ..hashing import file_sha256
 from ..split import Pipeline, Source, Stage
 from .wire import MAX_NDIM, SINK, SOURCE, Expect
 
@@ -276,14 +277,6 @@ def read_spec(path: str | Path) -> RuntimeSpec:
 # ------------------------------------------------------------------------------ libraries
 #: Where a run folder keeps the C-simulation libraries its ``pipeline.json`` names.
 LIB_DIR = "lib"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundle_libraries(artifacts: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -> dict[str, dict[str, Any]]:
