@@ -298,3 +298,51 @@ def test_node_memory_stays_flat_under_oversize_frames_and_a_flood(tmp_path, port
         proc.kill()
         proc.wait(10)
         ctx.destroy(linger=0)
+
+
+def test_a_long_driver_call_keeps_the_heartbeat_going(ports) -> None:
+    """A node whose driver takes longer than several statistics periods still reports (from its heartbeat
+    thread), so the launcher does not take a slow board for a hung one."""
+    spec = _spec()
+    ctx = zmq.Context()
+    node_port, sink_port, stats_port = ports(3)
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(f"tcp://127.0.0.1:{sink_port}")
+    stats = ctx.socket(zmq.PULL)
+    stats.bind(f"tcp://127.0.0.1:{stats_port}")
+
+    class Slow(RecordingDriver):
+        def predict(self, x):
+            if len(self.calls) >= 1:  # not the warm-up
+                time.sleep(1.5)
+            return super().predict(x)
+
+    stop = threading.Event()
+    opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
+                       stats=f"tcp://127.0.0.1:{stats_port}", stats_interval_s=0.1)
+    th = threading.Thread(target=lambda: serve_node(spec, opts, driver=Slow(), should_stop=stop.is_set,
+                                                    install_signals=False), daemon=True)
+    th.start()
+    try:
+        assert stats.poll(5000)  # hello
+        h = spec.hash_bytes
+        pa, pb = spec.parts_into(2)
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{node_port}")
+        push.send(encode_frame(h, pa.producer, 2, 0, 0, random_inputs(RESULT, (3,), 2, seed=1), pa.wire))
+        push.send(encode_frame(h, pb.producer, 2, 1, 0, random_inputs(RESULT, (2,), 2, seed=2), pb.wire))
+        time.sleep(0.3)  # the driver call has begun
+        while stats.poll(0):  # what was sent before it
+            stats.recv()
+        gaps, last = [], time.monotonic()
+        while not sink.poll(0):
+            assert stats.poll(2000), "no statistics for 2 s during the driver call"
+            stats.recv()
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        assert len(gaps) >= 5 and max(gaps) < 0.5, gaps
+    finally:
+        stop.set()
+        th.join(5)
+        ctx.destroy(linger=0)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -88,6 +89,8 @@ class NodeOptions:
         max_batch: frames of more samples are rejected (reason ``count``); None: no limit.
         keys: a keys directory (:mod:`split4ml.runtime.security`): every link is CURVE-encrypted,
             peers are known by their public keys, and refused handshakes are counted (``key``).
+        busy_limit_s: how long one driver call may last while the node still reports (from a
+            heartbeat thread); after that it goes silent and the launcher declares it dead.
     """
 
     node: str
@@ -112,6 +115,7 @@ class NodeOptions:
     pace_factor: float = 1.0
     max_batch: int | None = None
     keys: str | None = None
+    busy_limit_s: float = 300.0
 
 
 @dataclass
@@ -209,19 +213,45 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             return False
         return os.getppid() == 1 and parent != 1
 
+    def stats_message(kind: str) -> bytes:
+        if keys is not None and keys.denied:
+            counters.rejected["key"] = keys.denied
+        msg = {"kind": kind, "node": me.id, "index": me.index, "pid": pid, "incarnation": opts.incarnation,
+               "driver": opts.driver, "wall_s": time.monotonic() - t_start, "cpu_s": time.process_time() - cpu0,
+               **counters.as_dict()}
+        return pack_stats(msg)
+
     def report(kind: str) -> None:
         nonlocal last_stats
         last_stats = time.monotonic()
-        if keys is not None and keys.denied:
-            counters.rejected["key"] = keys.denied
         if stats_sock is not None:
-            msg = {"kind": kind, "node": me.id, "index": me.index, "pid": pid, "incarnation": opts.incarnation,
-                   "driver": opts.driver, "wall_s": last_stats - t_start, "cpu_s": time.process_time() - cpu0,
-                   **counters.as_dict()}
             try:
-                stats_sock.send(pack_stats(msg), zmq.NOBLOCK)
+                stats_sock.send(stats_message(kind), zmq.NOBLOCK)
             except zmq.Again:
                 pass
+
+    in_driver: list[float | None] = [None]  # since when the main loop waits on the driver (None: it does not)
+    beats_done = threading.Event()
+
+    def beat() -> None:
+        """While the main loop is inside one long driver call (its own statistics pause then), keep the
+        launcher's heartbeat going from this thread, for at most ``busy_limit_s``: a process that is
+        stopped (or a driver stuck for longer) goes silent and is declared dead."""
+        sock = make_socket(ctx, zmq.PUSH, 1000, linger_ms=0)
+        try:
+            if keys is not None:
+                keys.client(sock, LAUNCHER)
+            connect(sock, str(opts.stats), f"node {me.id}")
+            while not beats_done.wait(opts.stats_interval_s):
+                since = in_driver[0]
+                if since is None or time.monotonic() - since > opts.busy_limit_s:
+                    continue
+                try:
+                    sock.send(stats_message("stats"), zmq.NOBLOCK)
+                except (zmq.Again, RuntimeError):  # RuntimeError: counters changed while being read
+                    pass
+        finally:
+            sock.close(linger=0)
 
     def tick() -> bool:
         """Housekeeping; True when the node must stop."""
@@ -239,6 +269,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             stop["flag"] = True
         return stop["flag"]
 
+    beater: threading.Thread | None = None
     try:
         # warm-up: the first call of a C-simulation reads its weight files, the first DMA transfer maps
         # its buffers; doing it now keeps that out of the run (and fails early if the driver is broken)
@@ -263,6 +294,9 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         wait_connected(list(pushes.values()), monitors, opts.connect_wait_s, tick)
         report("hello")
         hello_sent = True
+        if opts.stats:
+            beater = threading.Thread(target=beat, name=f"split4ml-beat-{me.id}", daemon=True)
+            beater.start()
         pending: OrderedDict[int, dict[int, Any]] = OrderedDict()
         ready_at: dict[int, float] = {}  # paced: seq -> when its parts were all in
         pending_bytes = 0  # what the join buffer holds
@@ -321,7 +355,11 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             nonlocal encoded
             x = x.reshape((count, *me.input_shape))
             t_busy = time.perf_counter()
-            y = np.asarray(driver.predict(x)).reshape((count, *out_shape))
+            in_driver[0] = time.monotonic()
+            try:
+                y = np.asarray(driver.predict(x)).reshape((count, *out_shape))
+            finally:
+                in_driver[0] = None
             counters.busy_s += time.perf_counter() - t_busy
             counters.frames += 1
             counters.samples += count
@@ -395,6 +433,9 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                  **counters.as_dict()}
         return final
     finally:
+        beats_done.set()
+        if beater is not None:
+            beater.join(2.0)
         driver.close()
         if keys is not None:
             keys.stop()
