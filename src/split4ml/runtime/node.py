@@ -213,9 +213,12 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
             return False
         return os.getppid() == 1 and parent != 1
 
-    def stats_message(kind: str) -> bytes:
+    def count_keys() -> None:
         if keys is not None and keys.denied:
             counters.rejected["key"] = keys.denied
+
+    def stats_message(kind: str) -> bytes:
+        count_keys()
         msg = {"kind": kind, "node": me.id, "index": me.index, "pid": pid, "incarnation": opts.incarnation,
                "driver": opts.driver, "wall_s": time.monotonic() - t_start, "cpu_s": time.process_time() - cpu0,
                **counters.as_dict()}
@@ -403,6 +406,9 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                     sock.close(linger=0)
                 if stats_sock is not None:
                     stats_sock.close(linger=2000)
+                beats_done.set()
+                if beater is not None:
+                    beater.join(2.0)
                 if keys is not None:
                     keys.stop()
                 ctx.term()  # returns once the statistics have left (or after 2 s), then die hard
@@ -429,6 +435,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         except _Stop:
             pass
         report("final")
+        count_keys()
         final = {"kind": "final", "node": me.id, "pid": pid, "wall_s": time.monotonic() - t_start,
                  **counters.as_dict()}
         return final
