@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -54,34 +55,46 @@ def _spec():
     return spec_from_pipeline(pipe, whole=dense_stage(-1, (6, 2)))
 
 
-@pytest.fixture
-def node_c(ports) -> Iterator[dict]:
+@contextlib.contextmanager
+def _node_c_in_thread(ports, driver: RecordingDriver, stats: bool = True, **options) -> Iterator[dict]:
+    """Node ``c`` of :func:`_spec` served in a thread (``options``: more :class:`NodeOptions`), with the test's
+    sink, statistics and producer sockets around it; stopped and cleaned up on exit."""
     spec = _spec()
     ctx = zmq.Context()
     node_port, sink_port, stats_port = ports(3)
     sink = ctx.socket(zmq.PULL)
     sink.bind(f"tcp://127.0.0.1:{sink_port}")
-    stats = ctx.socket(zmq.PULL)
-    stats.bind(f"tcp://127.0.0.1:{stats_port}")
+    stats_sock = None
+    if stats:
+        stats_sock = ctx.socket(zmq.PULL)
+        stats_sock.bind(f"tcp://127.0.0.1:{stats_port}")
+        options["stats"] = f"tcp://127.0.0.1:{stats_port}"
     push = ctx.socket(zmq.PUSH)
     push.connect(f"tcp://127.0.0.1:{node_port}")
-    driver = RecordingDriver()
     stop = threading.Event()
     result: dict = {}
     assert consumer_ids(spec, "c") == ["sink"]
     opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
-                       stats=f"tcp://127.0.0.1:{stats_port}", join_capacity=2, stats_interval_s=0.05)
+                       **options)
     th = threading.Thread(target=lambda: result.update(serve_node(spec, opts, driver=driver, should_stop=stop.is_set,
                                                                   install_signals=False)), daemon=True)
     th.start()
-    assert stats.poll(5000), "the node never said hello"
-    hello = unpack_stats(stats.recv())
-    assert hello is not None and hello["kind"] == "hello" and hello["node"] == "c"
-    yield {"spec": spec, "push": push, "sink": sink, "stats": stats, "driver": driver, "thread": th, "result": result,
-           "stop": stop}
-    stop.set()
-    th.join(5)
-    ctx.destroy(linger=0)
+    try:
+        yield {"spec": spec, "ctx": ctx, "node_port": node_port, "push": push, "sink": sink, "stats": stats_sock,
+               "driver": driver, "thread": th, "result": result, "stop": stop}
+    finally:
+        stop.set()
+        th.join(5)
+        ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def node_c(ports) -> Iterator[dict]:
+    with _node_c_in_thread(ports, RecordingDriver(), join_capacity=2, stats_interval_s=0.05) as n:
+        assert n["stats"].poll(5000), "the node never said hello"
+        hello = unpack_stats(n["stats"].recv())
+        assert hello is not None and hello["kind"] == "hello" and hello["node"] == "c"
+        yield n
 
 
 def _recv(sock: zmq.Socket, timeout_ms: int = 3000) -> bytes:
@@ -159,20 +172,9 @@ def test_oversize_frames_and_floods_leave_the_node_working_and_its_join_bounded(
     """With the run's batch known, a frame larger than any legitimate one is refused by ZeroMQ before
     it is read (the sender is dropped); a flood of incomplete batches is held within the join
     buffer's byte bound; good frames still go through."""
-    spec = _spec()
-    ctx = zmq.Context()
-    node_port, sink_port = ports(2)
-    sink = ctx.socket(zmq.PULL)
-    sink.bind(f"tcp://127.0.0.1:{sink_port}")
-    stop = threading.Event()
-    result: dict = {}
-    opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
-                       max_batch=4, join_capacity=10_000, join_bytes=4096)
-    th = threading.Thread(target=lambda: result.update(serve_node(spec, opts, driver=RecordingDriver(),
-                                                                  should_stop=stop.is_set, install_signals=False)),
-                          daemon=True)
-    th.start()
-    try:
+    with _node_c_in_thread(ports, RecordingDriver(), stats=False, max_batch=4, join_capacity=10_000,
+                           join_bytes=4096) as n:
+        spec, ctx, node_port, sink, result = n["spec"], n["ctx"], n["node_port"], n["sink"], n["result"]
         h = spec.hash_bytes
         pa, pb = spec.parts_into(2)
         attacker = ctx.socket(zmq.PUSH)
@@ -191,10 +193,6 @@ def test_oversize_frames_and_floods_leave_the_node_working_and_its_join_bounded(
         fr = decode_frame(_recv(sink, 10000), h, SINK, {0: Expect(2, RESULT, (2,))})
         assert fr.seq == 0 and fr.count == 4
         time.sleep(0.5)  # let the rest of the flood in
-    finally:
-        stop.set()
-        th.join(5)
-        ctx.destroy(linger=0)
     # the 48 MiB frame was never received (nothing rejected: ZeroMQ dropped it unread); the flood came in,
     # and the join buffer held at most 4096 bytes of it (42 half batches of 96 B), the oldest evicted
     assert result["rejected_total"] == 0 and result["frames"] == 1
@@ -303,32 +301,17 @@ def test_node_memory_stays_flat_under_oversize_frames_and_a_flood(tmp_path, port
 def test_a_long_driver_call_keeps_the_heartbeat_going(ports) -> None:
     """A node whose driver takes longer than several statistics periods still reports (from its heartbeat
     thread), so the launcher does not take a slow board for a hung one."""
-    spec = _spec()
-    ctx = zmq.Context()
-    node_port, sink_port, stats_port = ports(3)
-    sink = ctx.socket(zmq.PULL)
-    sink.bind(f"tcp://127.0.0.1:{sink_port}")
-    stats = ctx.socket(zmq.PULL)
-    stats.bind(f"tcp://127.0.0.1:{stats_port}")
-
     class Slow(RecordingDriver):
         def predict(self, x):
             if len(self.calls) >= 1:  # not the warm-up
                 time.sleep(1.5)
             return super().predict(x)
 
-    stop = threading.Event()
-    opts = NodeOptions(node="c", bind=f"tcp://127.0.0.1:{node_port}", connect={"sink": f"tcp://127.0.0.1:{sink_port}"},
-                       stats=f"tcp://127.0.0.1:{stats_port}", stats_interval_s=0.1)
-    th = threading.Thread(target=lambda: serve_node(spec, opts, driver=Slow(), should_stop=stop.is_set,
-                                                    install_signals=False), daemon=True)
-    th.start()
-    try:
+    with _node_c_in_thread(ports, Slow(), stats_interval_s=0.1) as n:
+        spec, push, sink, stats = n["spec"], n["push"], n["sink"], n["stats"]
         assert stats.poll(5000)  # hello
         h = spec.hash_bytes
         pa, pb = spec.parts_into(2)
-        push = ctx.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{node_port}")
         push.send(encode_frame(h, pa.producer, 2, 0, 0, random_inputs(RESULT, (3,), 2, seed=1), pa.wire))
         push.send(encode_frame(h, pb.producer, 2, 1, 0, random_inputs(RESULT, (2,), 2, seed=2), pb.wire))
         time.sleep(0.3)  # the driver call has begun
@@ -342,7 +325,3 @@ def test_a_long_driver_call_keeps_the_heartbeat_going(ports) -> None:
             gaps.append(now - last)
             last = now
         assert len(gaps) >= 5 and max(gaps) < 0.5, gaps
-    finally:
-        stop.set()
-        th.join(5)
-        ctx.destroy(linger=0)
