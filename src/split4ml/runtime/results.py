@@ -56,7 +56,7 @@ class Journal:
             self.path.write_bytes(b"")
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
 
-    def _load(self, truncate: bool = True) -> None:
+    def _load(self) -> None:
         man_path = self.dir / MANIFEST
         try:
             man = json.loads(man_path.read_text())
@@ -68,23 +68,8 @@ class Journal:
             what = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
             raise RuntimeFault(f"--resume {self.dir}: the earlier run differs ({what}); resume with the same plan, "
                                "samples (--data or --seed and --samples) and --batch")
-        data = self.path.read_bytes() if self.path.exists() else b""
-        pos = good = 0
-        seen: set[int] = set()
-        while pos + _HEAD.size <= len(data):
-            magic, seq, count, size = _HEAD.unpack_from(data, pos)
-            end = pos + _HEAD.size + 8 * count * size + _CRC.size
-            if magic != _MAGIC or size != self.manifest["out_size"] or end > len(data):
-                break
-            (crc,) = _CRC.unpack_from(data, end - _CRC.size)
-            if zlib.crc32(data[pos:end - _CRC.size]) != crc:
-                break
-            vals = np.frombuffer(data, dtype="<f8", count=count * size, offset=pos + _HEAD.size).reshape(count, size)
-            if seq not in seen and seq + count <= self.manifest["samples"]:
-                self.records.append((int(seq), int(count), vals.copy()))
-                seen.add(seq)
-            pos = good = end
-        if good < len(data) and truncate:  # a torn or damaged tail: cut it off, its batches are sent again
+        self.records, good = _read_records(self.path, self.manifest)
+        if self.path.exists() and good < self.path.stat().st_size:  # a torn or damaged tail: its batches go again
             with open(self.path, "r+b") as fh:
                 fh.truncate(good)
 
@@ -99,20 +84,42 @@ class Journal:
         self._fh.close()
 
 
+def _read_records(path: Path, manifest: dict[str, Any]) -> tuple[list[tuple[int, int, np.ndarray]], int]:
+    """The whole records of the journal at ``path`` (each batch once), and how many bytes they take: the
+    first torn, damaged or foreign record ends the reading."""
+    data = path.read_bytes() if path.exists() else b""
+    records: list[tuple[int, int, np.ndarray]] = []
+    pos = 0
+    seen: set[int] = set()
+    while pos + _HEAD.size <= len(data):
+        magic, seq, count, size = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + 8 * count * size + _CRC.size
+        if magic != _MAGIC or size != manifest["out_size"] or end > len(data):
+            break
+        (crc,) = _CRC.unpack_from(data, end - _CRC.size)
+        if zlib.crc32(data[pos:end - _CRC.size]) != crc:
+            break
+        vals = np.frombuffer(data, dtype="<f8", count=count * size, offset=pos + _HEAD.size).reshape(count, size)
+        if seq not in seen and seq + count <= manifest["samples"]:
+            records.append((int(seq), int(count), vals.copy()))
+            seen.add(seq)
+        pos = end
+    return records, pos
+
+
 def read_results(directory: str | Path) -> dict[str, Any]:
-    """The journal of ``directory``: ``{"manifest": ..., "outputs": (n, out_size) with NaN where missing,
-    "delivered": bool mask}`` (for scripts and tests)."""
+    """The journal of ``directory``, read without changing it: ``{"manifest": ..., "outputs": (n, out_size)
+    with NaN where missing, "delivered": bool mask, "records": [(seq, count), ...]}`` (for scripts and
+    tests)."""
     d = Path(directory)
     man = json.loads((d / MANIFEST).read_text())
-    j = Journal.__new__(Journal)
-    j.dir, j.path, j.manifest, j.records = d, d / JOURNAL, man, []
-    j._load(truncate=False)
+    records, _ = _read_records(d / JOURNAL, man)
     out = np.full((man["samples"], man["out_size"]), np.nan)
     mask = np.zeros(man["samples"], dtype=bool)
-    for seq, count, vals in j.records:
+    for seq, count, vals in records:
         out[seq:seq + count] = vals
         mask[seq:seq + count] = True
-    return {"manifest": man, "outputs": out, "delivered": mask, "records": [(s, c) for s, c, _ in j.records]}
+    return {"manifest": man, "outputs": out, "delivered": mask, "records": [(s, c) for s, c, _ in records]}
 
 
 __all__ = ["JOURNAL", "Journal", "MANIFEST", "inputs_sha256", "read_results"]
