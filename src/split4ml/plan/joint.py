@@ -265,7 +265,9 @@ class _Solver:
         self.states = _States(pool)
         #: whether some front was rounded (see _coarse): the result is then not proven optimal
         self.rounded = False
-        self._rows: dict[tuple[int, int, int, bool], Any] = {}
+        self._rows: dict[tuple[int, int, int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        #: io_parallel rows priced from a stage table: (interval, latency, the table, the bound it was made for)
+        self._priced: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
         self._reaches: dict[tuple[int, int, int], int] = {}
         #: per type: a digest of what its stage tables depend on (see _table)
         self._digest = [self._problem_digest(t) for t in range(n_types)]
@@ -448,7 +450,7 @@ class _Solver:
         return iv_out, lat_out
 
     def _parallel_row(self, t: int, j: int, bound: float, latency: bool) -> tuple[np.ndarray, np.ndarray]:
-        """io_parallel :meth:`full_row`, priced from :meth:`_least_latency`. Every version is allowed under
+        """io_parallel :meth:`full_row`, priced from :meth:`_table`. Every version is allowed under
         any bound, and the least-latency choice has the least interval and stage latency too (both grow
         with the fabric's ``n_in + L + n_out`` cycles). Feasibility with no bound (``latency=False``,
         ``bound = inf``) needs resources only."""
@@ -462,9 +464,8 @@ class _Solver:
                 iv_out[ok], lat_out[ok] = self._fixed_interval(t, ok, j), 0.0
                 hit = self._rows[key] = (iv_out, lat_out)
             return hit
-        key = (t, j, 0, True)
         table = self._table(t, j, bound)
-        hit = self._rows.get(key)
+        hit = self._priced.get((t, j))
         if hit is not None and hit[2] is table:
             return hit[0], hit[1]
         made_for = _TABLES[(self._digest[t], j, False)][0]
@@ -476,7 +477,7 @@ class _Solver:
             iv, lat = pr.stage(ok, j, np.zeros(len(ok)), lat_cycles)
             lat = lat + np.where(ok == 0, pr.source_latency_us, 0.0)
             iv_out[ok], lat_out[ok] = np.broadcast_to(iv, lat.shape), lat
-        self._rows[key] = (iv_out, lat_out, table, made_for)
+        self._priced[(t, j)] = (iv_out, lat_out, table, made_for)
         return iv_out, lat_out
 
     def _table(self, t: int, j: int, bound: float, resources_only: bool = False) -> np.ndarray:
@@ -557,7 +558,7 @@ class _Solver:
         (the same fronts, built the same way, with the versions behind each point)."""
         # the very fronts the row came from (same start range, bound, binding columns and rounding)
         if not self.stream:
-            bound = self._rows[(t, j, 0, True)][3]
+            bound = self._priced[(t, j)][3]
         last = None
         for k, front, paths in self._fronts(t, j, self._reach(t, j, bound), bound, False, track=True):
             if k == i:
