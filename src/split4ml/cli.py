@@ -700,6 +700,7 @@ def keys_cmd(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Fold
              json_out: JsonOpt = False) -> None:
     """Make the CURVE key pairs of a run: DIR/public/<name>.key for every party, DIR/secret/<name>.key_secret
     for each (copy a node's own secret key to its board only)."""
+    from .boards import SAFE_NAME
     from .runtime.security import LAUNCHER, make_keys
 
     parties: list[str] = list(names or [])
@@ -712,7 +713,7 @@ def keys_cmd(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Fold
     if not parties:
         raise Split4mlError("give --plan PLAN (the launcher and every node) or --names NAME ...")
     for n in parties:
-        if not n or any(not (c.isalnum() or c in "._-") for c in n):
+        if not SAFE_NAME.fullmatch(n):
             raise Split4mlError(f"--names {n!r}: a party name holds only letters, digits, '.', '_' and '-'")
     written = make_keys(directory, dict.fromkeys(parties))
     if json_out:
