@@ -411,11 +411,14 @@ class _Solver:
                 return
             if len(cand) > _CAND_LIMIT:  # too many to compare pairwise: round first
                 cand, fits = self._coarse(cand, room)
-                parent, version = parent[fits], version[fits]
+                if fits is not None:
+                    parent, version = parent[fits], version[fits]
             pick = _pareto(cand)
             if len(pick) > _FRONT_LIMIT:
                 cand, fits = self._coarse(cand[pick], room)
-                parent, version = parent[pick][fits], version[pick][fits]
+                parent, version = parent[pick], version[pick]
+                if fits is not None:
+                    parent, version = parent[fits], version[fits]
                 pick = _pareto(cand)
             front = cand[pick]
             if track:
@@ -732,6 +735,14 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     elif objective == "boards":
         k = int(counts[np.isfinite(inf_f)].min())
         best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()))
+        if not math.isfinite(best):
+            # the fronts with a latency column were rounded where the resource-only ones were not, and
+            # lost every k-board plan: take the fewest boards those fronts reach (the result says rounded)
+            lat_f = finals(_INF)
+            if not np.isfinite(lat_f).any():
+                raise infeasible()
+            k = int(counts[np.isfinite(lat_f)].min())
+            best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()))
         bound = _tie(best)
         fin = np.where(counts == k, finals(bound), _INF)
     else:
