@@ -57,7 +57,7 @@ def main() -> None:
                 plan = make_plan(graph, model="resnet.keras", board=board, objective=objective,
                                  max_boards=max_boards, joint=not args.two_step)
                 base = choose_settings(graph, board, plan.cap, est, plan.build)
-                versions = None if args.two_step else graph_versions(graph, base, est, plan.build, board, plan.cap)
+                versions = None if args.two_step else graph_versions(graph, base, est, plan.build, board, plan.cap)[0]
                 plan_s = time.perf_counter() - t0
                 best = float("inf")
                 part = None

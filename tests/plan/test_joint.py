@@ -65,7 +65,7 @@ def _type_sequences(pool: BoardPool, k: int):
 
 
 def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=None, n_stages=None, values_in=0.0,
-                values_out=None, batch=DEFAULT_BATCH):
+                values_out=None, batch=DEFAULT_BATCH, io_type="io_parallel"):
     rows = []
     n = len(costs)
     for ranges in _compositions(n):
@@ -91,7 +91,8 @@ def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=Non
                 outs = [bytes_out[j - 1] for _, j in ranges]
                 vouts = [values_out[j - 1] for _, j in ranges] if values_out is not None else None
                 for combo in itertools.product(*per_stage):
-                    m = pipeline_metrics(list(combo), boards, bytes_in, outs, values_in, vouts, batch=batch)
+                    m = pipeline_metrics(list(combo), boards, bytes_in, outs, values_in, vouts, batch=batch,
+                                         io_type=io_type)
                     rows.append(_keys(objective, m, k))
     return _lex_best(rows) if rows else None
 

@@ -577,8 +577,8 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
                 estimator=est, build=build, stage_layers=jp.stage_layers, stage_boards=jp.stage_boards,
                 settings=jp.settings, board_files=list(board_files) + list(getattr(cluster, "board_files", ())),
                 model_options=_recorded_options(model_options), batch=batch), graph, est)
-            if jp.result.rounded:
-                joint_plan = replace(joint_plan, optimality=_rounded(joint_plan))
+            if jp.result.rounded or jp.capped:
+                joint_plan = replace(joint_plan, optimality=_unproven(joint_plan, jp.result.rounded, jp.capped))
             if cluster is not None or max_boards is None or objective == "boards":
                 return joint_plan
 
@@ -635,14 +635,16 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
         if not better(objective_key(plan.metrics, plan.n_boards, objective),
                       objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
             return joint_plan
-        if joint_plan.optimality is not None:  # the joint search was rounded: the better plan is unproven too
-            plan = replace(plan, optimality=_rounded(plan))
+        if joint_plan.optimality is not None:  # the joint search was not exact: the better plan is unproven too
+            plan = replace(plan, optimality=replace(joint_plan.optimality, key=FIRST_KEY[plan.objective]))
     return annotate_estimates(plan, graph, est)
 
 
-def _rounded(plan: Plan) -> Optimality:
-    """Not proven: the joint planner rounded the resource sums of some long stage (plan/joint.py)."""
-    return Optimality(False, None, FIRST_KEY[plan.objective], "exact DP (fronts rounded)")
+def _unproven(plan: Plan, rounded: bool, capped: Sequence[str]) -> Optimality:
+    """Not proven: the joint planner rounded the resource sums of some long stage (plan/joint.py), or
+    searched only some of the versions of the units ``capped`` (plan/versions.py)."""
+    why = (["fronts rounded"] if rounded else []) + ([f"versions capped on {len(capped)} layers"] if capped else [])
+    return Optimality(False, None, FIRST_KEY[plan.objective], f"exact DP ({', '.join(why)})")
 
 
 def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
@@ -672,6 +674,7 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
 
     model_str, sha = _model_record(model)
     deadline = time.monotonic() + time_limit_s
+    capped: list[str] = []
 
     def proven(plan: Plan, part: Any, *others: Any) -> Plan:
         """``plan`` with what the solves proved: the bound of ``part`` (a
@@ -681,6 +684,10 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
         reached = part.bound is not None and value <= part.bound + 1e-9 * max(1.0, abs(part.bound))
         bound = None if part.bound is None else min(part.bound, value)
         optimal = reached and all(p.optimal for p in (part, *others))
+        if capped:  # CP-SAT searched only some versions: neither optimality nor its bound holds over all
+            return replace(plan, optimality=Optimality(False, None, FIRST_KEY[objective],
+                                                       f"CP-SAT (versions capped on {len(capped)} layers)",
+                                                       time_limit_s))
         return replace(plan, optimality=Optimality(optimal, bound, FIRST_KEY[objective], "CP-SAT", time_limit_s))
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
@@ -699,8 +706,9 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     joint_part: Any = None
     joint_error: InfeasibleError | TimeLimitError | None = None
     if joint and is_additive(est):
-        versions = graph_versions(graph, settings, est, build, board, cap, reuse_factor=reuse_factor,
-                                  strategy=strategy, overrides=overrides)
+        found = graph_versions(graph, settings, est, build, board, cap, reuse_factor=reuse_factor,
+                               strategy=strategy, overrides=overrides)
+        versions, capped = found if found is not None else (None, [])
         if versions is not None:
             try:
                 joint_part, stage_layers = partition(settings, versions)

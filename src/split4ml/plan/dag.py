@@ -917,16 +917,18 @@ def graph_problem(graph: Graph, settings: Mapping[str, LayerSettings], estimator
 
 def graph_versions(graph: Graph, settings: Mapping[str, LayerSettings], estimator: Estimator, build: BuildSettings,
                    board: Board, cap: float, *, reuse_factor: int | None = None, strategy: str | None = None,
-                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[list[Any]] | None:
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[list[Any]], list[str]] | None:
     """The versions of every unit of ``graph`` (:func:`split4ml.plan.versions.unit_versions`, the
-    same pruning and cap as for chains): a unit whose reuse factor the user fixed (``reuse_factor``,
+    same pruning and the same budget as for chains, :func:`~split4ml.plan.versions.limit_versions`), and
+    the names of the units that lost some to the cap (the plan is then not proven optimal). A unit whose reuse factor the user fixed (``reuse_factor``,
     or ``overrides[layer]['reuse_factor']``) keeps its settings, a strategy the user fixed limits
     its versions to it. ``None`` when some unit has no version that fits ``board`` alone."""
     from ..ir import COMPUTE_KINDS
-    from .versions import unit_versions
+    from .versions import limit_versions, unit_versions
 
     out = []
-    for unit in graph.units():
+    units = graph.units()
+    for unit in units:
         compute = next((lyr for lyr in unit if lyr.kind in COMPUTE_KINDS), None)
         user = (overrides or {}).get(compute.name, {}) if compute is not None else {}
         free = compute is not None and reuse_factor is None and user.get("reuse_factor") is None
@@ -935,7 +937,8 @@ def graph_versions(graph: Graph, settings: Mapping[str, LayerSettings], estimato
         if not vs:
             return None
         out.append(vs)
-    return out
+    kept, capped = limit_versions(out, [board], [estimator.shell_cost(board)], cap)
+    return kept, [units[u][0].name for u in capped]
 
 
 def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimator: Estimator,

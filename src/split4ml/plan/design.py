@@ -23,7 +23,7 @@ from .cluster import Cluster, homogeneous
 from .joint import JointResult, solve_joint
 from .metrics import DEFAULT_BATCH
 from .partition import REL_TOL
-from .versions import MAX_VERSIONS, unit_versions
+from .versions import limit_versions, unit_versions
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,15 @@ class JointPlan:
     stage_boards: list[Board]
     result: JointResult
     n_versions: tuple[int, ...]
+    #: names of the units whose versions were capped (:func:`~split4ml.plan.versions.limit_versions`):
+    #: the plan is then optimal over the versions kept only
+    capped: tuple[str, ...] = ()
 
 
 def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimator, build: BuildSettings, *,
                board: Board, cluster: Cluster | None, cap: float, objective: str, max_boards: int | None,
                n_stages: int | None, reuse_factor: int | None, strategy: str | None,
-               overrides: Mapping[str, Mapping[str, Any]], max_versions: int = MAX_VERSIONS,
+               overrides: Mapping[str, Mapping[str, Any]], version_budget: int | None = None,
                batch: int = DEFAULT_BATCH) -> JointPlan | None:
     """Plan ``graph`` with per-layer versions chosen jointly with the partition (module docstring).
 
@@ -69,7 +72,7 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
         user = overrides.get(compute.name, {}) if compute is not None else {}
         free = compute is not None and reuse_factor is None and user.get("reuse_factor") is None
         vs = unit_versions(u, settings, types, cap, est, build.io_type, free=free,
-                           strategy=user.get("strategy", strategy), max_versions=max_versions)
+                           strategy=user.get("strategy", strategy))
         if not vs:
             if cluster is None:
                 return None
@@ -79,6 +82,7 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
                 f"{cl.source}, raise --cap, lower the precision, or plan with one --board type so that the "
                 "planner may split the layer across boards")
         versions.append(vs)
+    versions, capped = limit_versions(versions, types, [est.shell_cost(b) for b in types], cap, version_budget)
     bytes_out = [math.prod(u[-1].output_shape) * settings[u[-1].name].precision.result.storage_bytes for u in units]
     bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
     pool = cl.pool(shells=[est.shell_cost(b) for b in types])
@@ -97,7 +101,7 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
         out.update(versions[u][v].settings)
     stage_layers = [tuple(lyr.name for unit in units[i:j] for lyr in unit) for i, j in res.ranges]
     return JointPlan(settings=out, stage_layers=stage_layers, stage_boards=list(res.boards), result=res,
-                     n_versions=tuple(len(vs) for vs in versions))
+                     n_versions=tuple(len(vs) for vs in versions), capped=tuple(units[u][0].name for u in capped))
 
 
 def objective_key(metrics: Any, n_boards: int, objective: str) -> tuple[float, float, float]:

@@ -492,7 +492,9 @@ class Optimality:
         bound: a proven lower bound of the objective's first key (:data:`FIRST_KEY`): the plan's own
             value when optimal; ``None`` when the solver proved none.
         key: that first key.
-        solver: ``exact DP`` (chains) or ``CP-SAT`` (models with skip connections).
+        solver: ``exact DP`` (chains) or ``CP-SAT`` (models with skip connections); a chain's plan that
+            is not proven says why in brackets: ``fronts rounded`` (:mod:`split4ml.plan.joint`),
+            ``versions capped`` (:func:`split4ml.plan.versions.limit_versions`).
         time_limit_s: the solver's time limit, where it has one.
     """
 
@@ -510,6 +512,9 @@ class Optimality:
         """One line for the plan table."""
         if self.optimal:
             return f"optimal for its objective over the candidate settings searched ({self.solver})"
+        if "(" in self.solver:  # it names why: rounded fronts or capped versions, not a time limit
+            return (f"NOT proven optimal: {self.solver}; every board fits, but a better plan may exist over "
+                    "the settings not searched")
         unit = "boards" if self.key == "n_boards" else "us"
         bound = (f"; the {self.key.removesuffix('_us')} is at least {self.bound:,.2f} {unit}"
                  if self.bound is not None else "")

@@ -10,13 +10,17 @@ cut points and the boards. :func:`unit_versions` lists them:
   reuse factor), or without a compute layer, has one version: its settings as they are.
 * **Priced** per board type with the estimator (unit cost without the shell, as the partitioner
   adds it); a candidate that fits no board type alone (shell included, under the cap) is dropped.
-* **Pruned.** A candidate is dropped when another one is at least as good in every figure (LUT,
-  FF, DSP, BRAM18, II, latency) on every board type: it can never be needed. Equal figures keep
-  the first (Latency before Resource, smaller reuse factor first).
-* **Capped** at ``max_versions`` (default :data:`MAX_VERSIONS`): the fastest (smallest II), the
-  cheapest (smallest largest utilisation of the first board type), and the rest spread
-  geometrically over the II range of the Pareto set. This bounds the planner's work; the
-  planner is exact over the versions kept, not over every valid reuse factor.
+* **Pruned.** A candidate is dropped when another one is at least as good in every figure the
+  performance model reads, on every board type: LUT, FF, DSP, BRAM18, latency, and with ``io_stream``
+  the II (with ``io_parallel`` a board's interval is ``n_in + latency + n_out`` cycles, so the II
+  never matters; :mod:`split4ml.plan.metrics`). Such a candidate can never be needed. Equal figures
+  keep the first (Latency before Resource, smaller reuse factor first).
+* **Capped only when the problem is large** (:func:`limit_versions`). Every version left is kept
+  while the model's units hold at most :data:`VERSION_BUDGET` of them together, and the planner is
+  then exact over every valid setting. Past that, a unit keeps :data:`MAX_VERSIONS`: the fastest
+  (smallest II), the cheapest (smallest largest utilisation of the first board type), and the rest
+  spread geometrically over the II range of the Pareto set. That bounds the planner's work, and the
+  plan then says it is not proven optimal.
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import COMPUTE_KINDS, Layer
 from ..settings import STRATEGIES, LayerSettings
 
-#: Versions kept per unit (see the module docstring).
+#: Versions a unit keeps when the model's versions together pass :data:`VERSION_BUDGET`.
 MAX_VERSIONS = 10
+#: Every Pareto version of every unit is kept while they number at most this many in all. Measured
+#: (``benchmarks/planner_scaling.py``): on 30 Dense layers (330 versions) keeping all costs no time; on
+#: 50 (575) about 1.5x; on 100 (1,090) 2-3x, where the cap applies.
+VERSION_BUDGET = 600
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class UnitVersion:
 
 def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], boards: Sequence[Board], cap: float,
                   est: Estimator, io_type: str, *, free: bool, strategy: str | None = None,
-                  min_reuse_factor: int = 1, max_versions: int = MAX_VERSIONS) -> list[UnitVersion]:
+                  min_reuse_factor: int = 1, max_versions: int | None = None) -> list[UnitVersion]:
     """The versions of ``unit`` on the board types ``boards`` (see the module docstring).
 
     Args:
@@ -60,7 +68,8 @@ def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
         free: whether the planner may choose the compute layer's reuse factor and strategy.
         strategy: the strategy the user fixed, or None for both.
         min_reuse_factor: smallest reuse factor offered.
-        max_versions: cap on the versions returned.
+        max_versions: cap on the versions returned (see :func:`limit_versions`); None keeps every
+            version that is not dominated.
 
     Returns:
         The versions, fastest first; empty when none fits any board type alone (shell included).
@@ -85,21 +94,49 @@ def unit_versions(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
                 cands.append(UnitVersion(sets, costs))
     if not cands:
         return []
-    kept = _pareto(cands)
+    kept = _pareto(cands, io_type)
     kept.sort(key=lambda v: (v.costs[0].ii_cycles, v.costs[0].latency_cycles))
-    if len(kept) > max_versions:
-        fits = [[(sh + v.costs[t]).fits(b, cap) for v in kept] for t, (sh, b) in enumerate(zip(shells, boards,
-                                                                                              strict=True))]
-        kept = _spread(kept, boards, fits, max_versions)
+    if max_versions is not None and len(kept) > max_versions:
+        kept = _cap(kept, boards, shells, cap, max_versions)
     return kept
 
 
-def _figures(v: UnitVersion) -> np.ndarray:
-    return np.array([float(getattr(c, f)) for c in v.costs for f in (*RESOURCES, "ii_cycles", "latency_cycles")])
+def limit_versions(versions: Sequence[list[UnitVersion]], boards: Sequence[Board], shells: Sequence[Cost],
+                   cap: float, budget: int | None = None,
+                   max_versions: int = MAX_VERSIONS) -> tuple[list[list[UnitVersion]], list[int]]:
+    """The versions a planner searches, and the units that lost some (see the module docstring).
+
+    ``versions`` are every unit's undominated versions (:func:`unit_versions` without a cap). While
+    they number at most ``budget`` in all they are returned as they are; otherwise every unit with more
+    than ``max_versions`` keeps ``max_versions`` of them, and its index is in the second list (the
+    plan is then exact over the versions kept only). ``budget`` defaults to :data:`VERSION_BUDGET`.
+    """
+    if sum(len(vs) for vs in versions) <= (VERSION_BUDGET if budget is None else budget):
+        return [list(vs) for vs in versions], []
+    out, capped = [], []
+    for u, vs in enumerate(versions):
+        if len(vs) > max_versions:
+            out.append(_cap(list(vs), boards, shells, cap, max_versions))
+            capped.append(u)
+        else:
+            out.append(list(vs))
+    return out, capped
 
 
-def _pareto(cands: list[UnitVersion]) -> list[UnitVersion]:
-    figs = np.array([_figures(v) for v in cands])
+def _cap(kept: list[UnitVersion], boards: Sequence[Board], shells: Sequence[Cost], cap: float,
+         k: int) -> list[UnitVersion]:
+    fits = [[(sh + v.costs[t]).fits(b, cap) for v in kept] for t, (sh, b) in enumerate(zip(shells, boards,
+                                                                                          strict=True))]
+    return _spread(kept, boards, fits, k)
+
+
+def _figures(v: UnitVersion, io_type: str) -> np.ndarray:
+    figures = (*RESOURCES, "latency_cycles") + (("ii_cycles",) if io_type == "io_stream" else ())
+    return np.array([float(getattr(c, f)) for c in v.costs for f in figures])
+
+
+def _pareto(cands: list[UnitVersion], io_type: str) -> list[UnitVersion]:
+    figs = np.array([_figures(v, io_type) for v in cands])
     out = []
     for a in range(len(cands)):
         le = (figs <= figs[a]).all(axis=1)
