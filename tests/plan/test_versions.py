@@ -101,3 +101,16 @@ def test_pruning_by_dominance_loses_no_optimum(monkeypatch, io_type: str, object
     want = brute_force(every, 16.0, bytes_out, pool, 0.85, objective, **kw)
     got = brute_force(kept, 16.0, bytes_out, pool, 0.85, objective, **kw)
     assert want is not None and got == pytest.approx(want, rel=1e-12)
+
+
+def test_a_plan_that_weighed_optional_splits_is_not_called_optimal():
+    """With a board budget, splits of layers that fit are priced at the two-step settings and offered
+    to the bottleneck's layers only, apart from the joint search of settings (issue #14, 4b): such a plan
+    fits, but is not proven optimal, and says why. Without a budget no optional split is weighed."""
+    g = _graph((30, 30, 30, 60), 64, 10)
+    p = make_plan(g, model="deep.keras", board=PYNQ, objective="throughput", max_boards=9)
+    assert not p.optimality.optimal and p.optimality.bound is None
+    assert "splits and settings searched apart" in p.optimality.solver
+    assert all(st.cost.fits(st.board, 0.85) for st in p.stages)
+    free = make_plan(g, model="deep.keras", board=PYNQ, objective="throughput")
+    assert free.optimality.optimal and free.optimality.solver == "exact DP"

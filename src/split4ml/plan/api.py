@@ -596,6 +596,17 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
 
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
+    def apart(p: Plan) -> Plan:
+        """Optional splits are priced at the two-step settings and offered lazily (_optional_splits), and
+        the joint search takes no splits: the better of the two is not proven optimal over both."""
+        if "optional" not in policy:
+            return p
+        why = "splits and settings searched apart"
+        old = p.optimality.solver if p.optimality is not None and not p.optimality.optimal else "exact DP ()"
+        reasons = old[old.index("(") + 1:old.rindex(")")]
+        return replace(p, optimality=Optimality(False, None, FIRST_KEY[p.objective],
+                                                f"exact DP ({reasons + ', ' if reasons else ''}{why})"))
+
     def partition(sets: Mapping[str, LayerSettings]) -> Any:
         unit_costs = [layers_cost(est, unit, sets, build.io_type, board) for unit in units]
         bytes_out = [math.prod(u[-1].output_shape) * _wire_type(sets, u[-1]).storage_bytes for u in units]
@@ -617,7 +628,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
         found = _raise_reuse_floor(graph, settings, free, build.io_type, partition) if free else None
         if found is None:
             if joint_plan is not None:
-                return joint_plan
+                return apart(joint_plan)
             raise
         settings, part = found
     if "optional" in policy:
@@ -634,10 +645,10 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
 
         if not better(objective_key(plan.metrics, plan.n_boards, objective),
                       objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
-            return joint_plan
+            return apart(joint_plan)
         if joint_plan.optimality is not None:  # the joint search was not exact: the better plan is unproven too
             plan = replace(plan, optimality=replace(joint_plan.optimality, key=FIRST_KEY[plan.objective]))
-    return annotate_estimates(plan, graph, est)
+    return apart(annotate_estimates(plan, graph, est))
 
 
 def _unproven(plan: Plan, rounded: bool, capped: Sequence[str]) -> Optimality:
