@@ -49,3 +49,32 @@ def test_dense_models_and_a_given_io_type_are_not_chosen_for():
     g = _conv_chain()
     given = make_plan(g, model="c.keras", board=PYNQ, choose_io_type=True, hls_config={"IOType": "io_parallel"})
     assert given.io_type_chosen is None and given.build.io_type == "io_parallel"
+
+
+@pytest.mark.slow
+def test_a_chosen_io_stream_plan_verifies_and_runs_bit_exact(monkeypatch, capsys, tmp_path):
+    """The io_stream plan the planner chose for a convolutional chain (2 boards): hls4ml's io_stream C-simulation
+    of each board, chained, equals hls4ml's io_stream conversion of the whole file bit for bit, and the
+    emulated cluster streams it bit-exact too (3 hls4ml compiles)."""
+    import json
+
+    from cli_helpers import run_cli
+
+    x = keras.Input((32, 4), name="x")
+    h = keras.layers.Conv1D(16, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling1D(2, name="p1")(h)
+    h = keras.layers.Conv1D(16, 3, activation="relu", name="c2")(h)
+    h = keras.layers.Dense(5, name="d")(keras.layers.Flatten(name="f")(h))
+    keras.Model(x, h, name="conv1d").save(tmp_path / "conv1d.keras")
+    plan = tmp_path / "plan.yaml"
+    rc, out, err = run_cli(monkeypatch, capsys, "plan", str(tmp_path / "conv1d.keras"), "--stages", "2", "-o", str(plan),
+                           "--json")
+    assert rc == 0, err
+    p = json.loads(out)
+    assert p["io_type"] == "io_stream" and p["io_type_chosen"].startswith("io_stream: better for throughput")
+    rc, out, _ = run_cli(monkeypatch, capsys, "verify", str(plan), "-n", "40", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["samples"] == 40 and v["n_boards"] == 2
+    rc, out, _ = run_cli(monkeypatch, capsys, "run", str(plan), "--emulate", "-n", "24", "--json")
+    r = json.loads(out)
+    assert rc == 0 and r["bit_exact"] and r["completed"] and r["delivered"] == 24
