@@ -308,10 +308,22 @@ def test_conv_too_big_for_io_parallel_points_to_io_stream(monkeypatch, capsys, t
         keras.layers.Flatten(name="f")(h)))
     model = tmp_path / "convnet.keras"
     keras.Model(x, h, name="convnet").save(model)
-    rc, _, err = run(monkeypatch, capsys, "plan", str(model), "-o", str(tmp_path / "p.yaml"), "-q")
+    rc, _, err = run(monkeypatch, capsys, "plan", str(model), "--io-type", "io_parallel", "-o",
+                     str(tmp_path / "p.yaml"), "-q")
     flat = " ".join(err.split())  # the terminal folds long messages
     assert rc == 2 and "'c2'" in flat and "--io-type io_stream" in flat and "Traceback" not in err
     rc, out, err = run(monkeypatch, capsys, "plan", str(model), "--io-type", "io_stream", "-o",
                        str(tmp_path / "p.yaml"), "--json")
     assert rc == 0, err
-    assert json.loads(out)["n_boards"] >= 2
+    given = json.loads(out)
+    assert given["n_boards"] >= 2 and given["io_type"] == "io_stream" and given["io_type_chosen"] is None
+    # without --io-type the planner tries both and keeps the one that fits, saying why
+    rc, out, err = run(monkeypatch, capsys, "plan", str(model), "-o", str(tmp_path / "auto.yaml"), "--json")
+    assert rc == 0, err
+    auto = json.loads(out)
+    assert auto["io_type"] == "io_stream" and auto["n_boards"] == given["n_boards"]
+    assert auto["io_type_chosen"].startswith("io_stream: with io_parallel the model fits no number of boards")
+    assert "'c2'" in auto["io_type_chosen"]
+    assert "io_type: io_stream" in (tmp_path / "auto.yaml").read_text()
+    rc, out, _ = run(monkeypatch, capsys, "plan", str(model), "-o", str(tmp_path / "auto.yaml"))
+    assert rc == 0 and "io type io_stream: with io_parallel" in " ".join(out.split())

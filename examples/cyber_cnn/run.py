@@ -4,7 +4,7 @@ The 72,650-parameter Conv1D network of ``model.py`` is trained on river's bundle
 data set (``data.py``: 1,000 pages to train, 250 held out; nothing is downloaded), then driven
 through the same ``split4ml`` commands a user types:
 
-    split4ml plan    OUT/cyber_cnn.keras --board pynq-z2 --boards 5 --no-joint -o OUT/plan.yaml
+    split4ml plan    OUT/cyber_cnn.keras --board pynq-z2 --boards 5 --no-joint --io-type io_parallel -o OUT/plan.yaml
     split4ml build   OUT/plan.yaml -o OUT/hls
     split4ml verify  OUT/plan.yaml --data OUT/test.npz --samples N
     split4ml run     OUT/plan.yaml --emulate --data OUT/test.npz --samples N
@@ -55,7 +55,7 @@ def prepare(out: Path, log: Any) -> tuple[Path, Path, dict[str, Any]]:
 
 
 EXAMPLE = Example(name="cyber_cnn", unit="pages", default_samples=250, prepare=prepare,
-                  description=__doc__.splitlines()[0], plan_args=("--no-joint",))
+                  description=__doc__.splitlines()[0], plan_args=("--no-joint", "--io-type", "io_parallel"))
 
 if __name__ == "__main__":
     sys.exit(main(EXAMPLE))

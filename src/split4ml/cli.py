@@ -335,6 +335,8 @@ def print_plan(plan: Any) -> None:
     out.print(f"bounds: fabric {m.fabric_bound_us:,.2f} us, links {m.link_bound_us:,.2f} us "
               f"(source {m.source_us:,.2f}, sink {m.sink_us:,.2f}), per-frame cost {m.frame_bound_us:,.2f} us "
               f"per sample")
+    if plan.io_type_chosen is not None:
+        out.print(f"io type {plan.io_type_chosen}")
     if plan.optimality is not None:
         style = "green" if plan.optimality.optimal else "bold yellow"
         out.print(f"[{style}]{plan.optimality.describe()}")
@@ -346,8 +348,11 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
          stages: Annotated[int | None, typer.Option("--stages", help="Exactly this many stages.")] = None,
          objective: Annotated[str, typer.Option("--objective", help="throughput, latency or boards.")] = "throughput",
          reuse_factor: RfOpt = None, strategy: StrategyOpt = None, config: ConfigOpt = None,
-         precision: PrecisionOpt = None, io_type: IoOpt = "io_parallel", cap: CapOpt = 0.85,
-         board_file: BoardFileOpt = None,
+         precision: PrecisionOpt = None,
+         io_type: Annotated[str | None, typer.Option(
+             "--io-type", help="io_parallel or io_stream. Default: io_parallel; for a model with convolutions "
+                               "(and no IOType in --config) both are planned and the better kept.")] = None,
+         cap: CapOpt = 0.85, board_file: BoardFileOpt = None,
          output: Annotated[Path, typer.Option("-o", "--output", help="Plan file to write.")] = Path("plan.yaml"),
          json_out: JsonOpt = False, quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic",
          calibration: CalibrationOpt = None, framework: FrameworkOpt = None, weights: WeightsOpt = None,
@@ -391,9 +396,11 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
         p = make_plan(g, model=model, board=b, cap=cap, objective=objective, max_boards=boards_, n_stages=stages,
                       reuse_factor=reuse_factor, strategy=strategy,
                       hls_config=_read_yaml(config, "--config") if config else None,
-                      build=_build_settings(precision, io_type), board_files=[str(f) for f in board_file or ()],
+                      build=_build_settings(precision, io_type or "io_parallel"),
+                      board_files=[str(f) for f in board_file or ()],
                       estimator=_with_progress(estimator, calibration, cb), calibration=calibration,
-                      model_options=options, cluster=cl, joint=joint, time_limit_s=time_limit, batch=batch)
+                      model_options=options, cluster=cl, joint=joint, time_limit_s=time_limit, batch=batch,
+                      choose_io_type=io_type is None)
     p.write(output)
     if json_out:
         _emit_json({**p.to_json(), "plan_file": str(output)})

@@ -114,3 +114,4 @@ def test_a_plan_that_weighed_optional_splits_is_not_called_optimal():
     assert all(st.cost.fits(st.board, 0.85) for st in p.stages)
     free = make_plan(g, model="deep.keras", board=PYNQ, objective="throughput")
     assert free.optimality.optimal and free.optimality.solver == "exact DP"
+

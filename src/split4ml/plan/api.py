@@ -34,7 +34,7 @@ from .dag import DEFAULT_TIME_LIMIT_S
 
 if TYPE_CHECKING:
     from ..runtime.pace import PaceModel
-from .metrics import DEFAULT_BATCH
+from .metrics import DEFAULT_BATCH, IO_TYPES
 from .model import (
     FIRST_KEY,
     OBJECTIVES,
@@ -434,9 +434,14 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
               build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
               board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
               model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True,
-              time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int | None = None) -> Plan:
+              time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int | None = None,
+              choose_io_type: bool = False) -> Plan:
     """Plan the optimal pipeline of ``graph`` on boards of type ``board``, or on the boards of
     ``cluster`` (a :class:`~split4ml.plan.cluster.Cluster`: mixed types, counts, order).
+
+    With ``choose_io_type`` (``split4ml plan`` without ``--io-type``) a chain with convolutions whose
+    io type the user left open (``hls_config`` has no ``IOType``) is planned with ``io_parallel`` and
+    with ``io_stream``, and the better plan for the objective is kept (:func:`_choose_io_type`).
 
     ``batch`` is the samples per frame the pipeline runs with (the runtime's ``--batch``): each board
     pays its per-frame cost once per frame. Without it the planner chooses: 1 for the latency
@@ -461,6 +466,54 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
               reuse_factor=reuse_factor, strategy=strategy, hls_config=hls_config, build=build, estimator=estimator,
               board_files=board_files, calibration=calibration, model_options=model_options, cluster=cluster,
               joint=joint, time_limit_s=time_limit_s)
+    if choose_io_type and graph.is_chain and any(lyr.kind in ("Conv1D", "Conv2D") for lyr in graph.body) \
+            and "IOType" not in (hls_config or {}):
+        return _choose_io_type(graph, batch, kw)
+    return _plan_batches(graph, batch, kw)
+
+
+def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
+    """The better of the plans with ``io_parallel`` and ``io_stream`` for the objective
+    (:func:`~split4ml.plan.design.objective_key`), ``io_parallel`` on a tie; the one that fits when only
+    one does. In ``io_parallel`` a convolution holds its whole feature map in registers, and the
+    board's wrapper reads, computes and writes one after the other; in ``io_stream`` it streams a
+    pixel at a time through line buffers, and the three overlap. The plan says which was chosen and
+    why (:attr:`~split4ml.plan.model.Plan.io_type_chosen`)."""
+    from .design import better, objective_key
+
+    base = kw["build"] or BuildSettings()
+    plans: dict[str, Plan] = {}
+    errors: dict[str, InfeasibleError] = {}
+    for io in IO_TYPES:
+        try:
+            plans[io] = _plan_batches(graph, batch, {**kw, "build": replace(base, io_type=io)})
+        except InfeasibleError as exc:
+            errors[io] = exc
+    if not plans:
+        raise InfeasibleError(f"the model fits with neither io type. io_parallel: {errors['io_parallel']} "
+                              f"io_stream: {errors['io_stream']}")
+
+    def figures(p: Plan) -> str:
+        return f"{p.n_boards} board(s), bottleneck {p.metrics.bottleneck_us:,.2f} us, latency {p.metrics.latency_us:,.1f} us"
+
+    if len(plans) == 1:
+        (io, plan), = plans.items()
+        other = "io_stream" if io == "io_parallel" else "io_parallel"
+        why = str(errors[other]).split(": ", 1)[0]  # the first clause names the layer (the rest is the full story)
+        return replace(plan, io_type_chosen=f"{io}: with {other} the model fits no number of boards ({why})")
+    par, stream = plans["io_parallel"], plans["io_stream"]
+    objective = par.objective
+    if better(objective_key(stream.metrics, stream.n_boards, objective),
+              objective_key(par.metrics, par.n_boards, objective)):
+        return replace(stream, io_type_chosen=f"io_stream: better for {objective} ({figures(stream)}) than "
+                                              f"io_parallel ({figures(par)})")
+    return replace(par, io_type_chosen=f"io_parallel: io_stream is no better for {objective} ({figures(stream)} "
+                                       f"against {figures(par)})")
+
+
+def _plan_batches(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
+    """:func:`make_plan` with its io type settled: at ``batch``, or at the batch chosen for the objective."""
+    objective, time_limit_s = kw["objective"], kw["time_limit_s"]
     if batch is not None:
         if batch < 1:
             raise PlanError(f"--batch must be at least 1 sample per frame, got {batch}")

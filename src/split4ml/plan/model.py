@@ -547,6 +547,9 @@ class Plan:
     optimality: Optimality | None = None
     #: samples per frame the figures are for (the runtime's ``--batch``)
     batch: int = DEFAULT_BATCH
+    #: when the planner chose the io type (``split4ml plan`` without ``--io-type``, a model with
+    #: convolutions): which, and why (``None``: the io type was given)
+    io_type_chosen: str | None = None
 
     @property
     def n_stages(self) -> int:
@@ -677,6 +680,8 @@ class Plan:
             "latency_us": m.latency_us,
             "throughput_per_s": m.throughput_per_s,
             "batch": self.batch,
+            "io_type": self.build.io_type,
+            "io_type_chosen": self.io_type_chosen,
             "bottleneck": m.bottleneck,
             "bottleneck_us": m.bottleneck_us,
             "fabric_bound_us": m.fabric_bound_us,
