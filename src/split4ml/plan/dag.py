@@ -919,10 +919,11 @@ def graph_versions(graph: Graph, settings: Mapping[str, LayerSettings], estimato
                    board: Board, cap: float, *, reuse_factor: int | None = None, strategy: str | None = None,
                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[list[Any]], list[str]] | None:
     """The versions of every unit of ``graph`` (:func:`split4ml.plan.versions.unit_versions`, the
-    same pruning and the same budget as for chains, :func:`~split4ml.plan.versions.limit_versions`), and
-    the names of the units that lost some to the cap (the plan is then not proven optimal). A unit whose reuse factor the user fixed (``reuse_factor``,
-    or ``overrides[layer]['reuse_factor']``) keeps its settings, a strategy the user fixed limits
-    its versions to it. ``None`` when some unit has no version that fits ``board`` alone."""
+    same pruning and the same budget as for chains, :func:`~split4ml.plan.versions.limit_versions`),
+    and the names of the units that lost some to the cap (the plan is then not proven optimal). A
+    unit whose reuse factor the user fixed (``reuse_factor``, or ``overrides[layer]['reuse_factor']``)
+    keeps its settings, a strategy the user fixed limits its versions to it. ``None`` when some unit
+    has no version that fits ``board`` alone."""
     from ..ir import COMPUTE_KINDS
     from .versions import limit_versions, unit_versions
 
