@@ -2,15 +2,16 @@
 
 ``OUT/stage_<i>/`` (``OUT/stage_<i>.<part>/`` for the shards of a split layer) holds one board's hls4ml project (VivadoAccelerator for PYNQ boards, Vitis
 otherwise), ``OUT/stage_<i>/build.sh`` runs the vendor build where the tools exist, and
-``OUT/build_all.sh --jobs N`` runs them in parallel. ``OUT/plan.yaml`` is a copy of the plan and
-``OUT/manifest.json`` lists what was written.
+``OUT/build_all.sh --jobs N`` runs them in parallel on this machine, and with ``schedulers`` a Slurm
+job array or HTCondor jobs run them on a cluster (:mod:`split4ml.hls.scheduler`). ``OUT/plan.yaml``
+is a copy of the plan and ``OUT/manifest.json`` lists what was written.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +42,30 @@ class BuildResult:
     out_dir: Path
     stages: tuple[StageBuild, ...]
     build_all: Path
+    #: the scheduler scripts written, by role (``slurm``, ``htcondor``, ``run_stage``, ``collect``, ``stages``)
+    scheduler_scripts: dict[str, Path] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "n_stages": len({s.index for s in self.stages}),
                 "n_boards": len(self.stages),
-                "stages": [s.as_dict() for s in self.stages], "build_all": str(self.build_all)}
+                "stages": [s.as_dict() for s in self.stages], "build_all": str(self.build_all),
+                "scheduler_scripts": {k: str(v) for k, v in self.scheduler_scripts.items()}}
 
 
-def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress | None = None) -> BuildResult:
-    """Write every stage's hls4ml project and build scripts into ``out_dir``."""
+def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress | None = None,
+               schedulers: Sequence[str] = ()) -> BuildResult:
+    """Write every stage's hls4ml project and build scripts into ``out_dir``, and the job scripts of
+    ``schedulers`` (``slurm``, ``htcondor``; :mod:`split4ml.hls.scheduler`)."""
     from .hls.project import backend_for, convert_stage
+    from .hls.scheduler import write_scheduler_scripts
     from .hls.scripts import write_build_scripts
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pipeline, _ = plan_pipeline(plan, graph)
     stages = [node.stage for node in pipeline.nodes]  # one per board: shards and merge boards included
+    if schedulers:  # refuse an unknown scheduler before writing anything
+        write_scheduler_scripts(out, stages, schedulers)
+    out.mkdir(parents=True, exist_ok=True)
     results = []
     for i, st in enumerate(stages):
         if progress:
@@ -69,7 +78,8 @@ def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress
     if progress:
         progress("write hls4ml projects", len(stages), len(stages))
     build_all = write_build_scripts(out, stages)
+    sched = write_scheduler_scripts(out, stages, schedulers) if schedulers else {}
     plan.write(out / "plan.yaml")
-    result = BuildResult(out_dir=out, stages=tuple(results), build_all=Path(build_all))
+    result = BuildResult(out_dir=out, stages=tuple(results), build_all=Path(build_all), scheduler_scripts=sched)
     (out / "manifest.json").write_text(json.dumps(result.as_dict(), indent=2))
     return result

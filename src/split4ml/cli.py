@@ -447,20 +447,33 @@ def _with_progress(estimator: str, calibration: Path | None, cb: Any) -> Any:
 @app.command()
 def build(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
           output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")] = Path("build"),
+          scheduler: Annotated[list[str] | None, typer.Option(
+              "--scheduler", help="Also write a job array for a cluster's scheduler: slurm or htcondor (repeat for "
+                                  "both): one task per board, logs, and collect.sh for the summary.")] = None,
           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Write one hls4ml project per stage, and the vendor build scripts (run them where Vivado is)."""
     from .build import build_plan
+    from .errors import BuildError
+    from .hls.scheduler import SCHEDULERS
     from .plan.api import load_plan
 
+    schedulers = list(dict.fromkeys(choice(s, SCHEDULERS, "--scheduler", BuildError) for s in scheduler or ()))
     p, g = load_plan(plan_file)
     with _progress(not (quiet or json_out)) as cb:
-        res = build_plan(p, g, output, progress=cb)
+        res = build_plan(p, g, output, progress=cb, schedulers=schedulers)
     if json_out:
         _emit_json(res.as_dict())
         return
     for s in res.stages:
         out.print(f"stage {s.index} ({s.board}, {s.backend}): {s.project_dir}")
     out.print(f"vendor build: {res.build_all} --jobs N   (needs Vivado/Vitis on PATH)")
+    scripts = res.scheduler_scripts
+    if "slurm" in scripts:
+        out.print(f"on Slurm: cd {output} && sbatch {scripts['slurm'].name}   (one task per board)")
+    if "htcondor" in scripts:
+        out.print(f"on HTCondor: cd {output} && condor_submit {scripts['htcondor'].name}   (one job per board)")
+    if scripts:
+        out.print(f"when the jobs are done: {scripts['collect']}   (which boards built, which failed)")
 
 
 def _load_data(path: Path) -> tuple[Any, Any]:
