@@ -286,5 +286,5 @@ def test_long_stages_on_a_big_board_round_their_fronts_and_say_so():
     for st in p.stages:
         assert st.cost.fits(st.board, 0.85)
     assert p.optimality.optimal is False and p.optimality.bound is None
-    assert p.optimality.solver == "exact DP (fronts rounded)"
+    assert p.optimality.solver.startswith("exact DP (fronts rounded")  # (and versions capped: 2 types, 29 units)
     assert p.to_json()["optimal"] is False

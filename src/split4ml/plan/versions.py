@@ -16,7 +16,8 @@ cut points and the boards. :func:`unit_versions` lists them:
   never matters; :mod:`split4ml.plan.metrics`). Such a candidate can never be needed. Equal figures
   keep the first (Latency before Resource, smaller reuse factor first).
 * **Capped only when the problem is large** (:func:`limit_versions`). Every version left is kept
-  while the model's units hold at most :data:`VERSION_BUDGET` of them together, and the planner is
+  while the model's units hold at most :data:`VERSION_BUDGET` of them together (divided by the
+  number of board types of a mixed cluster), and the planner is
   then exact over every valid setting. Past that, a unit keeps :data:`MAX_VERSIONS`: the fastest
   (smallest II), the cheapest (smallest largest utilisation of the first board type), and the rest
   spread geometrically over the II range of the Pareto set. That bounds the planner's work, and the
@@ -38,9 +39,10 @@ from ..settings import STRATEGIES, LayerSettings
 
 #: Versions a unit keeps when the model's versions together pass :data:`VERSION_BUDGET`.
 MAX_VERSIONS = 10
-#: Every Pareto version of every unit is kept while they number at most this many in all. Measured
-#: (``benchmarks/planner_scaling.py``): on 30 Dense layers (330 versions) keeping all costs no time; on
-#: 50 (575) about 1.5x; on 100 (1,090) 2-3x, where the cap applies.
+#: Every Pareto version of every unit is kept while they number at most this many in all (times the
+#: board types of a mixed cluster). Measured (``benchmarks/planner_scaling.py``): on 30 Dense layers
+#: (330 versions) keeping all costs no time; on 50 (575) about 1.5x; on 100 (1,090) 2-3x, where the
+#: cap applies; the 30-layer chain on a 2-type cluster (660) took 57 s instead of 15 s.
 VERSION_BUDGET = 600
 
 
@@ -107,11 +109,13 @@ def limit_versions(versions: Sequence[list[UnitVersion]], boards: Sequence[Board
     """The versions a planner searches, and the units that lost some (see the module docstring).
 
     ``versions`` are every unit's undominated versions (:func:`unit_versions` without a cap). While
-    they number at most ``budget`` in all they are returned as they are; otherwise every unit with more
+    they number at most ``budget`` in all (times the number of board types: a mixed cluster's solver
+    prices each on every type) they are returned as they are; otherwise every unit with more
     than ``max_versions`` keeps ``max_versions`` of them, and its index is in the second list (the
     plan is then exact over the versions kept only). ``budget`` defaults to :data:`VERSION_BUDGET`.
     """
-    if sum(len(vs) for vs in versions) <= (VERSION_BUDGET if budget is None else budget):
+    # a cluster's solver prices every version on every board type: its work grows with both
+    if sum(len(vs) for vs in versions) * len(boards) <= (VERSION_BUDGET if budget is None else budget):
         return [list(vs) for vs in versions], []
     out, capped = [], []
     for u, vs in enumerate(versions):
