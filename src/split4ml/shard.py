@@ -5,7 +5,9 @@ Pure functions on the Graph IR (no hls4ml). Two kinds:
 **Neuron split** (``kind="neuron"``): shard ``i`` computes output units / filters ``a_i:b_i`` of the
 layer (kernel ``[..., a:b]``, bias ``[a:b]``, same types and fused activation). Every shard reads the
 whole input; the merge is concatenation along the last axis, which is exact. Elementwise activations
-(relu, sigmoid, tanh, linear) stay in each shard (standalone ones are copied, sliced); a softmax
+(relu, sigmoid, tanh, linear) stay in each shard (standalone ones are copied, sliced), and so may the
+channel-wise pooling layers that follow the unit (MaxPooling/AveragePooling act on each channel
+alone: pooling a slice of the channels is that slice of the pooled map); a softmax
 (fused or standalone) and every activation layer after it need the whole vector, so they form the
 split's **tail**, which runs after the concatenation on the consuming board.
 
@@ -46,7 +48,7 @@ import numpy as np
 from .errors import PlanError
 from .estimate import hls_rules
 from .fixed import FixedType
-from .ir import COMPUTE_KINDS, Layer
+from .ir import COMPUTE_KINDS, POOL_KINDS, Layer
 from .settings import LayerPrecision, LayerSettings
 
 SPLIT_KINDS = ("neuron", "input")
@@ -247,12 +249,14 @@ def _check(unit: Sequence[Layer], layer: str, kind: str, k: int,
         what = next(lyr for lyr in unit if lyr.name == layer)
         raise PlanError(f"split: layer {layer!r} ({what.kind}) is not a compute layer; only {', '.join(COMPUTE_KINDS)} "
                         "layers can be split (by neurons or by inputs); split the compute layer that leads its unit")
-    rest = [lyr for lyr in unit[1:] if not lyr.is_attached]
-    if rest:
-        raise PlanError(f"split of layer {layer!r}: its unit may hold only element-wise layers after it, found "
-                        f"{[lyr.name for lyr in rest]}")
     if kind not in SPLIT_KINDS:
         raise PlanError(f"split of layer {layer!r}: kind {kind!r} is not one of {', '.join(SPLIT_KINDS)}")
+    # a neuron split may also carry the channel-wise pooling layers that follow (each on its slice)
+    rest = [lyr for lyr in unit[1:] if not lyr.is_attached and not (kind == "neuron" and lyr.kind in POOL_KINDS)]
+    if rest:
+        also = " and, for a neuron split, the pooling layers that follow it" if kind == "neuron" else ""
+        raise PlanError(f"split of layer {layer!r}: its unit may hold only element-wise layers after it{also}, "
+                        f"found {[lyr.name for lyr in rest]}")
     if target.params.get("special_types"):
         raise PlanError(f"split of layer {layer!r}: hls4ml computes it with a binary (XNOR) or power-of-two type, "
                         "which split4ml cannot rebuild for a shard; keep the layer whole (a bigger board, or a larger "
@@ -283,12 +287,17 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
     bias = target.weights.get("bias")
     fused = target.activation or "linear"
     fused_tail = fused not in ELEMENTWISE_ACTIVATIONS
-    # standalone activations: elementwise ones before the first non-elementwise one stay in the shards
+    # layers after the compute layer: elementwise activations and channel-wise pooling before the first
+    # other one stay in the shards (each on its slice of the channels); the rest is the tail
     acts = list(unit[1:])
     cut = next((j for j, a in enumerate(acts)
-                if a.kind != "Activation" or (a.activation or "linear") not in ELEMENTWISE_ACTIVATIONS), len(acts))
+                if a.kind not in POOL_KINDS
+                and (a.kind != "Activation" or (a.activation or "linear") not in ELEMENTWISE_ACTIVATIONS)), len(acts))
     if fused_tail:
         cut = 0
+    if any(a.kind in POOL_KINDS for a in acts[cut:]):
+        raise PlanError(f"split of layer {target.name!r}: a pooling layer after a softmax or another layer that "
+                        "needs the whole output cannot run on the shards; split without it")
     shard_acts, tail_acts = acts[:cut], acts[cut:]
     count = "units" if target.kind == "Dense" else "filters"
     shards: list[ShardPiece] = []
@@ -407,7 +416,8 @@ def shard_unit(unit: Sequence[Layer], layer: str, kind: str, k: int, settings: M
                tail_settings: Mapping[str, LayerSettings] | None = None,
                io_type: str | None = None) -> ShardedUnit:
     """Split ``unit`` (a compute layer and its standalone activation layers, as from
-    :meth:`Graph.units`) ``k`` ways by ``kind``.
+    :meth:`Graph.units`; for a neuron split, optionally followed by channel-wise pooling layers and
+    their activations, which then run on every shard) ``k`` ways by ``kind``.
 
     Args:
         unit: the unit's layers; ``unit[0]`` must be the compute layer called ``layer``.

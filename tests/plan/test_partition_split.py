@@ -59,7 +59,8 @@ def _sequences(n: int, options: Sequence[Sequence[SplitOption]]) -> list[list[St
             rec(j2, None, [*acc, ("plain", j, j2, pending)])
         if pending is None and j < n:
             for o, opt in enumerate(options[j]):
-                rec(j + 1, o if opt.tail is not None else None, [*acc, ("group", j, o)])
+                if j + opt.span <= n:  # a group covers its unit and, with span > 1, the units after it
+                    rec(j + opt.span, o if opt.tail is not None else None, [*acc, ("group", j, o)])
 
     rec(0, None, [])
     return out
@@ -137,15 +138,23 @@ def _as_steps(p: Partition) -> list[Step]:
     seq: list[Step] = []
     for s, (i, j) in enumerate(p.ranges):
         if p.splits[s] is not None:
-            assert j == i + 1
+            assert j == i + p_options(p, i, s).span
             seq.append(("group", i, p.splits[s]))
         else:
             seq.append(("plain", i, j, p.splits[s - 1] if p.tails[s] else None))
     return seq
 
 
+_OPTIONS: list = []  # the options of the instance being checked (for _as_steps)
+
+
+def p_options(p: Partition, i: int, s: int) -> SplitOption:
+    return _OPTIONS[i][p.splits[s]]
+
+
 def _check(p: Partition, inst: Inst, objective: str, rows: dict, max_boards: int | None,
            n_stages: int | None) -> None:
+    _OPTIONS[:] = inst.options
     seq = _as_steps(p)
     key = tuple(seq)
     assert key in rows, f"chosen steps {seq} are not a feasible sequence"
@@ -179,7 +188,7 @@ def _cost(rng: np.random.Generator, board: Board, cap: float, shell: Cost, scale
     return Cost(**fields, latency_cycles=ii + float(rng.integers(0, 600)), ii_cycles=ii)
 
 
-def _random_inst(rng: np.random.Generator, n_max: int = 5) -> Inst:
+def _random_inst(rng: np.random.Generator, n_max: int = 5, spans: bool = False) -> Inst:
     board = replace(TINY, link=Link(bandwidth_mbps=float(rng.choice([8.0, 80.0, 800.0])),
                                     latency_us=float(rng.choice([0.0, 3.0, 60.0]))))
     shell = _shell(board)
@@ -200,7 +209,10 @@ def _random_inst(rng: np.random.Generator, n_max: int = 5) -> Inst:
                 tail = None
                 if kind == "input" or rng.random() < 0.4:
                     tail = _cost(rng, board, cap, shell, float(rng.choice([0.05, 0.3, 0.9])))
-                opts.append(SplitOption(kind=kind, shard_costs=shards, shard_bytes_out=out, tail=tail))
+                span = 1
+                if spans and kind == "neuron" and tail is None and rng.random() < 0.6:
+                    span = int(rng.integers(2, 4))  # also runs the (pooling) units after it
+                opts.append(SplitOption(kind=kind, shard_costs=shards, shard_bytes_out=out, tail=tail, span=span))
         options.append(opts)
     bytes_out = [float(rng.choice([4, 40, 400, 4000])) for _ in range(n)]
     return Inst(units, float(rng.integers(1, 2000)), bytes_out, cap, board, shell, options)
@@ -246,6 +258,32 @@ def test_matches_brute_force(seed: int) -> None:
                 _check(res, inst, objective, rows, max_boards, n_stages)
                 checked += 1
     assert checked > 0
+
+
+def test_groups_spanning_the_pooling_after_them_match_brute_force() -> None:
+    """Neuron options of span 2 or 3 (a split that also runs the channel-wise units after it on its shards)
+    next to ordinary ones: the solver's optimum equals enumeration under every objective and limit."""
+    rng = np.random.default_rng(900)
+    checked = spanned = 0
+    for _ in range(96):
+        inst = _random_inst(rng, spans=True)
+        if not any(o.span > 1 for opts in inst.options for o in opts):
+            continue
+        rows = _brute_rows(inst)
+        max_b = max([r[2] for r in rows.values()], default=1)
+        for objective in OBJECTIVES:
+            for max_boards in (None, *range(1, max_b + 1)):
+                allowed = [r for r in rows.values() if max_boards is None or r[2] <= max_boards]
+                if not allowed:
+                    with pytest.raises(InfeasibleError):
+                        _solve(inst, objective=objective, max_boards=max_boards)
+                    continue
+                res = _solve(inst, objective=objective, max_boards=max_boards)
+                _check(res, inst, objective, rows, max_boards, None)
+                checked += 1
+                spanned += any(g is not None and inst.options[i][g].span > 1
+                               for (i, _), g in zip(res.ranges, res.splits, strict=True))
+    assert checked > 0 and spanned > 0  # some optimum uses a spanning group
 
 
 def test_latency_ties_and_fanout_trades() -> None:

@@ -322,7 +322,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     splits = list(splits) if splits is not None else [None] * len(stage_layers)
     shard_settings = list(shard_settings) if shard_settings is not None else [{} for _ in stage_layers]
     tail_settings = dict(tail_settings or {})
-    units = {tuple(lyr.name for lyr in u) for u in graph.units()}
+    units = graph.units()
     stages: list[StagePlan] = []
     in_wire = Wire(build.input_precision, graph.input.output_shape)
     pending: Any = None  # the ShardedUnit of the split stage just before
@@ -350,9 +350,10 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
             continue
         from ..shard import shard_unit
 
-        if tuple(names) not in units or names[0] != sp.layer:
+        if not _split_stage_units(units, tuple(names), sp):
             raise PlanError(f"{where[i]}.split: a split stage holds exactly one unit starting with the split layer "
-                            f"{sp.layer!r} (a compute layer and its activation layers), got {list(names)}")
+                            f"{sp.layer!r} (a compute layer and its activation layers; for a neuron split, optionally "
+                            f"the pooling layers after it, with their activations), got {list(names)}")
         if pending is not None and pending.tail:
             # the previous split's tail needs a board of its own before this split
             plain_stage((), b, f"{where[i]} (merge of {pending.layer!r})")
@@ -386,6 +387,22 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
                 metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
                 base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)
+
+
+def _split_stage_units(units: Sequence[Sequence[Layer]], names: tuple[str, ...], sp: SplitSpec) -> bool:
+    """Whether ``names`` are the layers of the unit that starts with split layer ``sp.layer``, or (neuron
+    split) of that unit and some of the pooling units right after it (:func:`_pooling_after`)."""
+    u = next((k for k, unit in enumerate(units) if unit[0].name == sp.layer), None)
+    if u is None or not names or names[0] != sp.layer:
+        return False
+    covered = [lyr.name for lyr in units[u]]
+    if tuple(covered) == names:
+        return True
+    for unit in _pooling_after(units, u) if sp.kind == "neuron" else ():
+        covered += [lyr.name for lyr in unit]
+        if tuple(covered) == names:
+            return True
+    return False
 
 
 def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
@@ -645,7 +662,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     def offer(u: int, max_parts: int | None = None) -> list[Any]:
         return _unit_splits(units[u], settings, board, cap, est, build.io_type, required=policy[u] == "required",
                             max_boards=max_boards, n_units=len(units), reuse_factor=reuse_factor, strategy=strategy,
-                            overrides=overrides, max_parts=max_parts)
+                            overrides=overrides, max_parts=max_parts, following=_pooling_after(units, u))
 
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
@@ -856,11 +873,13 @@ def _split_policy(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], 
 def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], board: Board, cap: float,
                  est: Estimator, io_type: str, *, required: bool, max_boards: int | None, n_units: int,
                  reuse_factor: int | None, strategy: str | None, overrides: Mapping[str, Mapping[str, Any]],
-                 max_parts: int | None = None) -> list[Any]:
+                 max_parts: int | None = None, following: Sequence[Sequence[Layer]] = ()) -> list[Any]:
     """The feasible splits of ``unit`` (:func:`~split4ml.plan.split_options.split_options`), ``k`` up
     to :data:`~split4ml.plan.split_options.MAX_PARTS`, the split axis, the board limit and
     ``max_parts``. A reuse factor the user fixed is a floor for the shards, and a strategy the user
-    fixed is kept.
+    fixed is kept. ``following``: the channel-wise pooling units after ``unit``
+    (:func:`_pooling_after`); the neuron splits that also run the first ``m`` of them on every shard are
+    offered too, with ``span`` ``m + 1`` (the partitioner weighs both).
 
     Raises:
         InfeasibleError: ``required`` and no split fits; the message names the layer.
@@ -877,6 +896,12 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
     opts, problems = (split_options(unit, settings, board, cap, est, io_type, max_parts=budget,
                                     strategy=user.get("strategy", strategy), min_reuse_factor=int(user_rf or 1))
                       if budget >= 2 else ([], [f"--boards {max_boards} leaves no room for a split"]))
+    spanned: list[Any] = []
+    for m in range(1, len(following) + 1 if budget >= 2 else 0):
+        ext = [*unit, *(lyr for u in following[:m] for lyr in u)]
+        more, _ = split_options(ext, settings, board, cap, est, io_type, max_parts=budget, kinds=("neuron",),
+                                strategy=user.get("strategy", strategy), min_reuse_factor=int(user_rf or 1))
+        spanned += [replace(o, span=m + 1) for o in more if o.tail is None]
     if required and not opts:
         alone = est.segment_cost(unit, settings, io_type, board)
         over = ", ".join(f"{r.upper()} {getattr(alone, r):,.0f} ({v:.0%} of the allowed)"
@@ -894,7 +919,23 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
             ("; or --io-type io_stream: a convolution then streams its feature map a pixel at a time instead of "
              "holding it whole in registers" if io_type == "io_parallel" and layer.kind in ("Conv1D", "Conv2D")
              else "") + ".")
-    return opts
+    return opts + spanned
+
+
+def _pooling_after(units: Sequence[Sequence[Layer]], u: int) -> list[Sequence[Layer]]:
+    """The units right after unit ``u`` that a neuron split of it may run on its shards: each a pooling
+    layer (channel-wise) and its element-wise activation layers, up to the first other unit."""
+    from ..ir import POOL_KINDS
+    from ..shard import ELEMENTWISE_ACTIVATIONS
+
+    out = []
+    for unit in units[u + 1:]:
+        if unit[0].kind not in POOL_KINDS or any(
+                lyr.kind != "Activation" or (lyr.activation or "linear") not in ELEMENTWISE_ACTIVATIONS
+                for lyr in unit[1:]):
+            break
+        out.append(unit)
+    return out
 
 
 def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]], policy: Sequence[str],
@@ -950,8 +991,8 @@ def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence
     for s, (a, b) in enumerate(ranges):
         g = part.splits[s]
         if g is not None:
-            choice = options[a][g].label
-            stage_layers.append(tuple(lyr.name for lyr in units[a]))
+            choice = options[a][g].label  # a group covers units [a, b): its own, and pooling it runs on the shards
+            stage_layers.append(tuple(lyr.name for u in units[a:b] for lyr in u))
             splits.append(choice.spec)
             shard_sets.append(dict(choice.shard_settings))
             tail_sets.update(choice.tail_settings)
@@ -1135,7 +1176,7 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
             merged.update(st.settings)
         return linear_pipeline(dag_stages(graph, [st.layers for st in stages], [st.board for st in stages], merged,
                                           build))
-    unit_names = {tuple(lyr.name for lyr in u) for u in graph.units()}
+    graph_units = graph.units()
     merges = {st.merge: st for st in stages if st.merge is not None}
     nodes: list[Node] = []
     steps: list[tuple[str, ...]] = []
@@ -1161,9 +1202,10 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
             if tail:
                 raise PlanError(f"{where}: a split stage cannot also run the tail of the split of {merge!r}; put a "
                                 "merge stage between them")
-            if tuple(st.layers) not in unit_names:
+            if not _split_stage_units(graph_units, tuple(st.layers), split):
                 raise PlanError(f"{where}.layers: a split stage holds exactly one unit (a compute layer and its "
-                                f"activation layers), got {list(st.layers)}")
+                                "activation layers; for a neuron split, optionally the pooling layers after it), got "
+                                f"{list(st.layers)}")
             unit = [graph.layer(n) for n in st.layers]
             shards = tuple(getattr(st, "shards", ()) or ())
             if shards and len(shards) != split.parts:

@@ -99,6 +99,9 @@ class SplitOption:
             stage when the unit is the last. ``None`` when the join is a plain concatenation, which
             the next stage (or the sink) does for free.
         label: anything the caller wants back with the chosen option (not used by the solver).
+        span: units the group covers, from its own on: 1, or more for a neuron split whose shards also
+            run the channel-wise units that follow (pooling): their outputs are then the pooled slices.
+            A group of span > 1 has no tail.
     """
 
     kind: str
@@ -109,6 +112,7 @@ class SplitOption:
     #: values per sample each shard reads and writes (its AXI wrapper's reads and writes); empty: none
     shard_values_in: tuple[float, ...] = ()
     shard_values_out: tuple[float, ...] = ()
+    span: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shard_costs", tuple(self.shard_costs))
@@ -124,6 +128,8 @@ class SplitOption:
             raise ValueError("a split option needs k >= 2 shard costs and as many shard output sizes")
         if any(b < 0 for b in self.shard_bytes_out):
             raise ValueError("shard_bytes_out must be non-negative")
+        if self.span < 1 or (self.span > 1 and (self.kind != "neuron" or self.tail is not None)):
+            raise ValueError("a split option spans 1 unit, or more as a neuron split without a tail")
 
     @property
     def k(self) -> int:

@@ -6,7 +6,8 @@
 * a **plain stage**: one board running, in order, the tail of the split group just before it (if
   that group has one), then units ``[i, j)``; it may hold the tail alone (a *merge stage*);
 * a **split group**: one unit ``u`` run as the ``k`` shards of one of its options, ``k`` boards in
-  parallel.
+  parallel; a neuron option of ``span`` s > 1 also runs units ``u+1 .. u+s-1`` (channel-wise pooling)
+  on every shard, so the group covers units ``[u, u+s)`` and sends the pooled slices.
 
 Rules (design of issue 3): a group's tail (merge node, softmax) runs at the start of the next step,
 which must then be a plain stage; a group without a tail may be followed by anything (the next
@@ -154,6 +155,12 @@ class _Dag:
                     break
                 tail_in[j].append((t, i, o, float(c.ii_cycles), float(c.latency_cycles)))
 
+        # ---- groups by the end of the units they cover: (unit, option) of every usable tail-less option
+        ending: list[list[tuple[int, int]]] = [[] for _ in range(n + 1)]
+        for u, opts in enumerate(options):
+            for g, opt in enumerate(opts):
+                if opt.tail is None and self.feasible[u][g] and u + opt.span <= n:
+                    ending[u + opt.span].append((u, g))
         # ---- incoming edges of every state
         z_of = np.array([self.index[(_Z, j, -1)] for j in range(n + 1)])
         self.inc: list[_In | None] = [None] * len(self.states)
@@ -174,14 +181,14 @@ class _Dag:
                     iv, lat = price.stage(st, j, ii, lt, copies=f, read=self.tail_read(options[st - 1][to]))
                     parts.append((np.array([src]), np.array([st]), np.array([-1]), np.array([float(iv)]),
                                   np.array([float(lat)]), np.array([1])))
-                groups = [g for g, opt in enumerate(options[j - 1]) if opt.tail is None and self.feasible[j - 1][g]]
+                groups = ending[j]
             else:
-                groups = [o]
-            for g in groups:
-                opt = options[j - 1][g]
-                src_key = (_N, j - 1, g) if opt.kind == "neuron" else (_Z, j - 1, -1)
-                iv, lat = self.group_times(opt, f, j - 1)
-                parts.append((np.array([self.index[src_key]]), np.array([j - 1]), np.array([g]), np.array([iv]),
+                groups = [(j - 1, o)]
+            for u, g in groups:
+                opt = options[u][g]
+                src_key = (_N, u, g) if opt.kind == "neuron" else (_Z, u, -1)
+                iv, lat = self.group_times(opt, f, u)
+                parts.append((np.array([self.index[src_key]]), np.array([u]), np.array([g]), np.array([iv]),
                               np.array([lat]), np.array([opt.k])))
             if parts:
                 e = _In(*(np.concatenate([p[k] for p in parts]) for k in range(6)))
@@ -395,7 +402,7 @@ class _Dag:
 
     # ------------------------------------------------------------------ checks
     def unplaceable(self) -> list[int]:
-        """Units that fit no board: not alone, not after any tail, and under no option."""
+        """Units that fit no board: not alone, not after any tail, under no option, and inside no group."""
         bad = []
         tail_rows = {(j, o) for (kind, j, o) in self.states if kind == _T}
         for u in range(self.n):
@@ -405,6 +412,9 @@ class _Dag:
                    for (j, o) in tail_rows if j == u):
                 continue
             if any(self.feasible[u]):
+                continue
+            if any(self.feasible[v][g] and v + o.span > u  # inside a group that spans it
+                   for v in range(u) for g, o in enumerate(self.options[v])):
                 continue
             bad.append(u)
         return bad
