@@ -1,0 +1,105 @@
+"""Channel-wise pooling that follows a neuron split runs on the shards (issue #14).
+
+Max and average pooling act on every channel alone, so pooling a slice of a split layer's filters is that
+slice of the pooled map. The shards then send pooled slices, and the board after them no longer receives
+every shard's whole unpooled map.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from split4ml.errors import PlanError
+
+keras = pytest.importorskip("keras")
+
+
+def _conv1d_model(path):
+    x = keras.Input((32, 4), name="x")
+    h = keras.layers.Conv1D(16, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling1D(2, name="p1")(h)
+    h = keras.layers.Conv1D(12, 3, name="c2")(h)
+    h = keras.layers.Activation("relu", name="r2")(h)
+    h = keras.layers.AveragePooling1D(2, name="p2")(h)
+    h = keras.layers.Dense(5, name="d")(keras.layers.Flatten(name="f")(h))
+    keras.Model(x, h, name="pooled").save(path)
+
+
+def test_shards_carry_the_pooling_on_their_slice(tmp_path):
+    from split4ml.boards import get_board
+    from split4ml.estimate.analytic import AnalyticEstimator
+    from split4ml.frontends import load_model
+    from split4ml.plan.reuse import choose_settings
+    from split4ml.settings import BuildSettings
+    from split4ml.shard import shard_unit
+
+    _conv1d_model(tmp_path / "m.keras")
+    g = load_model(tmp_path / "m.keras")
+
+    settings = choose_settings(g, get_board("pynq-z2"), 0.85, AnalyticEstimator(), BuildSettings())
+    unit = [g.layer(n) for n in ("c2", "r2", "p2")]
+    su = shard_unit(unit, "c2", "neuron", 3, settings)
+    assert [[lyr.name for lyr in s.layers] for s in su.shards] == [
+        [f"c2__n{i}", f"r2__n{i}", f"p2__n{i}"] for i in range(3)]
+    assert [s.out_shape for s in su.shards] == [(6, 4)] * 3 and su.concat_shape == g.layer("p2").output_shape
+    assert su.tail == ()
+    with pytest.raises(PlanError, match="only element-wise layers after it"):
+        shard_unit(unit, "c2", "input", 3, settings)
+
+
+def test_the_planner_puts_the_pooling_on_the_shards(tmp_path):
+    """The issue's conv model with a pooling layer after its 384-filter convolution: the convolution is split
+    by filters, and its pooling runs on the shards, which send 4x fewer bytes."""
+    from split4ml.boards import get_board
+    from split4ml.frontends import load_model
+    from split4ml.plan.api import make_plan
+    from split4ml.settings import BuildSettings
+
+    x = keras.Input((12, 12, 3), name="x")
+    h = keras.layers.Conv2D(128, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling2D(2, name="p1")(h)
+    h = keras.layers.Conv2D(384, 3, activation="relu", name="c2")(h)
+    h = keras.layers.MaxPooling2D(2, name="p2")(h)
+    h = keras.layers.Dense(4, name="d2")(keras.layers.Dense(32, activation="relu", name="d1")(
+        keras.layers.Flatten(name="f")(h)))
+    keras.Model(x, h, name="convpool").save(tmp_path / "m.keras")
+    g = load_model(tmp_path / "m.keras")
+    plan = make_plan(g, model=tmp_path / "m.keras", board=get_board("pynq-z2"),
+                     build=BuildSettings(io_type="io_stream"))
+    split = next(st for st in plan.stages if st.split is not None and st.split.layer == "c2")
+    assert split.layers == ("c2", "p2") and split.split.kind == "neuron"
+    assert split.output.shape == g.layer("p2").output_shape  # the pooled map travels, not the 3x3x384 one
+    assert all(sh.layers[-1].startswith("p2__n") for sh in split.shards)
+    after = plan.stages[split.index + 1]
+    assert "p2" not in after.layers and after.input.shape == (1, 1, 384)
+
+
+@pytest.mark.slow
+def test_a_hand_written_plan_with_pooled_shards_is_bit_exact(monkeypatch, capsys, tmp_path):
+    """Two neuron splits, one carrying a MaxPooling1D and one a ReLU and an AveragePooling1D, in a plan file:
+    the chained C-simulations equal hls4ml's conversion of the whole model bit for bit, and so does the
+    emulated cluster (8 hls4ml compiles)."""
+    from cli_helpers import run_cli
+
+    _conv1d_model(tmp_path / "m.keras")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("split4ml_plan: 1\nmodel: m.keras\nboard: pynq-z2\nstages:\n"
+                    "  - layers: [c1, p1]\n    split: {layer: c1, kind: neuron, parts: 2}\n"
+                    "  - layers: [c2, r2, p2]\n    split: {layer: c2, kind: neuron, parts: 3}\n"
+                    "  - layers: [f, d]\n")
+    rc, out, err = run_cli(monkeypatch, capsys, "check", str(plan), "--json")
+    assert rc == 0, err
+    c = json.loads(out)
+    assert c["n_boards"] == 6 and c["stages"][0]["output"]["shape"] == [15, 16]
+    rc, out, _ = run_cli(monkeypatch, capsys, "verify", str(plan), "-n", "50", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["samples"] == 50 and v["n_boards"] == 6
+    rc, out, _ = run_cli(monkeypatch, capsys, "run", str(plan), "--emulate", "-n", "24", "--json")
+    r = json.loads(out)
+    assert rc == 0 and r["bit_exact"] and r["completed"] and r["delivered"] == 24
+    # a pooling layer cannot follow an input split on its shards: the file is refused, naming the field
+    plan.write_text(plan.read_text().replace("{layer: c1, kind: neuron, parts: 2}", "{layer: c1, kind: input, parts: 2}"))
+    rc, _, err = run_cli(monkeypatch, capsys, "check", str(plan))
+    assert rc == 2 and "stages[0]" in err and "Traceback" not in err
