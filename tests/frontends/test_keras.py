@@ -77,6 +77,23 @@ def test_several_inputs_are_refused() -> None:
         graph_from_keras(model)
 
 
+@pytest.mark.parametrize("name", ['fc"; system("id"); int z', "fc\nrm", "fc $(id)"])
+def test_a_layer_name_that_could_read_as_code_is_refused(monkeypatch, capsys, tmp_path: Path, name: str) -> None:
+    """Layer names go into every board's hls4ml project (C++, Tcl) and the plan file: one holding anything but
+    letters, digits, '.', '_' and '-' is refused when the model is read, naming it (issue #15)."""
+    from cli_helpers import run_cli
+
+    inp = keras.Input((6,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(2, name=name)(inp), name="m")
+    with pytest.raises(UnsupportedLayerError, match="its name holds characters other than letters") as info:
+        graph_from_keras(model)
+    assert repr(name) in str(info.value) and "rename the layer" in str(info.value)
+    model.save(tmp_path / "m.keras")
+    rc, _, err = run_cli(monkeypatch, capsys, "plan", str(tmp_path / "m.keras"), "-o", str(tmp_path / "p.yaml"))
+    assert rc == 2 and "rename the layer" in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "p.yaml").exists()
+
+
 @pytest.fixture(scope="module")
 def cnn() -> keras.Model:
     return small_cnn(seed=3)

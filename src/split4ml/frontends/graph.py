@@ -294,6 +294,25 @@ def read_config(source: ModelSource, default_precision: FixedType = DEFAULT_PREC
                       "BramFactor": 1_000_000_000, "TraceOutput": False}}
 
 
+def check_layer_names(graph: Graph) -> None:
+    """Refuse a layer whose name holds anything but letters, digits, ``.``, ``_`` and ``-``
+    (:data:`split4ml.boards.SAFE_NAME`): layer names are written into every board's hls4ml project (C++
+    identifiers and type names, Tcl) and into plan files, so a name must never read as code. Every layer
+    name of hls4ml's public example models passes.
+
+    Raises:
+        UnsupportedLayerError: naming the layer and how to fix it.
+    """
+    from ..boards import SAFE_NAME
+
+    for lyr in graph.layers:
+        if not SAFE_NAME.fullmatch(lyr.name):
+            raise UnsupportedLayerError(
+                f"layer {lyr.name!r} of model {graph.name!r}: its name holds characters other than letters, digits, "
+                "'.', '_' and '-', and it is written into each board's hls4ml project (C++ and Tcl); rename the "
+                "layer in the model (Keras: name=..., PyTorch: the module's attribute name) and export it again")
+
+
 def graph_from_source(source: ModelSource, default_precision: FixedType = DEFAULT_PRECISION) -> Graph:
     """The Graph of a model read by hls4ml (see the module docstring); ``graph.source`` is ``source``.
 
@@ -309,6 +328,7 @@ def graph_from_source(source: ModelSource, default_precision: FixedType = DEFAUL
     except BuildError as exc:
         raise UnsupportedLayerError(str(exc)) from exc
     graph = graph_from_model_graph(model, source.name, source.quantized)
+    check_layer_names(graph)
     source.info["hls_nodes"] = frozenset(model.graph)
     object.__setattr__(graph, "source", source)
     return graph
