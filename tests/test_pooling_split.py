@@ -81,7 +81,7 @@ def test_a_hand_written_plan_with_pooled_shards_is_bit_exact(monkeypatch, capsys
     """Two neuron splits, one carrying a MaxPooling1D and one a ReLU and an AveragePooling1D, in a plan file:
     the chained C-simulations equal hls4ml's conversion of the whole model bit for bit, and so does the
     emulated cluster (8 hls4ml compiles)."""
-    from cli_helpers import run_cli
+    from cli_helpers import run_cli, verify_and_run
 
     _conv1d_model(tmp_path / "m.keras")
     plan = tmp_path / "plan.yaml"
@@ -93,12 +93,7 @@ def test_a_hand_written_plan_with_pooled_shards_is_bit_exact(monkeypatch, capsys
     assert rc == 0, err
     c = json.loads(out)
     assert c["n_boards"] == 6 and c["stages"][0]["output"]["shape"] == [15, 16]
-    rc, out, _ = run_cli(monkeypatch, capsys, "verify", str(plan), "-n", "50", "--json")
-    v = json.loads(out)
-    assert rc == 0 and v["bit_exact"] and v["samples"] == 50 and v["n_boards"] == 6
-    rc, out, _ = run_cli(monkeypatch, capsys, "run", str(plan), "--emulate", "-n", "24", "--json")
-    r = json.loads(out)
-    assert rc == 0 and r["bit_exact"] and r["completed"] and r["delivered"] == 24
+    verify_and_run(monkeypatch, capsys, plan, n_boards=6, verify_samples=50)
     # a pooling layer cannot follow an input split on its shards: the file is refused, naming the field
     plan.write_text(plan.read_text().replace("{layer: c1, kind: neuron, parts: 2}", "{layer: c1, kind: input, parts: 2}"))
     rc, _, err = run_cli(monkeypatch, capsys, "check", str(plan))

@@ -350,8 +350,9 @@ def plan(model: Path, board: BoardOpt = "pynq-z2",
          reuse_factor: RfOpt = None, strategy: StrategyOpt = None, config: ConfigOpt = None,
          precision: PrecisionOpt = None,
          io_type: Annotated[str | None, typer.Option(
-             "--io-type", help="io_parallel or io_stream. Default: io_parallel; for a model with convolutions "
-                               "(and no IOType in --config) both are planned and the better kept.")] = None,
+             "--io-type", help="io_parallel or io_stream. Default: io_parallel, or io_stream for a model with "
+                               "convolutions that no number of boards holds with io_parallel (and no IOType in "
+                               "--config).")] = None,
          cap: CapOpt = 0.85, board_file: BoardFileOpt = None,
          output: Annotated[Path, typer.Option("-o", "--output", help="Plan file to write.")] = Path("plan.yaml"),
          json_out: JsonOpt = False, quiet: QuietOpt = False, estimator: EstimatorOpt = "analytic",

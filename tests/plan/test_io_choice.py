@@ -1,12 +1,14 @@
-"""The io type chosen per plan (``make_plan(choose_io_type=True)``, ``split4ml plan`` without ``--io-type``)."""
+"""The io type chosen per plan (``make_plan(choose_io_type=True)``, ``split4ml plan`` without ``--io-type``):
+io_parallel, hls4ml's default, unless no number of boards holds a model with convolutions that way."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from split4ml.boards import get_board
 from split4ml.plan.api import make_plan
-from split4ml.plan.design import better, objective_key
 from split4ml.settings import BuildSettings
 
 keras = pytest.importorskip("keras")
@@ -14,67 +16,57 @@ keras = pytest.importorskip("keras")
 PYNQ = get_board("pynq-z2")
 
 
-def _conv_chain():
+def _conv(hw: int, name: str = "conv"):
+    """Conv2D 8 3x3 on an hw x hw x 2 input, MaxPooling 4, Dense 3: with hw = 24 the convolution's
+    22x22x8 map fits a PYNQ-Z2 only in io_stream."""
+    x = keras.Input((hw, hw, 2), name="x")
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling2D(4, name="p1")(h)
+    h = keras.layers.Dense(3, name="d")(keras.layers.Flatten(name="f")(h))
+    return keras.Model(x, h, name=name)
+
+
+def test_io_parallel_is_kept_where_it_fits_and_io_stream_taken_where_it_does_not():
     from split4ml.frontends.keras import graph_from_keras
 
-    x = keras.Input((32, 4), name="x")
-    h = keras.layers.Conv1D(16, 3, activation="relu", name="c1")(x)
-    h = keras.layers.MaxPooling1D(2, name="p1")(h)
-    h = keras.layers.Conv1D(16, 3, activation="relu", name="c2")(h)
-    h = keras.layers.Dense(5, name="d")(keras.layers.Flatten(name="f")(h))
-    return graph_from_keras(keras.Model(x, h, name="conv1d"))
+    small = graph_from_keras(_conv(16))
+    kept = make_plan(small, model="s.keras", board=PYNQ, choose_io_type=True)
+    given = make_plan(small, model="s.keras", board=PYNQ, build=BuildSettings(io_type="io_parallel"))
+    assert kept.build.io_type == "io_parallel" and kept.io_type_chosen is None
+    assert kept.n_boards == given.n_boards and kept.metrics.bottleneck_us == pytest.approx(given.metrics.bottleneck_us)
+    big = graph_from_keras(_conv(24))
+    chosen = make_plan(big, model="b.keras", board=PYNQ, choose_io_type=True)
+    assert chosen.build.io_type == "io_stream"
+    assert chosen.io_type_chosen.startswith("io_stream: with io_parallel the model fits no number of boards")
+    assert "'c1'" in chosen.io_type_chosen
+    assert chosen.to_json()["io_type"] == "io_stream" and chosen.to_json()["io_type_chosen"] == chosen.io_type_chosen
+    # an io type in --config is the user's: nothing is chosen
+    from split4ml.errors import InfeasibleError
+
+    with pytest.raises(InfeasibleError, match="io_stream"):
+        make_plan(big, model="b.keras", board=PYNQ, choose_io_type=True, hls_config={"IOType": "io_parallel"})
 
 
-@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
-def test_a_conv_chain_keeps_the_better_io_type(objective: str):
-    g = _conv_chain()
-    kw = dict(model="c.keras", board=PYNQ, objective=objective, max_boards=4)
-    auto = make_plan(g, choose_io_type=True, **kw)
-    par = make_plan(g, build=BuildSettings(io_type="io_parallel"), **kw)
-    stream = make_plan(g, build=BuildSettings(io_type="io_stream"), **kw)
-    assert auto.io_type_chosen is not None and auto.io_type_chosen.startswith(auto.build.io_type + ":")
-    key = {p.build.io_type: objective_key(p.metrics, p.n_boards, objective) for p in (par, stream)}
-    want = "io_stream" if better(key["io_stream"], key["io_parallel"]) else "io_parallel"
-    assert auto.build.io_type == want
-    assert objective_key(auto.metrics, auto.n_boards, objective) == pytest.approx(key[want])
-    assert auto.to_json()["io_type"] == want and auto.to_json()["io_type_chosen"] == auto.io_type_chosen
-
-
-def test_dense_models_and_a_given_io_type_are_not_chosen_for():
+def test_dense_models_are_planned_once_as_given():
     from split4ml.frontends.keras import graph_from_keras
     from split4ml.models import mnist_fcnn
 
     dense = make_plan(graph_from_keras(mnist_fcnn(seed=1)), model="m.keras", board=PYNQ, choose_io_type=True)
     assert dense.io_type_chosen is None and dense.build.io_type == "io_parallel"
-    g = _conv_chain()
-    given = make_plan(g, model="c.keras", board=PYNQ, choose_io_type=True, hls_config={"IOType": "io_parallel"})
-    assert given.io_type_chosen is None and given.build.io_type == "io_parallel"
 
 
 @pytest.mark.slow
 def test_a_chosen_io_stream_plan_verifies_and_runs_bit_exact(monkeypatch, capsys, tmp_path):
-    """The io_stream plan the planner chose for a convolutional chain (2 boards): hls4ml's io_stream C-simulation
-    of each board, chained, equals hls4ml's io_stream conversion of the whole file bit for bit, and the
-    emulated cluster streams it bit-exact too (3 hls4ml compiles)."""
-    import json
+    """The io_stream plan the planner chose for a convolution too big for io_parallel (2 boards): hls4ml's
+    io_stream C-simulation of each board, chained, equals hls4ml's io_stream conversion of the whole file
+    bit for bit, and the emulated cluster streams it bit-exact too (3 hls4ml compiles)."""
+    from cli_helpers import run_cli, verify_and_run
 
-    from cli_helpers import run_cli
-
-    x = keras.Input((32, 4), name="x")
-    h = keras.layers.Conv1D(16, 3, activation="relu", name="c1")(x)
-    h = keras.layers.MaxPooling1D(2, name="p1")(h)
-    h = keras.layers.Conv1D(16, 3, activation="relu", name="c2")(h)
-    h = keras.layers.Dense(5, name="d")(keras.layers.Flatten(name="f")(h))
-    keras.Model(x, h, name="conv1d").save(tmp_path / "conv1d.keras")
+    _conv(24).save(tmp_path / "conv.keras")
     plan = tmp_path / "plan.yaml"
-    rc, out, err = run_cli(monkeypatch, capsys, "plan", str(tmp_path / "conv1d.keras"), "--stages", "2", "-o", str(plan),
+    rc, out, err = run_cli(monkeypatch, capsys, "plan", str(tmp_path / "conv.keras"), "--stages", "2", "-o", str(plan),
                            "--json")
     assert rc == 0, err
     p = json.loads(out)
-    assert p["io_type"] == "io_stream" and p["io_type_chosen"].startswith("io_stream: better for throughput")
-    rc, out, _ = run_cli(monkeypatch, capsys, "verify", str(plan), "-n", "40", "--json")
-    v = json.loads(out)
-    assert rc == 0 and v["bit_exact"] and v["samples"] == 40 and v["n_boards"] == 2
-    rc, out, _ = run_cli(monkeypatch, capsys, "run", str(plan), "--emulate", "-n", "24", "--json")
-    r = json.loads(out)
-    assert rc == 0 and r["bit_exact"] and r["completed"] and r["delivered"] == 24
+    assert p["io_type"] == "io_stream" and p["io_type_chosen"].startswith("io_stream: with io_parallel")
+    verify_and_run(monkeypatch, capsys, plan, n_boards=2, verify_samples=40)

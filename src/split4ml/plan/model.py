@@ -547,8 +547,8 @@ class Plan:
     optimality: Optimality | None = None
     #: samples per frame the figures are for (the runtime's ``--batch``)
     batch: int = DEFAULT_BATCH
-    #: when the planner chose the io type (``split4ml plan`` without ``--io-type``, a model with
-    #: convolutions): which, and why (``None``: the io type was given)
+    #: when the planner chose io_stream for a model with convolutions that io_parallel cannot hold
+    #: (``split4ml plan`` without ``--io-type``): why (``None`` otherwise)
     io_type_chosen: str | None = None
 
     @property
