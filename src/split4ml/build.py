@@ -57,15 +57,14 @@ def build_plan(plan: Plan, graph: Graph, out_dir: str | Path, progress: Progress
     """Write every stage's hls4ml project and build scripts into ``out_dir``, and the job scripts of
     ``schedulers`` (``slurm``, ``htcondor``; :mod:`split4ml.hls.scheduler`)."""
     from .hls.project import backend_for, convert_stage
-    from .hls.scheduler import write_scheduler_scripts
+    from .hls.scheduler import check_schedulers, write_scheduler_scripts
     from .hls.scripts import write_build_scripts
 
+    check_schedulers(schedulers)  # before anything is written
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     pipeline, _ = plan_pipeline(plan, graph)
     stages = [node.stage for node in pipeline.nodes]  # one per board: shards and merge boards included
-    if schedulers:  # refuse an unknown scheduler before writing anything
-        write_scheduler_scripts(out, stages, schedulers)
-    out.mkdir(parents=True, exist_ok=True)
     results = []
     for i, st in enumerate(stages):
         if progress:

@@ -27,13 +27,13 @@ Submit and collect, from ``OUT``::
 from __future__ import annotations
 
 import shlex
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..boards import SAFE_NAME
 from ..errors import BuildError
 from ..split import Stage
+from .scripts import write_executable
 
 #: The schedulers split4ml writes scripts for.
 SCHEDULERS = ("slurm", "htcondor")
@@ -124,9 +124,11 @@ if [ ${#failed[@]} -gt 0 ] || [ ${#missing[@]} -gt 0 ]; then exit 1; fi
 """
 
 
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+def check_schedulers(schedulers: Sequence[str]) -> None:
+    """Raise :class:`BuildError` naming the first of ``schedulers`` split4ml writes no scripts for."""
+    unknown = [s for s in schedulers if s not in SCHEDULERS]
+    if unknown:
+        raise BuildError(f"--scheduler {unknown[0]!r} is not one of {', '.join(SCHEDULERS)}")
 
 
 def write_scheduler_scripts(out_dir: Path | str, stages: Sequence[Stage], schedulers: Sequence[str]) -> dict[str, Path]:
@@ -138,9 +140,7 @@ def write_scheduler_scripts(out_dir: Path | str, stages: Sequence[Stage], schedu
         BuildError: an unknown scheduler, no stages, or a stage name that could not be written into a
             script safely (each names what to change).
     """
-    unknown = [s for s in schedulers if s not in SCHEDULERS]
-    if unknown:
-        raise BuildError(f"--scheduler {unknown[0]!r} is not one of {', '.join(SCHEDULERS)}")
+    check_schedulers(schedulers)
     if not stages:
         raise BuildError("no stages to build: the plan has no boards")
     names = [st.name for st in stages]
@@ -153,13 +153,13 @@ def write_scheduler_scripts(out_dir: Path | str, stages: Sequence[Stage], schedu
     (out / "logs").mkdir(exist_ok=True)  # Slurm opens its --output file before the task runs
     written = {"stages": out / "stages.txt", "run_stage": out / "run_stage.sh", "collect": out / "collect.sh"}
     written["stages"].write_text("".join(f"{n}\n" for n in names))
-    _executable(written["run_stage"], _RUN_STAGE)
-    _executable(written["collect"], _COLLECT)
+    write_executable(written["run_stage"], _RUN_STAGE)
+    write_executable(written["collect"], _COLLECT)
     fields = {"n": len(names), "last": len(names) - 1, "cpus": CPUS, "memory": MEMORY_GB, "hours": HOURS,
               "folder": shlex.quote(str(out))}
     if "slurm" in schedulers:
         written["slurm"] = out / "build_slurm.sh"
-        _executable(written["slurm"], _SLURM.format(**fields))
+        write_executable(written["slurm"], _SLURM.format(**fields))
     if "htcondor" in schedulers:
         written["htcondor"] = out / "build.sub"
         written["htcondor"].write_text(_HTCONDOR.format(**fields))

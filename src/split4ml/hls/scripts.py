@@ -134,7 +134,8 @@ echo "all ${{#STAGES[@]}} stage(s) built"
 """
 
 
-def _executable(path: Path, text: str) -> None:
+def write_executable(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` and make it executable."""
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
@@ -166,8 +167,8 @@ def write_build_scripts(out_dir: Path | str, stages: Sequence[Stage],
     for stage in stages:
         sdir = out / stage.name
         sdir.mkdir(parents=True, exist_ok=True)
-        _executable(sdir / "build.sh", stage_script(stage, project_name))
+        write_executable(sdir / "build.sh", stage_script(stage, project_name))
         names.append(stage.name)
     build_all = out / "build_all.sh"
-    _executable(build_all, _BUILD_ALL.format(stages=" ".join(shlex.quote(n) for n in names)))
+    write_executable(build_all, _BUILD_ALL.format(stages=" ".join(shlex.quote(n) for n in names)))
     return build_all
