@@ -496,8 +496,8 @@ def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan
     whole feature map in registers; in ``io_stream`` it streams a pixel at a time through line
     buffers, so large feature maps fit where they otherwise would not.
 
-    io_stream is not taken merely because it would be faster: on one of the test suite's ONNX CNNs
-    (with a softmax) its chain is not bit-exact with hls4ml's own io_stream conversion yet, so a plan
+    io_stream is not taken merely because it would be faster: for the test suite's small CNN read from
+    PyTorch or ONNX its chain is not bit-exact with hls4ml's own io_stream conversion yet, so a plan
     that verifies with io_parallel keeps it; ``--io-type io_stream`` asks for it."""
     base = kw["build"] or BuildSettings()
     try:
@@ -620,6 +620,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     # boards. It returns None when some unit fits no board alone (the split planner below takes
     # over); with a board budget the split planner runs too, and the better plan wins.
     joint_plan: Plan | None = None
+    joint_reasons: list[str] = []  # why the joint search proves nothing (see _unproven)
     if joint or cluster is not None:
         from .design import plan_joint
 
@@ -632,8 +633,9 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
                 estimator=est, build=build, stage_layers=jp.stage_layers, stage_boards=jp.stage_boards,
                 settings=jp.settings, board_files=list(board_files) + list(getattr(cluster, "board_files", ())),
                 model_options=_recorded_options(model_options), batch=batch), graph, est)
-            if jp.result.rounded or jp.capped:
-                joint_plan = replace(joint_plan, optimality=_unproven(joint_plan, jp.result.rounded, jp.capped))
+            joint_reasons += ["fronts rounded"] if jp.result.rounded else []
+            joint_reasons += [f"versions capped on {len(jp.capped)} layers"] if jp.capped else []
+            joint_plan = _unproven(joint_plan, joint_reasons)
             if cluster is not None or max_boards is None or objective == "boards":
                 return joint_plan
 
@@ -652,15 +654,11 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
     def apart(p: Plan) -> Plan:
-        """Optional splits are priced at the two-step settings and offered lazily (_optional_splits), and
-        the joint search takes no splits: the better of the two is not proven optimal over both."""
-        if "optional" not in policy:
-            return p
-        why = "splits and settings searched apart"
-        old = p.optimality.solver if p.optimality is not None and not p.optimality.optimal else "exact DP ()"
-        reasons = old[old.index("(") + 1:old.rindex(")")]
-        return replace(p, optimality=Optimality(False, None, FIRST_KEY[p.objective],
-                                                f"exact DP ({reasons + ', ' if reasons else ''}{why})"))
+        """``p`` with what is not proven of the better of the two plans: the joint search's reasons, and
+        with optional splits (priced at the two-step settings and offered lazily, _optional_splits, while
+        the joint search takes no splits) that the two were searched apart."""
+        apart_reason = ["splits and settings searched apart"] if "optional" in policy else []
+        return _unproven(p, joint_reasons + apart_reason)
 
     def partition(sets: Mapping[str, LayerSettings]) -> Any:
         unit_costs = [layers_cost(est, unit, sets, build.io_type, board) for unit in units]
@@ -701,16 +699,17 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
         if not better(objective_key(plan.metrics, plan.n_boards, objective),
                       objective_key(joint_plan.metrics, joint_plan.n_boards, objective)):
             return apart(joint_plan)
-        if joint_plan.optimality is not None:  # the joint search was not exact: the better plan is unproven too
-            plan = replace(plan, optimality=replace(joint_plan.optimality, key=FIRST_KEY[plan.objective]))
-    return apart(annotate_estimates(plan, graph, est))
+    return apart(annotate_estimates(plan, graph, est))  # the joint search's reasons hold for the better plan too
 
 
-def _unproven(plan: Plan, rounded: bool, capped: Sequence[str]) -> Optimality:
-    """Not proven: the joint planner rounded the resource sums of some long stage (plan/joint.py), or
-    searched only some of the versions of the units ``capped`` (plan/versions.py)."""
-    why = (["fronts rounded"] if rounded else []) + ([f"versions capped on {len(capped)} layers"] if capped else [])
-    return Optimality(False, None, FIRST_KEY[plan.objective], f"exact DP ({', '.join(why)})")
+def _unproven(plan: Plan, reasons: Sequence[str]) -> Plan:
+    """``plan``, not proven optimal for ``reasons`` when there are any: the joint planner rounded the
+    resource sums of some long stage (plan/joint.py), searched only some versions of some units
+    (plan/versions.py), or weighed optional splits apart from the settings."""
+    if not reasons:
+        return plan
+    return replace(plan, optimality=Optimality(False, None, FIRST_KEY[plan.objective],
+                                               f"exact DP ({', '.join(reasons)})"))
 
 
 def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
