@@ -149,22 +149,31 @@ def test_attacks_on_a_running_pipeline_are_rejected_counted_and_lose_nothing(mlp
             def client(address: str, server: str) -> zmq.Socket:
                 s = ctx.socket(zmq.PUSH)
                 s.linger = 2000
+                # a refused CURVE handshake can leave a PUSH with no pipe, where a blocking send waits
+                # forever: the attacker gives up after a second instead of hanging the run
+                s.sndtimeo = 1000
                 if curve:
                     s.curve_secretkey, s.curve_publickey = evil.secret, evil.public
                     s.curve_serverkey = known.peer_key(server)
                 s.connect(address)
                 return s
 
+            def send(s: zmq.Socket, data: bytes) -> None:
+                try:
+                    s.send(data)
+                except zmq.Again:  # no pipe to queue on (refused handshake): nothing was sent
+                    pass
+
             node = client(nodes[target.id], target.id)
             x = random_inputs(part.wire, part.expect.shape, 4, seed=3)
-            node.send(_pack(KIND_STOP, h, 0, target.index, 0, 0, 0, 0, part.wire, (), b""))  # STOP from stage_0
-            node.send(encode_frame(h, part.producer, target.index, 0, 0, x[:0], part.wire))  # no samples
-            node.send(b"\0" * (8 << 20))  # oversize
+            send(node, _pack(KIND_STOP, h, 0, target.index, 0, 0, 0, 0, part.wire, (), b""))  # STOP from stage_0
+            send(node, encode_frame(h, part.producer, target.index, 0, 0, x[:0], part.wire))  # no samples
+            send(node, b"\0" * (8 << 20))  # oversize
             for _ in range(200):
-                node.send(b"garbage".ljust(100, b"."))  # as long as a header, not a frame
+                send(node, b"garbage".ljust(100, b"."))  # as long as a header, not a frame
             st = client(stats, LAUNCHER)
-            st.send(b"{not json")
-            st.send(json.dumps({"kind": "stats", "node": target.id, "pid": 1, "frames": 10**12}).encode())
+            send(st, b"{not json")
+            send(st, json.dumps({"kind": "stats", "node": target.id, "pid": 1, "frames": 10**12}).encode())
             time.sleep(1.0)
         finally:
             ctx.destroy(linger=2000)
