@@ -621,6 +621,7 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
          idle_exit: Annotated[float | None, typer.Option("--idle-exit", help="Exit after S seconds without frames.")]
          = None,
          incarnation: Annotated[int, typer.Option("--incarnation", hidden=True)] = 0,
+         replaces: Annotated[int | None, typer.Option("--replaces", hidden=True)] = None,
          parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True)] = None,
          die_after: Annotated[int | None, typer.Option("--die-after", hidden=True)] = None,
          hang_after: Annotated[int | None, typer.Option("--hang-after", hidden=True)] = None,
@@ -663,7 +664,7 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
                                        parent_pid=parent_pid,
                                        idle_exit_s=idle_exit, incarnation=incarnation, pace=node_pace,
                                        pace_factor=factor, max_batch=max_batch,
-                                       keys=str(keys) if keys is not None else None))
+                                       keys=str(keys) if keys is not None else None, replaces=replaces))
     if json_out:
         _emit_json(res)
     elif not quiet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -166,3 +167,52 @@ def test_nodes_started_by_hand_and_one_that_dies(mlp, tmp_path, ports) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
+
+
+FAKE_SSH = """#!/bin/bash
+# ssh -o BatchMode=yes DEST 'REMOTE': runs REMOTE here in a session of its own, as sshd would on a board.
+# Killing this client leaves REMOTE running, as with a real ssh client and no terminal.
+setsid bash -c "${@: -1}" &
+echo $! >> "$FAKE_SSH_LOG"
+wait $!
+"""
+
+
+@pytest.mark.slow
+def test_a_hung_ssh_node_is_replaced_and_its_old_process_ended(mlp, tmp_path, ports, monkeypatch) -> None:
+    """``launch: ssh`` under ``--restart``: a node that hangs (SIGSTOP) keeps its port on its host after the
+    launcher kills its ssh client. The node started in its place ends it (``--replaces``) before
+    binding, and the run completes with every sample exactly once."""
+    from split4ml.runtime import Chaos
+
+    pipeline, _, whole = mlp
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    log = tmp_path / "ssh.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
+    command = f"{shlex.quote(sys.executable)} -m split4ml.cli"
+    d = _local_hosts(ports(5), {"stage_0": "csim", "stage_1": "csim", "stage_2": "csim"}, "ssh", command)
+    h = hosts_from_dict({**d, "workdir": str(tmp_path)})
+    n = 120
+    try:
+        rep = run_hosts(pipeline, random_inputs(whole.input_type, whole.input_shape, n, seed=4), h, whole=whole,
+                        out_dir=tmp_path,
+                        options=RunOptions(batch=4, restart=True, chaos=(Chaos.parse("hang:stage_1@5"),),
+                                           heartbeat_timeout_s=2.0, resend_after_s=1.0, stall_timeout_s=30,
+                                           timeout_s=120, start_timeout_s=60))
+        assert rep.ok, rep.as_dict()
+        assert (rep.delivered, rep.lost, rep.restarts) == (n, 0, 1)
+        assert dict(rep.rejected_by) == {}, rep.rejected_by  # stage_2 saw stage_1 go: a fault, not an attack
+        hung = [f for f in rep.faults if f.startswith("stage_1 (pid") and "silent" in f]
+        assert len(hung) == 1, rep.faults
+        old = int(hung[0].split("(pid ", 1)[1].split(")", 1)[0])
+        stat = Path(f"/proc/{old}/stat")
+        gone = not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        assert gone, f"the hung stage_1 (pid {old}) is still running"
+    finally:
+        for pgid in (int(p) for p in log.read_text().split()) if log.exists() else ():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from runtime_helpers import RESULT, dense_stage
 from split4ml.fixed import FixedType
 from split4ml.runtime.node import NodeOptions, consumer_ids, serve_node
 from split4ml.runtime.spec import spec_from_pipeline
-from split4ml.runtime.transport import unpack_stats
+from split4ml.runtime.transport import HANGUP_GRACE_S, unpack_stats
 from split4ml.runtime.wire import (
     KIND_STOP,
     SINK,
@@ -170,7 +171,7 @@ def test_bad_frames_are_counted_and_never_reach_the_driver(node_c) -> None:
 
 def test_oversize_frames_and_floods_leave_the_node_working_and_its_join_bounded(ports) -> None:
     """With the run's batch known, a frame larger than any legitimate one is refused by ZeroMQ before
-    it is read (the sender is dropped); a flood of incomplete batches is held within the join
+    it is read (the sender is dropped, counted as ``disconnect``); a flood of incomplete batches is held within the join
     buffer's byte bound; good frames still go through."""
     with _node_c_in_thread(ports, RecordingDriver(), stats=False, max_batch=4, join_capacity=10_000,
                            join_bytes=4096) as n:
@@ -192,10 +193,10 @@ def test_oversize_frames_and_floods_leave_the_node_working_and_its_join_bounded(
         push.send(encode_frame(h, pb.producer, 2, 1, 0, xb, pb.wire))
         fr = decode_frame(_recv(sink, 10000), h, SINK, {0: Expect(2, RESULT, (2,))})
         assert fr.seq == 0 and fr.count == 4
-        time.sleep(0.5)  # let the rest of the flood in
-    # the 48 MiB frame was never received (nothing rejected: ZeroMQ dropped it unread); the flood came in,
-    # and the join buffer held at most 4096 bytes of it (42 half batches of 96 B), the oldest evicted
-    assert result["rejected_total"] == 0 and result["frames"] == 1
+        time.sleep(HANGUP_GRACE_S + 0.3)  # let the rest of the flood in; a hang-up this old is counted
+    # the 48 MiB frame was never received (ZeroMQ dropped it unread and closed its connection); the flood
+    # came in, and the join buffer held at most 4096 bytes of it (42 half batches of 96 B), the oldest evicted
+    assert result["rejected"] == {"disconnect": 1} and result["frames"] == 1
     held = result["received"] - 2 - result["join_evicted"]
     assert result["received"] > 500 and 0 <= held <= 4096 // 96
 
@@ -325,3 +326,30 @@ def test_a_long_driver_call_keeps_the_heartbeat_going(ports) -> None:
             gaps.append(now - last)
             last = now
         assert len(gaps) >= 5 and max(gaps) < 0.5, gaps
+
+
+def test_a_restarted_node_ends_only_its_own_hung_predecessor() -> None:
+    """``--replaces PID``: a stopped process whose command line is ``node --stage`` this stage is killed;
+    any other process with that pid (reused) is left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    from split4ml.runtime.node import end_predecessor
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    hung = subprocess.Popen([*sleeper, "node", "plan.json", "--stage", "stage_1"])
+    other = subprocess.Popen([*sleeper, "node", "plan.json", "--stage", "stage_2"])
+    try:
+        os.kill(hung.pid, signal.SIGSTOP)
+        assert not end_predecessor(other.pid, "stage_1", 1)  # another stage's node
+        assert not end_predecessor(os.getpid(), "stage_1", 1)
+        assert end_predecessor(hung.pid, "stage_1", 1)
+        assert hung.wait(5) == -signal.SIGKILL
+        assert other.poll() is None
+        assert not end_predecessor(hung.pid, "stage_1", 1)  # gone: nothing to do
+    finally:
+        for p in (hung, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)

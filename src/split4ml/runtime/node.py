@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from .security import LAUNCHER
 from .spec import RuntimeSpec
 from .transport import (
     DEFAULT_HWM,
+    HangUps,
     bind,
     connect,
     make_socket,
@@ -91,6 +93,10 @@ class NodeOptions:
             peers are known by their public keys, and refused handshakes are counted (``key``).
         busy_limit_s: how long one driver call may last while the node still reports (from a
             heartbeat thread); after that it goes silent and the launcher declares it dead.
+        replaces: the pid of this node's previous process on this host, declared dead by the launcher
+            (a hung ``launch: ssh`` node: killing the ssh client leaves it holding its port). It is
+            killed before binding, if it is still a ``split4ml node`` of this stage
+            (:func:`end_predecessor`).
     """
 
     node: str
@@ -116,6 +122,7 @@ class NodeOptions:
     max_batch: int | None = None
     keys: str | None = None
     busy_limit_s: float = 300.0
+    replaces: int | None = None
 
 
 @dataclass
@@ -201,6 +208,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
     h = spec.hash_bytes
     stats_sock = None
     hello_sent = False
+    hangups: HangUps | None = None
 
     def parent_gone() -> bool:
         if parent is None:
@@ -216,6 +224,11 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
     def count_keys() -> None:
         if keys is not None and keys.denied:
             counters.rejected["key"] = keys.denied
+
+    def count_hangups() -> None:
+        """Connections dropped mid-run (main thread only: the monitor socket is this thread's)."""
+        if hangups is not None and (n := hangups.count()):
+            counters.rejected["disconnect"] = n
 
     def stats_message(kind: str) -> bytes:
         count_keys()
@@ -260,7 +273,10 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         """Housekeeping; True when the node must stop."""
         nonlocal next_parent_check
         now = time.monotonic()
+        if hangups is not None:
+            hangups.poll()  # often: a disconnect is timed when it is read
         if hello_sent and now - last_stats >= opts.stats_interval_s:
+            count_hangups()
             report("stats")
         if should_stop is not None and should_stop():
             stop["flag"] = True
@@ -279,10 +295,12 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         driver.predict(np.zeros((1, *me.input_shape)))
         # with a batch limit, no legitimate frame is larger than this: ZeroMQ drops a peer sending more
         limit = max_frame_bytes(expects, opts.max_batch) if opts.max_batch is not None else None
+        replaced = opts.replaces is not None and end_predecessor(opts.replaces, me.id, me.index)
         pull = make_socket(ctx, zmq.PULL, opts.hwm, max_bytes=limit)
+        hangups = HangUps(pull)  # before bind: every connection is seen
         if keys is not None:
             keys.server(pull)
-        bind(pull, opts.bind, f"node {me.id}")
+        bind(pull, opts.bind, f"node {me.id}", retry_s=5.0 if replaced else 0.0)
         pushes = {c: make_socket(ctx, zmq.PUSH, opts.hwm, linger_ms=1000) for c in consumers}
         monitors = watch_connections(list(pushes.values()))
         for c, sock in pushes.items():
@@ -402,6 +420,8 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                 os.kill(pid, signal.SIGSTOP)  # alive, silent: only a heartbeat deadline notices
             if opts.die_after is not None and counters.frames >= opts.die_after:
                 report("stats")
+                if hangups is not None:
+                    hangups.close()  # its monitor socket too: ctx.term() waits for every socket
                 for sock in (pull, *pushes.values()):
                     sock.close(linger=0)
                 if stats_sock is not None:
@@ -434,6 +454,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
                             chaos_after_frame, tick, counters)
         except _Stop:
             pass
+        count_hangups()
         report("final")
         count_keys()
         final = {"kind": "final", "node": me.id, "pid": pid, "wall_s": time.monotonic() - t_start,
@@ -443,10 +464,49 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
         beats_done.set()
         if beater is not None:
             beater.join(2.0)
+        if hangups is not None:
+            hangups.close()
         driver.close()
         if keys is not None:
             keys.stop()
         ctx.destroy(linger=500)
+
+
+def _is_node_of(pid: int, node_id: str, index: int) -> bool:
+    """Whether process ``pid`` runs ``split4ml node ... --stage`` this node (by id or index), per
+    ``/proc/PID/cmdline``: a pid can be reused, and only a node's own predecessor may be killed."""
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return False
+    if "node" not in args:
+        return False
+    stages = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--stage"]
+    stages += [a.split("=", 1)[1] for a in args if a.startswith("--stage=")]
+    return any(s in (node_id, str(index)) for s in stages)
+
+
+def end_predecessor(pid: int, node_id: str, index: int, wait_s: float = 5.0) -> bool:
+    """Kill this node's previous process ``pid`` (SIGKILL ends a stopped process too) and wait until it
+    is gone, so its port is free; True if it was killed. A process that is not a ``split4ml node`` of
+    this stage (the pid was reused, or it already exited) is left alone. Without ``/proc`` nothing is
+    done."""
+    if pid <= 1 or pid == os.getpid() or not _is_node_of(pid, node_id, index):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:  # its files (the port among them) are closed once its last thread has exited
+            if not os.listdir(f"/proc/{pid}/fd"):
+                return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    raise RuntimeFault(f"node {node_id}: its previous process (pid {pid}) did not end within {wait_s:g} s of "
+                       "SIGKILL; it may still hold the node's port")
 
 
 def _party(consumer: str) -> str:

@@ -55,7 +55,16 @@ from ..errors import DataError, FrameError, RuntimeFault
 from ..split import Pipeline, Stage
 from .pace import PaceModel, Server, choose_factor, link_s, time_node_drivers
 from .spec import RuntimeSpec, bundle_libraries, spec_from_pipeline
-from .transport import DEFAULT_HWM, MAX_STATS_BYTES, PortReservation, bind, connect, make_socket, unpack_stats
+from .transport import (
+    DEFAULT_HWM,
+    MAX_STATS_BYTES,
+    HangUps,
+    PortReservation,
+    bind,
+    connect,
+    make_socket,
+    unpack_stats,
+)
 from .wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop, max_frame_bytes
 
 Progress = Callable[[str, int, int], None]
@@ -268,9 +277,11 @@ class NodeLaunch:
     workdir: str | None = None
     chaos_args: list[str] = field(default_factory=list)
 
-    def command(self, incarnation: int = 0, chaos: bool = True) -> list[str]:
-        """The command line to run (``--quiet --json`` when the launcher starts it: the output goes to a log)."""
+    def command(self, incarnation: int = 0, chaos: bool = True, replaces: int | None = None) -> list[str]:
+        """The command line to run (``--quiet --json`` when the launcher starts it: the output goes to a log);
+        ``replaces``: the pid of the node's previous process on its host, which the new one ends first."""
         argv = [*self.argv, *(["--incarnation", str(incarnation)] if incarnation else []),
+                *(["--replaces", str(replaces)] if replaces is not None else []),
                 *(self.chaos_args if chaos else []), *(["--quiet", "--json"] if self.mode != "manual" else [])]
         if self.mode == "ssh":
             import shlex
@@ -345,6 +356,7 @@ class _Launcher:
         self.sink = make_socket(self.ctx, zmq.PULL, max(options.hwm, 4 * self._window()),
                                 max_bytes=max_frame_bytes([p.expect for p in spec.parts_into(SINK)],
                                                           max(1, int(options.batch))))
+        self.sink_hangups = HangUps(self.sink)  # before bind: every connection is seen
         self.stats = make_socket(self.ctx, zmq.PULL, 10000, max_bytes=MAX_STATS_BYTES)
         if self.keys is not None:
             self.keys.server(self.sink)
@@ -371,7 +383,7 @@ class _Launcher:
             self.progress(step, done, total)
 
     # ---------------------------------------------------------------- processes
-    def _spawn(self, st: _NodeState, chaos: bool) -> None:
+    def _spawn(self, st: _NodeState, chaos: bool, replaces: int | None = None) -> None:
         la = st.launch
         st.up = False
         if la.mode == "manual":
@@ -380,9 +392,10 @@ class _Launcher:
         st.log = self.logdir / f"{la.node}.{st.incarnation}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         with open(st.log, "wb") as fh:
-            st.proc = subprocess.Popen(la.command(st.incarnation, chaos=chaos), stdout=fh, stderr=subprocess.STDOUT,
+            st.proc = subprocess.Popen(la.command(st.incarnation, chaos=chaos, replaces=replaces), stdout=fh, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=env)
-        st.pid = st.proc.pid
+        # over ssh the child is the ssh client: the node's own pid is learnt from its hello
+        st.pid = st.proc.pid if la.mode == "local" else None
 
     def _describe_death(self, st: _NodeState, code: int | None) -> str:
         pid = st.pid if st.pid is not None else "?"
@@ -704,6 +717,9 @@ class _Launcher:
         in_flight = tuple(int(i) for seq, (count, _) in unacked.items()
                           for i in range(seq, seq + int(count)) if not delivered[i])
         not_sent = sum(c for _, c in batches[next_batch:])
+        dropped = self.sink_hangups.count() - self._producer_restarts(SINK)
+        if dropped > 0:
+            sink_rejected["disconnect"] = dropped
         self._stop_all(node_socks)
         if journal is not None:
             journal.close()
@@ -713,6 +729,12 @@ class _Launcher:
                            sink_rejected, failure, in_flight, not_sent, batch, reference_name, resumed)
         return replace(rep, resumed=int(resumed.sum()),
                        results=str(opts.results) if opts.results is not None else None)
+
+    def _producer_restarts(self, consumer: int) -> int:
+        """How many times the nodes feeding ``consumer`` (a node index or the sink) died and were restarted:
+        each death closes its connections, which the consumer counts as ``disconnect``."""
+        producers = {p.producer for p in self.spec.parts_into(consumer) if p.producer != SOURCE}
+        return sum(self.states[self.spec.nodes[i].id].restarts for i in producers)
 
     def _chaos_not_fired(self) -> str | None:
         """A fault of ``--chaos`` that never happened, said as the run's failure (a test of recovery that
@@ -755,7 +777,8 @@ class _Launcher:
             st.up = False
             if st.proc is not None:
                 st.incarnation += 1
-                self._spawn(st, chaos=False)
+                # over ssh, killing the client may leave a hung node holding its port: the new one ends it
+                self._spawn(st, chaos=False, replaces=st.pid if st.launch.mode == "ssh" else None)
             else:
                 st.pid = None  # started by hand: wait for a new process to say hello
         return None
@@ -779,10 +802,16 @@ class _Launcher:
         for node in self.spec.nodes:
             st = self.states[node.id]
             rej = 0
+            node_rejected: dict[str, int] = {}
             for s in st.stats.values():
                 for k, v in (s.get("rejected") or {}).items():
-                    rejected_by[k] = rejected_by.get(k, 0) + int(v)
-                    rej += int(v)
+                    node_rejected[k] = node_rejected.get(k, 0) + int(v)
+            if "disconnect" in node_rejected:  # a producer's death is a fault, reported as such, not a rejection
+                node_rejected["disconnect"] -= self._producer_restarts(node.index)
+            for k, v in node_rejected.items():
+                if v > 0:
+                    rejected_by[k] = rejected_by.get(k, 0) + v
+                    rej += v
             busy = st.total("busy_s")
             stages.append(StageReport(id=node.id, frames=st.frames, samples=int(st.total("samples")), busy_s=busy,
                                       busy_fraction=min(1.0, busy / wall), rejected=rej, restarts=st.restarts,

@@ -83,9 +83,94 @@ def wait_connected(socks: list[zmq.Socket], monitors: list[zmq.Socket], timeout_
     return sorted(waiting)
 
 
-def bind(sock: zmq.Socket, address: str, who: str) -> str:
+#: A connection that ends this close to a node's stop is taken for a producer finishing, not a drop.
+HANGUP_GRACE_S = 0.5
+
+
+class HangUps:
+    """Counts the connections of a receiving socket that ended mid-run after a completed handshake.
+
+    ZeroMQ closes the connection of a peer that sends a message over ``ZMQ_MAXMSGSIZE`` and says only
+    that it disconnected; a peer that hangs up looks the same. A socket monitor attributes each
+    disconnect, in the order the events come: first to a connection whose handshake failed (a wrong
+    key: counted as ``key`` elsewhere), then to one that never finished its handshake (a port scan),
+    and only then to an established connection, which is counted. When both an unfinished and an
+    established connection are open the disconnect is given to the unfinished one: the count can be
+    low, never high. Disconnects within :data:`HANGUP_GRACE_S` of :meth:`count`'s ``until`` are left
+    out: producers hang up when the run stops.
+    """
+
+    _EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+               | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self._sock = sock
+        self._monitor: zmq.Socket | None = sock.get_monitor_socket(self._EVENTS)
+        self.unshaken = 0  # accepted, handshake not finished
+        self.failed = 0  # handshake failed, not yet closed
+        self.established = 0
+        self.ended: list[float] = []  # when each established connection ended (monotonic seconds)
+
+    def poll(self) -> None:
+        """Read the events that have come in (never blocks)."""
+        import zmq.utils.monitor
+
+        if self._monitor is None:
+            return
+        while self._monitor.poll(0):
+            try:
+                event = zmq.utils.monitor.recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            except (zmq.Again, ValueError, IndexError):
+                return
+            if event == zmq.EVENT_ACCEPTED:
+                self.unshaken += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.unshaken = max(0, self.unshaken - 1)
+                self.established += 1
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                           zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+                self.unshaken = max(0, self.unshaken - 1)
+                self.failed += 1
+            elif event == zmq.EVENT_DISCONNECTED:
+                if self.failed:
+                    self.failed -= 1
+                elif self.unshaken:
+                    self.unshaken -= 1
+                elif self.established:
+                    self.established -= 1
+                    self.ended.append(time.monotonic())
+
+    def count(self, until: float | None = None) -> int:
+        """Established connections that ended at least :data:`HANGUP_GRACE_S` before ``until`` (now)."""
+        self.poll()
+        cut = (time.monotonic() if until is None else until) - HANGUP_GRACE_S
+        return sum(1 for t in self.ended if t <= cut)
+
+    def close(self) -> None:
+        if self._monitor is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._monitor = None
+
+
+def bind(sock: zmq.Socket, address: str, who: str, retry_s: float = 0.0) -> str:
     """Bind ``sock`` to ``address`` (``tcp://HOST:PORT``; port ``0`` or ``*`` lets the OS pick a free
-    port, never one held by a :class:`PortReservation`); returns the address actually bound."""
+    port, never one held by a :class:`PortReservation`); returns the address actually bound. A port in
+    use is tried again for ``retry_s`` seconds (a process just killed may still hold it)."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return _bind_once(sock, address, who)
+        except RuntimeFault:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _bind_once(sock: zmq.Socket, address: str, who: str) -> str:
     try:
         if address.endswith((":0", ":*")):
             host = address.rsplit(":", 1)[0]
