@@ -32,7 +32,8 @@ from machine import cpu_model  # benchmarks/machine.py
 
 from split4ml.boards import get_board
 from split4ml.estimate.base import Cost
-from split4ml.plan.partition import OBJECTIVES, partition_chain
+from split4ml.plan.chain import OBJECTIVES
+from split4ml.plan.partition import partition_chain
 
 
 def random_chain(n_units: int, seed: int) -> tuple[list[Cost], float, list[float], list[str]]:

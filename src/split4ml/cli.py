@@ -781,8 +781,9 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
     import numpy as np
 
     from .errors import DataError
-    from .plan.api import load_plan, pace_model, plan_pipeline
+    from .plan.api import load_plan, plan_pipeline
     from .runtime.drivers import DRIVERS
+    from .runtime.pace import pace_model
     from .runtime.run import Chaos, RunOptions, run_pipeline
     from .verify import random_inputs
 
@@ -894,7 +895,8 @@ def calibrate(
     """Fit per-resource corrections of an estimator from real Vivado/Vitis HLS synthesis reports."""
     from rich.markup import escape
 
-    from .estimate.calibrate import METRICS, calibrate_from_reports
+    from .build_reports import calibrate_from_reports
+    from .estimate.calibrate import METRICS
     from .plan.api import get_estimator
 
     if estimator not in ("analytic", "rule4ml"):

@@ -369,7 +369,7 @@ def test_calibrate_without_reports_says_so(monkeypatch, capsys, tmp_path):
 
 
 def test_calibrate_one_stage_project(built, tmp_path):
-    from split4ml.estimate.calibrate import calibrate_from_reports
+    from split4ml.build_reports import calibrate_from_reports
 
     _, build = built
     # a stage project alone: only its report is read

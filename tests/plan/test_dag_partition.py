@@ -12,8 +12,9 @@ from split4ml.boards import RESOURCES, Board, Link
 from split4ml.errors import InfeasibleError, PlanError
 from split4ml.estimate.base import Cost
 from split4ml.plan import dag
+from split4ml.plan.chain import OBJECTIVES
 from split4ml.plan.dag import Tensor, chain_tensors, partition_dag, tensors_from_inputs
-from split4ml.plan.partition import OBJECTIVES, partition_chain
+from split4ml.plan.partition import partition_chain
 
 TOL = 1e-9
 BATCH = 8  # split4ml.plan.metrics.DEFAULT_BATCH

@@ -14,8 +14,8 @@ from test_dag_partition import ODD, TINY, _assert_keys, _best_keys, _brute, _key
 from split4ml.boards import Board, Link
 from split4ml.estimate.base import Cost
 from split4ml.plan import dag
+from split4ml.plan.chain import OBJECTIVES
 from split4ml.plan.dag import Tensor, partition_dag
-from split4ml.plan.partition import OBJECTIVES
 
 # a board where fast versions are DSP-hungry: two fast units never share a board
 NARROW = Board(name="narrow", part="xc-test", lut=1000, ff=2000, dsp=100, bram18=50, uram=0, clock_mhz=100.0,

@@ -12,9 +12,10 @@ import pytest
 from split4ml.boards import Link, get_board
 from split4ml.errors import InfeasibleError
 from split4ml.estimate.base import Cost
+from split4ml.plan.chain import REL_TOL, shell_cost
 from split4ml.plan.joint import BoardPool, solve_joint
 from split4ml.plan.metrics import DEFAULT_BATCH, pipeline_metrics
-from split4ml.plan.partition import REL_TOL, partition_chain, shell_cost
+from split4ml.plan.partition import partition_chain
 
 PYNQ = get_board("pynq-z2")
 ZCU = get_board("zcu102")

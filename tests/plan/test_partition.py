@@ -13,8 +13,9 @@ import pytest
 from split4ml.boards import RESOURCES, Board, Link, get_board
 from split4ml.errors import InfeasibleError, PlanError
 from split4ml.estimate.base import Cost
+from split4ml.plan.chain import OBJECTIVES, Partition
 from split4ml.plan.metrics import pipeline_metrics
-from split4ml.plan.partition import OBJECTIVES, Partition, partition_chain
+from split4ml.plan.partition import partition_chain
 
 TOL = 1e-9
 BATCH = 8  # split4ml.plan.metrics.DEFAULT_BATCH

@@ -18,7 +18,8 @@ import pytest
 from split4ml.boards import RESOURCES, Board, Link, get_board
 from split4ml.errors import InfeasibleError
 from split4ml.estimate.base import Cost
-from split4ml.plan.partition import OBJECTIVES, ChainPrice, Partition, SplitOption, partition_chain
+from split4ml.plan.chain import OBJECTIVES, ChainPrice, Partition, SplitOption
+from split4ml.plan.partition import partition_chain
 from split4ml.plan.partition_split import solve_with_splits
 
 TOL = 1e-9

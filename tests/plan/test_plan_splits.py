@@ -16,8 +16,9 @@ from split4ml.errors import InfeasibleError, PlanError
 from split4ml.estimate.analytic import AnalyticEstimator
 from split4ml.ir import Graph, Layer
 from split4ml.plan.api import _split_policy, _split_stages, _unit_splits, make_plan
+from split4ml.plan.chain import Partition
 from split4ml.plan.model import Plan
-from split4ml.plan.partition import Partition, partition_chain
+from split4ml.plan.partition import partition_chain
 from split4ml.plan.reuse import choose_settings
 from split4ml.plan.split_options import split_options
 from split4ml.settings import BuildSettings

@@ -31,9 +31,10 @@ from ..split import (
     whole_model_stage,
 )
 from .dag import DEFAULT_TIME_LIMIT_S
+from .fit import check_stage_fit
 
 if TYPE_CHECKING:
-    from ..runtime.pace import PaceModel
+    pass
 from .metrics import DEFAULT_BATCH
 from .model import (
     FIRST_KEY,
@@ -49,7 +50,6 @@ from .model import (
     model_sha256,
     price_stages,
     read_plan_spec,
-    stage_loads,
 )
 
 #: How much slower than at :data:`MAX_AUTO_BATCH` samples a frame a plan may be at the batch the planner
@@ -245,20 +245,6 @@ def _unit_of(graph: Graph) -> dict[str, int]:
 
 def _wire_type(settings: Mapping[str, LayerSettings], layer: Layer) -> FixedType:
     return settings[layer.name].precision.result
-
-
-def check_stage_fit(cost: Cost, board: Board, cap: float, what: str, names: Sequence[str],
-                    can_split: bool = True) -> None:
-    """Raise :class:`InfeasibleError` naming the stage (``what``), board, layers and overflowing
-    resources when ``cost`` does not fit ``board`` under ``cap``, with the ways out."""
-    over = cost.overflow(board, cap)
-    if over:
-        detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
-        split = "split the layer into more parts, " if can_split else ""
-        raise InfeasibleError(
-            f"{what} (board {board.name}, layers {list(names)}) does not fit: {detail} "
-            f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
-            f"strategy, {split}lower the precision, or use a bigger board.")
 
 
 def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board, cap: float, objective: str,
@@ -1239,16 +1225,6 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
                         f"{[lyr.name for lyr in pending.tail]} to run after its shards; add a merge stage "
                         f"(layers: [], merge: {pending.layer}) at the end")
     return Pipeline(nodes=tuple(nodes), outputs=prev, steps=tuple(steps))
-
-
-def pace_model(plan: Plan, pipeline: Pipeline, batch: int | None = None) -> PaceModel:
-    """The model's figures for every node of ``pipeline`` (:func:`plan_pipeline` of ``plan``), for a paced
-    run (:mod:`split4ml.runtime.pace`) with frames of ``batch`` samples (default: the plan's)."""
-    from ..runtime.pace import pace_from_loads
-
-    steps, source, sink = stage_loads(plan.stages)
-    return pace_from_loads([list(s) for s in pipeline.steps], steps, source, sink,
-                           batch=plan.batch if batch is None else batch, io_type=plan.build.io_type)
 
 
 def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:

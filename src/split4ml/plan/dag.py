@@ -89,6 +89,7 @@ from ..errors import InfeasibleError, PlanError, TimeLimitError
 from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
+from .chain import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
 from .metrics import (
     DEFAULT_BATCH,
     FRAME_OVERHEAD_BYTES,
@@ -100,7 +101,6 @@ from .metrics import (
     link_us,
     per_frame_us,
 )
-from .partition import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
 
 #: Integer time units per microsecond in the bottleneck and latency proxies (picoseconds).
 TIME_SCALE = 1_000_000

@@ -25,7 +25,7 @@ from ..estimate.base import Estimator
 from ..ir import Graph
 from ..settings import BuildSettings, LayerSettings
 from ..split import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
-from .api import check_stage_fit
+from .fit import check_stage_fit
 from .metrics import DEFAULT_BATCH
 from .model import Plan, SplitSpec, StagePlan, Wire, price_stages
 

@@ -19,10 +19,10 @@ from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Estimator
 from ..ir import COMPUTE_KINDS, Graph
 from ..settings import BuildSettings, LayerSettings
+from .chain import REL_TOL
 from .cluster import Cluster, homogeneous
 from .joint import JointResult, solve_joint
 from .metrics import DEFAULT_BATCH
-from .partition import REL_TOL
 from .versions import limit_versions, unit_versions
 
 

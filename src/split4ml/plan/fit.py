@@ -4,6 +4,7 @@ The planner chooses each layer's reuse factor so that the layer fits a board alo
 hand-written plan may put several layers on one board; when those layers' settings are not fixed by
 the user, :func:`fit_stage` raises their reuse factors together, to the smallest common target
 that makes the whole stage fit: the stage's interval grows only as much as the board requires.
+:func:`check_stage_fit` says, with the ways out, when a stage does not fit.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 
 from ..boards import Board
+from ..errors import InfeasibleError
 from ..estimate import hls_rules
-from ..estimate.base import Estimator
+from ..estimate.base import Cost, Estimator
 from ..ir import COMPUTE_KINDS, Layer
 from ..settings import LayerSettings
 
@@ -54,3 +56,17 @@ def fit_stage(layers: Sequence[Layer], settings: Mapping[str, LayerSettings], fr
             if estimator.segment_cost(layers, trial, io_type, board).fits(board, cap):
                 return trial
     return current
+
+
+def check_stage_fit(cost: Cost, board: Board, cap: float, what: str, names: Sequence[str],
+                    can_split: bool = True) -> None:
+    """Raise :class:`InfeasibleError` naming the stage (``what``), board, layers and overflowing
+    resources when ``cost`` does not fit ``board`` under ``cap``, with the ways out."""
+    over = cost.overflow(board, cap)
+    if over:
+        detail = ", ".join(f"{r.upper()} {v * 100:.0f}% of the cap" for r, v in over.items())
+        split = "split the layer into more parts, " if can_split else ""
+        raise InfeasibleError(
+            f"{what} (board {board.name}, layers {list(names)}) does not fit: {detail} "
+            f"(cap {cap:.0%}). Move layers to another stage, raise their reuse_factor, use the Resource "
+            f"strategy, {split}lower the precision, or use a bigger board.")

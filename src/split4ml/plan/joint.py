@@ -10,7 +10,7 @@ is exact for the version sets it is given (tests check it against brute force).
 
 Performance model: as :mod:`split4ml.plan.partition` (and :mod:`split4ml.plan.metrics`), with each
 stage priced on its own board type (clock, link, shell, capacity) by that type's
-:class:`~split4ml.plan.partition.ChainPrice`. The source and sink use the links of the first and
+:class:`~split4ml.plan.chain.ChainPrice`. The source and sink use the links of the first and
 last stage's boards.
 
 How (exact unless a front is rounded, below):
@@ -60,8 +60,8 @@ import numpy as np
 from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost
+from .chain import ChainPrice, _tie, check_options
 from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
-from .partition import ChainPrice, _tie, check_options
 
 _INF = math.inf
 _NRES = len(RESOURCES)
@@ -108,7 +108,7 @@ class BoardPool:
             if any(not 0 <= t < len(self.types) for t in self.order):
                 raise PlanError("a fixed-order board pool names a board type index out of range")
         if not self.shells:
-            from .partition import shell_cost
+            from .chain import shell_cost
 
             object.__setattr__(self, "shells", tuple(shell_cost(b) for b in self.types))
 

@@ -1,7 +1,7 @@
 """Exact chain partition when units may also run as split groups (intra-layer splits).
 
 :func:`split4ml.plan.partition.partition_chain` calls :func:`solve_with_splits` when some unit has
-:class:`~split4ml.plan.partition.SplitOption` s. The chain is cut into pipeline *steps*:
+:class:`~split4ml.plan.chain.SplitOption` s. The chain is cut into pipeline *steps*:
 
 * a **plain stage**: one board running, in order, the tail of the split group just before it (if
   that group has one), then units ``[i, j)``; it may hold the tail alone (a *merge stage*);
@@ -46,7 +46,7 @@ intervals) for the maximum:
   latency-optimal path), the fewest boards reaching the best latency, then bisection for the
   smallest bottleneck that keeps both.
 
-Floating values tie within :data:`~split4ml.plan.partition.REL_TOL` as in the plain solver. Costs:
+Floating values tie within :data:`~split4ml.plan.chain.REL_TOL` as in the plain solver. Costs:
 ``O(E C)`` per DP pass for ``E`` edges (about ``U W`` plain stages plus one per option and
 neighbouring state) and ``C`` counter cells (1 unless a count is limited), times ``O(log E)``
 passes for a bisection.
@@ -63,8 +63,7 @@ import numpy as np
 from ..boards import Board
 from ..errors import InfeasibleError
 from ..estimate.base import Cost
-from .metrics import BoardLoad, Endpoint, frame_link_us, group_metrics, link_us
-from .partition import (
+from .chain import (
     _INF,
     ChainPrice,
     Partition,
@@ -75,6 +74,7 @@ from .partition import (
     _tie,
     _unit_overflow_message,
 )
+from .metrics import BoardLoad, Endpoint, frame_link_us, group_metrics, link_us
 
 _Z, _N, _T = "Z", "N", "T"
 

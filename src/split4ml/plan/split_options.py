@@ -7,7 +7,7 @@ For a unit (a compute layer and its standalone activation layers) and every kind
 factor (Latency strategy first, then Resource; or the user's strategy) that lets the shard fit one
 board with its shell (:func:`~split4ml.plan.reuse.fit_layer`). The compute layer of the split's
 tail (the merge layer of an input split) is chosen alike, alone on a board. Each feasible ``(kind,
-k)`` becomes a :class:`~split4ml.plan.partition.SplitOption` whose label is a :class:`ShardChoice`:
+k)`` becomes a :class:`~split4ml.plan.chain.SplitOption` whose label is a :class:`ShardChoice`:
 what ``assemble`` needs to put the split into the plan. A ``(kind, k)`` whose shards or tail fit no
 board is left out, and the reason is kept for error messages.
 
@@ -26,8 +26,8 @@ from ..errors import PlanError
 from ..estimate.base import Cost, Estimator
 from ..ir import COMPUTE_KINDS, Layer
 from ..settings import LayerSettings
+from .chain import SPLIT_KINDS, SplitOption
 from .model import SplitSpec
-from .partition import SPLIT_KINDS, SplitOption
 from .reuse import fit_layer
 
 #: The largest number of parts the planner tries for one layer.

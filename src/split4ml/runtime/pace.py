@@ -46,6 +46,8 @@ from ..errors import RuntimeFault
 
 if TYPE_CHECKING:
     from ..plan.metrics import BoardLoad, Endpoint
+    from ..plan.model import Plan
+    from ..split import Pipeline
 
 #: How many times over a node's driver time must fit in its paced interval.
 SAFETY = 2.0
@@ -298,3 +300,13 @@ if __name__ == "__main__":
 __all__ = ["MIN_FRAME_S", "NODE_OVERHEAD_S", "NodePace", "NodePacer", "PaceModel", "SAFETY", "Server",
            "choose_factor", "link_s", "pace_from_loads", "read_pace", "time_drivers",
            "time_node_drivers"]
+
+
+def pace_model(plan: Plan, pipeline: Pipeline, batch: int | None = None) -> PaceModel:
+    """The model's figures for every node of ``pipeline`` (:func:`~split4ml.plan.api.plan_pipeline` of
+    ``plan``), for a paced run with frames of ``batch`` samples (default: the plan's)."""
+    from ..plan.model import stage_loads
+
+    steps, source, sink = stage_loads(plan.stages)
+    return pace_from_loads([list(s) for s in pipeline.steps], steps, source, sink,
+                           batch=plan.batch if batch is None else batch, io_type=plan.build.io_type)
