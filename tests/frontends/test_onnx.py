@@ -152,13 +152,31 @@ def test_plan_notices_changed_external_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_cnn_plans_and_verifies_bit_exact(monkeypatch, capsys, tmp_path: Path, exported) -> None:
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_onnx_cnn_plans_and_verifies_bit_exact(monkeypatch, capsys, tmp_path: Path, exported, io_type: str) -> None:
+    """io_stream too: a board's input has the shape its first node reads in hls4ml's model (the
+    channels-first input before hls4ml's Transpose), since io_stream packs the last axis per word."""
     plan = tmp_path / "cnn.yaml"
     rc, out, _ = run_cli(monkeypatch, capsys, "plan", str(exported["cnn"]), "--stages", "2", "-o", str(plan),
-                         "--json")
+                         "--io-type", io_type, "--json")
     assert rc == 0, out
     rc, out, err = run_cli(monkeypatch, capsys, "verify", str(plan), "--samples", "100", "--json")
     v = json.loads(out)
     assert rc == 0, out + err
     assert v["bit_exact"] and v["samples"] == 100 and v["mismatched_samples"] == 0
     assert v["reference"]["converter"] == "hls4ml.converters.convert_from_onnx_model"
+
+
+def test_an_io_stream_board_holding_only_a_flatten_is_refused_by_name(monkeypatch, capsys, tmp_path: Path,
+                                                                      exported) -> None:
+    """With io_stream hls4ml computes a Flatten in place (it re-labels the stream): alone on a board it is
+    nothing hls4ml can build, and build says which stage and what to do."""
+    plan = tmp_path / "cnn.yaml"
+    rc, out, _ = run_cli(monkeypatch, capsys, "plan", str(exported["cnn"]), "--stages", "3", "-o", str(plan),
+                         "--io-type", "io_stream", "--json")
+    assert rc == 0, out
+    stages = [list(st["layers"]) for st in json.loads(out)["stages"]]
+    assert ["Flatten_0"] in stages, stages  # the planner does not know this yet
+    rc, out, err = run_cli(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "build"))
+    assert rc != 0
+    assert "holds only ['Flatten_0']" in err and "stage before or after" in err, err

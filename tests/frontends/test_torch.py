@@ -191,10 +191,11 @@ def test_unsupported_module_is_one_line() -> None:
 
 
 @pytest.mark.slow
-def test_torch_model_plans_and_verifies_bit_exact(monkeypatch, capsys, files, tmp_path) -> None:
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_torch_model_plans_and_verifies_bit_exact(monkeypatch, capsys, files, tmp_path, io_type: str) -> None:
     plan = tmp_path / "torch.yaml"
     rc, out, _ = run_cli(monkeypatch, capsys, "plan", str(files["py"]), "--weights", str(files["cnn_state"]),
-                         "--entry", "make_cnn", "--stages", "2", "-o", str(plan), "--json")
+                         "--entry", "make_cnn", "--stages", "2", "-o", str(plan), "--io-type", io_type, "--json")
     assert rc == 0, out
     assert json.loads(out)["n_stages"] == 2
     rc, out, _ = run_cli(monkeypatch, capsys, "verify", str(plan), "--samples", "100", "--json")

@@ -18,6 +18,7 @@ values flat, so such a reshape costs nothing on either side.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -234,6 +235,14 @@ def stage_model(graph: Graph, settings: Mapping[str, LayerSettings], build: Buil
             if inp.name in lyr.inputs:
                 first_nodes.append(per_layer[lyr.name])
         in_node = None
+        # io_stream packs a tensor's last axis into each stream word, so the input must have the shape
+        # its first node reads in the whole model (an ONNX/PyTorch model's channels-first input before
+        # hls4ml's Transpose), not the plan's channels-last one: the wire's values are the same, flat
+        if whole is not None and backend_kwargs.get("io_type") == "io_stream" and first_nodes and first_nodes[0]:
+            read = whole.output_vars.get(first_nodes[0][0].inputs[0]) if first_nodes[0][0].inputs else None
+            shape = tuple(int(d) for d in read.shape) if read is not None else lead_shape
+            if shape != tuple(lead_shape) and math.prod(shape) == math.prod(lead_shape):
+                lead_shape = shape
         # a stage starting with an in-place reshape of its input reads the reshaped values directly
         if len(first_nodes) == 1 and len(first_nodes[0]) == 1 and _is_inplace_reshape(first_nodes[0][0]) \
                 and len(model_layers) > 1 and sum(inp.name in m.inputs for m in model_layers) == 1:
@@ -303,6 +312,12 @@ def stage_model(graph: Graph, settings: Mapping[str, LayerSettings], build: Buil
             if out.input_var is not new_in:
                 out.input_var = new_in
                 out.type = new_in.type
+    if backend_kwargs.get("io_type") == "io_stream" and len(ordered) > 1 \
+            and all(_is_inplace_reshape(n) for n in ordered[1:]):
+        names = [n.name for n in ordered[1:]]
+        raise BuildError(f"{where}: the stage holds only {names}, which with io_stream is a re-labelling of its "
+                         "input stream, not a computation hls4ml can build alone; put those layers on the stage "
+                         "before or after it")
     # an in-place reshape at the end only re-labels the values a wire carries flat
     while len(ordered) > 2 and _is_inplace_reshape(ordered[-1]) and ordered[-1].outputs[0] == out_var:
         dropped = ordered.pop()
