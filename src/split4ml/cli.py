@@ -253,7 +253,7 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
               io_type: str, config: Path | None, cap: float, board_file: list[Path] | None, json_out: bool,
               quiet: bool, estimator: str, calibration: Path | None, options: dict[str, Any]) -> None:
     from .boards import get_board
-    from .estimate.calibrate import segment_source
+    from .estimate.summary import model_figures
     from .plan.api import get_estimator, model_build, parse_hls_config
     from .plan.reuse import choose_settings
 
@@ -270,20 +270,8 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
     est = get_estimator(estimator, calibration)
     settings = choose_settings(g, b, cap, est, build, reuse_factor=reuse_factor, strategy=strategy,
                                overrides=overrides)
-    rows = []
-    for lyr in g.body:
-        c = est.layer_cost(lyr, settings[lyr.name], build.io_type, b)
-        s = settings[lyr.name]
-        rows.append({"name": lyr.name, "type": lyr.kind, "lut": c.lut, "ff": c.ff, "dsp": c.dsp, "bram18": c.bram18,
-                     "latency_cycles": c.latency_cycles, "ii_cycles": c.ii_cycles, "reuse_factor": s.reuse_factor,
-                     "strategy": s.strategy,
-                     "source": segment_source(est, [lyr], {lyr.name: s}, build.io_type, b)})
-    tot = est.segment_cost(list(g.body), settings, build.io_type, b)
-    shell = est.shell_cost(b)
-    total = {**tot.resources(), "latency_cycles": tot.latency_cycles, "ii_cycles": tot.ii_cycles,
-             "utilization": tot.utilization(b), "fits_one_board": tot.fits(b, cap), "shell": shell.resources(),
-             "source": segment_source(est, list(g.body), settings, build.io_type, b)}
-    data = {"board": b.name, "estimator": est.name, "cap": cap, "layers": rows, "total": total}
+    data = model_figures(g, settings, est, build.io_type, b, cap)
+    rows, total = data["layers"], data["total"]
     if json_out:
         _emit_json(data)
         return
@@ -294,15 +282,15 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
         t.add_row(r["name"], r["type"], str(r["reuse_factor"]), r["strategy"], f"{r['lut']:,.0f}",
                   f"{r['ff']:,.0f}", f"{r['dsp']:,.0f}", f"{r['bram18']:,.1f}", f"{r['latency_cycles']:,.0f}",
                   f"{r['ii_cycles']:,.0f}")
-    util = tot.utilization(b)
+    util, shell = total["utilization"], total["shell"]
     t.add_section()
-    t.add_row("shell", "", "", "", f"{shell.lut:,.0f}", f"{shell.ff:,.0f}", f"{shell.dsp:,.0f}",
-              f"{shell.bram18:,.1f}", "", "")
+    t.add_row("shell", "", "", "", f"{shell['lut']:,.0f}", f"{shell['ff']:,.0f}", f"{shell['dsp']:,.0f}",
+              f"{shell['bram18']:,.1f}", "", "")
     t.add_row("[bold]total", "", "", "", *[f"[{_pct_style(util[r], cap)}]{util[r]:.0%}"
                                            for r in ("lut", "ff", "dsp", "bram18")],
-              f"{tot.latency_cycles:,.0f}", f"{tot.ii_cycles:,.0f}")
+              f"{total['latency_cycles']:,.0f}", f"{total['ii_cycles']:,.0f}")
     out.print(t)
-    verdict = "fits" if tot.fits(b, cap) else "does NOT fit"
+    verdict = "fits" if total["fits_one_board"] else "does NOT fit"
     out.print(f"The whole model {verdict} one {b.name} under a {cap:.0%} cap.")
 
 
@@ -575,36 +563,6 @@ def demo(output: Annotated[Path, typer.Option("-o", "--output", help="Working di
         raise typer.Exit(1)
 
 
-def _node_spec(plan_file: Path, stage: str, driver: str) -> Any:
-    """The runtime spec for ``split4ml node``: read ``pipeline.json``, or build it from a plan file
-    (compiling only this node's stage for the csim driver)."""
-    from .runtime.spec import read_spec, spec_from_pipeline, trusted_artifacts
-
-    if plan_file.suffix == ".json":
-        spec = read_spec(plan_file)
-        return trusted_artifacts(spec, plan_file.parent, [spec.node(stage).id])
-    from .plan.api import load_plan, plan_pipeline
-
-    p, g = load_plan(plan_file)
-    pipeline, whole = plan_pipeline(p, g)
-    spec = spec_from_pipeline(pipeline, whole)
-    me = pipeline.node(spec.node(stage).id)
-    art: dict[str, Any] = {}
-    if driver == "csim":
-        from .hls.csim import compile_stage
-
-        m = compile_stage(me.stage)
-        art["csim"] = {"library": str(m.library), "project_name": m.project_name}
-    elif driver == "reference":
-        import tempfile
-
-        from .runtime.drivers import save_reference_model
-
-        art["reference"] = str(save_reference_model(me.stage, Path(tempfile.mkdtemp(prefix="split4ml-node-"))
-                                                    / f"{me.id}.npz"))
-    return spec.with_artifacts({me.id: art})
-
-
 @app.command()
 def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .yaml, or the pipeline.json 'run' writes.")],
          stage: Annotated[str, typer.Option("--stage", help="Node id (e.g. stage_1) or index.")],
@@ -645,7 +603,9 @@ def node(plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan .y
         if not sep:
             key, addr = "", item
         connect[key] = addr
-    spec = _node_spec(plan_file, stage, driver)
+    from .runtime.spec import node_spec
+
+    spec = node_spec(plan_file, stage, driver)
     me = spec.node(stage)
     node_pace, factor = None, 1.0
     if pace is not None:

@@ -400,3 +400,33 @@ def spec_from_pipeline(pipeline: Pipeline, whole: Stage | None = None,
     spec = RuntimeSpec(plan_hash=pipeline_hash(pipeline, in_type, in_shape), input_type=in_type,
                        input_shape=tuple(in_shape), nodes=nodes, outputs=tuple(ref(s) for s in pipeline.outputs))
     return spec.validate()
+
+
+def node_spec(plan_file: Path, stage: str, driver: str) -> RuntimeSpec:
+    """The runtime spec for ``split4ml node``: read ``pipeline.json`` (its libraries checked by
+    :func:`trusted_artifacts`), or build it from a plan file (compiling only this node's stage for
+    the csim driver). A board needs only the first; the plan path imports the planner and hls4ml."""
+
+    if plan_file.suffix == ".json":
+        spec = read_spec(plan_file)
+        return trusted_artifacts(spec, plan_file.parent, [spec.node(stage).id])
+    from ..plan.api import load_plan, plan_pipeline
+
+    p, g = load_plan(plan_file)
+    pipeline, whole = plan_pipeline(p, g)
+    spec = spec_from_pipeline(pipeline, whole)
+    me = pipeline.node(spec.node(stage).id)
+    art: dict[str, Any] = {}
+    if driver == "csim":
+        from ..hls.csim import compile_stage
+
+        m = compile_stage(me.stage)
+        art["csim"] = {"library": str(m.library), "project_name": m.project_name}
+    elif driver == "reference":
+        import tempfile
+
+        from .drivers import save_reference_model
+
+        art["reference"] = str(save_reference_model(me.stage, Path(tempfile.mkdtemp(prefix="split4ml-node-"))
+                                                    / f"{me.id}.npz"))
+    return spec.with_artifacts({me.id: art})
