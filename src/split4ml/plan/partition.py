@@ -44,6 +44,10 @@ and steps are then counted apart, the objectives' "fewest stages" becomes "fewes
 stage before a neuron group pays for sending its output ``k`` times, and the solver is the exact
 DP over a state graph in :mod:`split4ml.plan.partition_split`. Without options the plain solver
 above runs, unchanged.
+
+This module is the entry point, :func:`partition_chain`; the tables, prices and dynamic programmes it
+runs are in :mod:`split4ml.plan.chain`, and the solver with split groups in
+:mod:`split4ml.plan.partition_split`.
 """
 
 from __future__ import annotations
@@ -72,9 +76,7 @@ from .chain import (
     _validate,
     shell_cost,
 )
-from .metrics import (
-    DEFAULT_BATCH,
-)
+from .metrics import DEFAULT_BATCH
 from .partition_split import solve_with_splits
 
 
