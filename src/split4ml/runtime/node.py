@@ -499,7 +499,7 @@ def end_predecessor(pid: int, node_id: str, index: int, wait_s: float = 5.0) -> 
         return False
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        try:  # its files (the port among them) are closed once its last thread has exited
+        try:  # its file table is gone (the kernel may hold the port a moment longer: bind retries)
             if not os.listdir(f"/proc/{pid}/fd"):
                 return True
         except OSError:

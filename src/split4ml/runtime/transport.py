@@ -15,6 +15,7 @@ import json
 import math
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -96,8 +97,8 @@ class HangUps:
     key: counted as ``key`` elsewhere), then to one that never finished its handshake (a port scan),
     and only then to an established connection, which is counted. When both an unfinished and an
     established connection are open the disconnect is given to the unfinished one: the count can be
-    low, never high. Disconnects within :data:`HANGUP_GRACE_S` of :meth:`count`'s ``until`` are left
-    out: producers hang up when the run stops.
+    low, never high. :meth:`count` leaves out the disconnects of the last :data:`HANGUP_GRACE_S`:
+    producers hang up when the run stops.
     """
 
     _EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
@@ -110,7 +111,8 @@ class HangUps:
         self.unshaken = 0  # accepted, handshake not finished
         self.failed = 0  # handshake failed, not yet closed
         self.established = 0
-        self.ended: list[float] = []  # when each established connection ended (monotonic seconds)
+        self.settled = 0  # established connections that ended longer than the grace ago
+        self.recent: deque[float] = deque()  # when the others ended (monotonic seconds): memory stays bounded
 
     def poll(self) -> None:
         """Read the events that have come in (never blocks)."""
@@ -139,13 +141,16 @@ class HangUps:
                     self.unshaken -= 1
                 elif self.established:
                     self.established -= 1
-                    self.ended.append(time.monotonic())
+                    self.recent.append(time.monotonic())
 
-    def count(self, until: float | None = None) -> int:
-        """Established connections that ended at least :data:`HANGUP_GRACE_S` before ``until`` (now)."""
+    def count(self) -> int:
+        """Established connections that ended at least :data:`HANGUP_GRACE_S` ago."""
         self.poll()
-        cut = (time.monotonic() if until is None else until) - HANGUP_GRACE_S
-        return sum(1 for t in self.ended if t <= cut)
+        cut = time.monotonic() - HANGUP_GRACE_S
+        while self.recent and self.recent[0] <= cut:
+            self.recent.popleft()
+            self.settled += 1
+        return self.settled
 
     def close(self) -> None:
         if self._monitor is None:
