@@ -19,6 +19,13 @@ def test_readme_is_short_and_keeps_its_two_setup_commands() -> None:
     assert 'pip install -e ".[test]" && pytest' in lines
 
 
+def test_the_site_home_is_the_readme() -> None:
+    """docs/index.md is the README with the picture's path seen from docs/ (one text, no drift):
+    after editing the README, copy it there the same way."""
+    readme = (ROOT / "README.md").read_text()
+    assert (ROOT / "docs" / "index.md").read_text() == readme.replace("(docs/report.png)", "(report.png)")
+
+
 def test_the_documentation_site_builds_strictly(tmp_path) -> None:
     pytest.importorskip("mkdocs", reason="the docs extra (part of the test extra) is not installed")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
