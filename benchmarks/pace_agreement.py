@@ -77,9 +77,9 @@ def _plans(out: Path, log: Any) -> list[tuple[str, Path, int | None]]:
 
 def run_case(name: str, plan_file: Path, batch: int | None, frames: int) -> dict[str, Any]:
     from split4ml.plan.api import load_plan, plan_pipeline
-    from split4ml.runtime.pace import pace_model
     from split4ml.plan.model import price_stages
     from split4ml.runtime import RunOptions, run_pipeline
+    from split4ml.runtime.pace import pace_model
     from split4ml.verify import random_inputs
 
     plan, graph = load_plan(plan_file)

@@ -62,6 +62,9 @@ from .transport import (
 )
 from .wire import HEADER_BYTES, KIND_STOP, SINK, decode_frame, encode_frame, max_frame_bytes
 
+#: How often a node reads its input socket's connection events (a paced loop ticks far more often).
+HANGUP_POLL_S = 0.05
+
 
 @dataclass(frozen=True)
 class NodeOptions:
@@ -209,6 +212,7 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
     stats_sock = None
     hello_sent = False
     hangups: HangUps | None = None
+    next_hangup_poll = t_start
 
     def parent_gone() -> bool:
         if parent is None:
@@ -271,10 +275,11 @@ def serve_node(spec: RuntimeSpec, opts: NodeOptions, driver: Driver | None = Non
 
     def tick() -> bool:
         """Housekeeping; True when the node must stop."""
-        nonlocal next_parent_check
+        nonlocal next_parent_check, next_hangup_poll
         now = time.monotonic()
-        if hangups is not None:
-            hangups.poll()  # often: a disconnect is timed when it is read
+        if hangups is not None and now >= next_hangup_poll:  # a disconnect is timed when it is read
+            hangups.poll()
+            next_hangup_poll = now + HANGUP_POLL_S
         if hello_sent and now - last_stats >= opts.stats_interval_s:
             count_hangups()
             report("stats")
