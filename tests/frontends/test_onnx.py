@@ -167,16 +167,37 @@ def test_onnx_cnn_plans_and_verifies_bit_exact(monkeypatch, capsys, tmp_path: Pa
     assert v["reference"]["converter"] == "hls4ml.converters.convert_from_onnx_model"
 
 
-def test_an_io_stream_board_holding_only_a_flatten_is_refused_by_name(monkeypatch, capsys, tmp_path: Path,
-                                                                      exported) -> None:
+def test_an_io_stream_board_never_holds_only_a_flatten(monkeypatch, capsys, tmp_path: Path, exported) -> None:
     """With io_stream hls4ml computes a Flatten in place (it re-labels the stream): alone on a board it is
-    nothing hls4ml can build, and build says which stage and what to do."""
+    nothing hls4ml can build. The planner never cuts so (the Flatten joins a neighbour, and the stage count
+    it may ask for excludes it), and a hand-written plan that does is refused by name."""
+    import yaml
+
     plan = tmp_path / "cnn.yaml"
     rc, out, _ = run_cli(monkeypatch, capsys, "plan", str(exported["cnn"]), "--stages", "3", "-o", str(plan),
                          "--io-type", "io_stream", "--json")
     assert rc == 0, out
     stages = [list(st["layers"]) for st in json.loads(out)["stages"]]
-    assert ["Flatten_0"] in stages, stages  # the planner does not know this yet
-    rc, out, err = run_cli(monkeypatch, capsys, "build", str(plan), "-o", str(tmp_path / "build"))
-    assert rc != 0
-    assert "holds only ['Flatten_0']" in err and "stage before or after" in err, err
+    assert len(stages) == 3 and ["Flatten_0"] not in stages, stages
+    # io_parallel keeps the Flatten a unit of its own (a lone in-place reshape builds there)
+    rc, out, _ = run_cli(monkeypatch, capsys, "plan", str(exported["cnn"]), "--stages", "4", "-o",
+                         str(tmp_path / "p4.yaml"), "--io-type", "io_parallel", "--json")
+    assert rc == 0, out
+    assert ["Flatten_0"] in [list(st["layers"]) for st in json.loads(out)["stages"]]
+    rc, out, err = run_cli(monkeypatch, capsys, "plan", str(exported["cnn"]), "--stages", "4", "-o",
+                           str(tmp_path / "p.yaml"), "--io-type", "io_stream")
+    flat = " ".join(err.split())
+    assert rc == 2 and "at most 3 stages" in flat and "computes in place with io_stream" in flat and "Traceback" not in err
+    # a hand-edited plan that puts the Flatten alone on a board
+    data = yaml.safe_load(plan.read_text())
+    last = data["stages"][-1]
+    flatten = [e for e in last["layers"] if (e["name"] if isinstance(e, dict) else e) == "Flatten_0"]
+    last["layers"] = [e for e in last["layers"] if e not in flatten]
+    data["stages"].insert(len(data["stages"]) - 1, {"board": last.get("board", data.get("board")), "layers": flatten})
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data, sort_keys=False))
+    for cmd in (["check", str(edited)], ["build", str(edited), "-o", str(tmp_path / "build")]):
+        rc, out, err = run_cli(monkeypatch, capsys, *cmd)
+        flat = " ".join(err.split())
+        assert rc == 2 and "holds only ['Flatten_0']" in flat and "stage before or after" in flat, err
+        assert "stages[2]" in flat and "Traceback" not in err

@@ -66,12 +66,14 @@ def _type_sequences(pool: BoardPool, k: int):
 
 
 def brute_force(costs, bytes_in, bytes_out, pool, cap, objective, max_boards=None, n_stages=None, values_in=0.0,
-                values_out=None, batch=DEFAULT_BATCH, io_type="io_parallel"):
+                values_out=None, batch=DEFAULT_BATCH, io_type="io_parallel", in_place=None):
     rows = []
     n = len(costs)
     for ranges in _compositions(n):
         k = len(ranges)
         if (max_boards is not None and k > max_boards) or (n_stages is not None and k != n_stages):
+            continue
+        if in_place is not None and any(all(in_place[i:j]) for i, j in ranges):  # a board of in-place units only
             continue
         for seq in _type_sequences(pool, k):
             # per stage, every version assignment that fits; keep them all (metrics need the mix)
@@ -314,3 +316,29 @@ def test_rounded_fronts_still_give_a_plan_that_fits(monkeypatch, objective: str,
     assert not got < tuple(x * (1 - 1e-9) - 1e-9 for x in want)
     if tuple(round(x, 6) for x in got) != tuple(round(x, 6) for x in want):
         assert res.rounded
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+@pytest.mark.parametrize("seed", range(6))
+def test_in_place_units_never_make_a_stage_alone(objective: str, seed: int) -> None:
+    """Units hls4ml computes in place (an io_stream flatten: no cost, no cycles) join a neighbour's board:
+    the solver equals the brute force over the partitions where every stage computes something, for
+    every stage count, and says infeasible exactly where that brute force finds nothing."""
+    rng = random.Random(100 + seed)
+    n = rng.randint(3, 6)
+    costs = _random_costs(rng, n, 2, [PYNQ])
+    in_place = [False] * n
+    for u in rng.sample(range(n), rng.randint(1, 2)):
+        in_place[u] = True
+        costs[u] = [[Cost()]]
+    bytes_out = [rng.choice([20, 200, 2000]) for _ in range(n)]
+    pool = BoardPool(types=(PYNQ,), counts=(n,))
+    for n_stages in (None, *range(1, n + 1)):
+        kw = {"n_stages": n_stages} if n_stages is not None else {}
+        try:
+            res = solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective, in_place=in_place, **kw)
+        except InfeasibleError:
+            assert brute_force(costs, 784.0, bytes_out, pool, 0.85, objective, in_place=in_place, **kw) is None
+            continue
+        assert not any(all(in_place[i:j]) for i, j in res.ranges), res.ranges
+        _check(res, costs, 784.0, bytes_out, pool, 0.85, objective, in_place=in_place, **kw)

@@ -313,6 +313,38 @@ def test_max_boards_too_small_says_minimum() -> None:
         partition_chain(units, 8.0, [8.0] * 5, TINY, 1.0, n_stages=4)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_in_place_units_never_make_a_stage_alone(seed: int) -> None:
+    """Units hls4ml computes in place (an io_stream flatten) join a neighbour's board: the partition equals
+    the brute force over the partitions where every stage computes something, under every objective and
+    stage count, and a count that needs a board of in-place units only is refused, saying why."""
+    rng = np.random.default_rng(500 + seed)
+    for _ in range(15):
+        inst = _random_instance(rng)
+        n = len(inst.units)
+        if n < 2:
+            continue
+        flags = [bool(x) for x in rng.random(n) < 0.3]
+        if all(flags):
+            flags[0] = False
+        inst = replace(inst, units=[Cost() if f else c for c, f in zip(inst.units, flags, strict=True)])
+        rows = [r for r in _brute(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, shell=inst.shell)
+                if not any(all(flags[i:j]) for i, j in zip(r[0][:-1], r[0][1:], strict=True))]
+        for objective in OBJECTIVES:
+            for n_stages in (None, *range(1, n + 1)):
+                allowed = [r for r in rows if n_stages is None or len(r[0]) - 1 == n_stages]
+                kwargs = dict(objective=objective, n_stages=n_stages, shell=inst.shell, in_place=flags)
+                if not allowed:
+                    with pytest.raises(InfeasibleError):
+                        partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
+                    continue
+                res = partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
+                _check(res, inst, objective, rows, None, n_stages)
+    with pytest.raises(InfeasibleError, match=r"only 2 units.*1 flatten\(s\) hls4ml computes in place.*at most 2 stages"):
+        partition_chain([_dense(1), Cost(), _dense(1)], 8.0, [8.0] * 3, TINY, 1.0, n_stages=3,
+                        in_place=[False, True, False], io_type="io_stream")
+
+
 def test_more_stages_than_units() -> None:
     units = [_dense(10) for _ in range(4)]
     with pytest.raises(InfeasibleError, match="only 4 units"):

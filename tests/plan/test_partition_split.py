@@ -261,6 +261,34 @@ def test_matches_brute_force(seed: int) -> None:
     assert checked > 0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_in_place_units_join_a_computing_step(seed: int) -> None:
+    """Units hls4ml computes in place (an io_stream flatten: no cost, no options) never make a plain stage
+    alone; a merge stage (a split's tail) may hold them. Equal to the brute force over such sequences."""
+    rng = np.random.default_rng(900 + seed)
+    checked = 0
+    for _ in range(12):
+        inst = _random_inst(rng)
+        n = len(inst.units)
+        flags = [bool(x) and not inst.options[u] for u, x in enumerate(rng.random(n) < 0.4)]
+        if not any(flags) or not any(inst.options):
+            continue
+        inst = replace(inst, units=[Cost() if f else c for c, f in zip(inst.units, flags, strict=True)])
+        rows = {k: r for k, r in _brute_rows(inst).items()
+                if not any(st[0] == "plain" and st[3] is None and all(flags[st[1]:st[2]]) for st in k)}
+        for objective in OBJECTIVES:
+            for n_stages in (None, 1, 2, 3, 4):
+                allowed = [r for r in rows.values() if n_stages is None or r[3] == n_stages]
+                if not allowed:
+                    with pytest.raises(InfeasibleError):
+                        _solve(inst, objective=objective, n_stages=n_stages, in_place=flags)
+                    continue
+                res = _solve(inst, objective=objective, n_stages=n_stages, in_place=flags)
+                _check(res, inst, objective, rows, None, n_stages)
+                checked += 1
+    assert checked > 0
+
+
 def test_groups_spanning_the_pooling_after_them_match_brute_force() -> None:
     """Neuron options of span 2 or 3 (a split that also runs the channel-wise units after it on its shards)
     next to ordinary ones: the solver's optimum equals enumeration under every objective and limit."""

@@ -31,12 +31,30 @@ What hls4ml does (1.3):
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 
 from ..errors import UnsupportedLayerError
 from ..ir import COMPUTE_KINDS, Layer
 
 _RESOURCE = "resource"
+
+
+#: Layer kinds that only reshape (hls4ml's ``Reshape`` class).
+RESHAPE_KINDS = ("Flatten", "Reshape")
+
+
+def relabels_stream(unit: Sequence[Layer], io_type: str, outputs: Collection[str] = ()) -> bool:
+    """Whether ``unit`` is only a flatten that hls4ml computes in place with ``io_stream``.
+
+    hls4ml's ``inplace_stream_flatten`` pass makes a Reshape whose output has one axis (and is not a
+    model output) an alias of its input stream: it re-labels the stream's words and generates no
+    logic (``backends/fpga/passes/inplace_stream_flatten.py``; other reshapes become a ``Repack``).
+    Such a layer alone is no computation, so a board cannot hold only it: it must share a board with
+    a layer before or after it.
+    """
+    return (io_type == "io_stream" and len(unit) == 1 and unit[0].kind in RESHAPE_KINDS
+            and len(unit[0].output_shape) == 1 and unit[0].name not in outputs)
 
 
 def mult_size(layer: Layer) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..boards import Board, get_board
 from ..errors import InfeasibleError, PlanError, TimeLimitError
 from ..estimate.base import Cost, Estimator, layers_cost
+from ..estimate.hls_rules import relabels_stream
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
@@ -656,7 +657,8 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
                                segment_cost=segment_cost_callable(est, units, sets, build.io_type, board),
                                values_in=math.prod(graph.input.output_shape),
                                values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
-                               io_type=build.io_type)
+                               io_type=build.io_type,
+                               in_place=[relabels_stream(u, build.io_type, graph.outputs) for u in units])
 
     try:
         part = partition(settings)
@@ -1020,6 +1022,11 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     tail_sets: dict[str, LayerSettings] = {}
     for st, b in kept:
         layers = [graph.layer(ls.name) for ls in st.layers]
+        if st.split is None and layers and all(relabels_stream((lyr,), build.io_type, graph.outputs)
+                                               for lyr in layers):
+            raise PlanError(f"{st.where}: the stage holds only {[lyr.name for lyr in layers]}, which hls4ml computes "
+                            f"in place with {build.io_type} (a re-labelling of the stream, no logic), so no board can "
+                            "run it alone; move those layers to the stage before or after it")
         free = [ls.name for ls in st.layers if ls.name not in overrides or "reuse_factor" not in overrides[ls.name]]
         if st.split is None and spec.reuse_factor is None:
             settings.update(fit_stage(layers, settings, free, b, spec.cap, est, build.io_type))

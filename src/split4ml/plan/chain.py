@@ -195,11 +195,15 @@ class ChainPrice:
     Cut ``c`` (``0 .. U``) is the tensor entering unit ``c`` (the model input at 0, the model output at
     ``U``): ``cut_bytes[c]`` bytes and ``cut_values[c]`` values per sample. A stage ``[i, j)`` reads cut
     ``i`` and writes cut ``j``; :meth:`stage` prices it from its cycles, vectorised over numpy arrays.
+
+    ``in_place``: per unit, whether hls4ml computes it in place (an io_stream flatten,
+    :func:`~split4ml.estimate.hls_rules.relabels_stream`). A stage of such units alone is no
+    computation and cannot be built: :meth:`buildable` says which stages every solver may use.
     """
 
     def __init__(self, board: Board, bytes_in: float, bytes_out: Sequence[float], values_in: float = 0.0,
                  values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
-                 io_type: str = "io_parallel") -> None:
+                 io_type: str = "io_parallel", in_place: Sequence[bool] | None = None) -> None:
         self.board = board
         self.batch = int(batch)
         self.io_type = io_type
@@ -213,6 +217,22 @@ class ChainPrice:
         #: the source sending the model input: the first step of the pipeline and of its latency
         self.source_us = float(self.link_us[0])
         self.source_latency_us = float(self.frame_send_us[0])
+        n = len(bytes_out)
+        flags = [False] * n if in_place is None else [bool(x) for x in in_place]
+        if len(flags) != n:
+            raise ValueError(f"in_place has {len(flags)} entries for {n} units")
+        #: ``in_place_from[j]``: the first unit of the run of in-place units that ends at unit ``j - 1``
+        #: (``j`` when unit ``j - 1`` computes something)
+        self.in_place_from = np.arange(n + 1)
+        for j in range(1, n + 1):
+            if flags[j - 1]:
+                self.in_place_from[j] = self.in_place_from[j - 1]
+        self.n_computing = n - sum(flags)
+
+    def buildable(self, start: Any, end: Any) -> Any:
+        """Whether stages ``[start, end)`` hold a unit that computes something (not only in-place
+        units), vectorised."""
+        return np.asarray(start) < self.in_place_from[end]
 
     def stage(self, start: Any, end: Any, ii_cycles: Any, latency_cycles: Any, copies: int = 1,
               read: tuple[float, float] | None = None) -> tuple[Any, Any]:
@@ -261,7 +281,7 @@ def _additive_table(units: Sequence[Cost], shell: Cost, board: Board, cap: float
     ends = np.arange(n + 1)
     width = max(1, int(np.max(ends - lo)))
     raw, start = _grid(n, width)
-    ok = (raw >= 0) & (raw >= lo[:, None])
+    ok = (raw >= 0) & (raw >= lo[:, None]) & price.buildable(start, np.arange(n + 1)[:, None])
     ok[0, :] = False
 
     ii = np.array([float(c.ii_cycles) for c in units])
@@ -311,6 +331,8 @@ def _callable_table(n: int, seg: _SegmentCache, board: Board, cap: float, price:
     ii_c = np.full(raw.shape, _INF)
     lat_c = np.full(raw.shape, _INF)
     for i, j, c in feasible:
+        if not price.buildable(i, j):
+            continue
         d = j - 1 - i
         ok[j, d] = True
         ii_c[j, d], lat_c[j, d] = float(c.ii_cycles), float(c.latency_cycles)

@@ -17,6 +17,7 @@ from typing import Any
 from ..boards import Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Estimator
+from ..estimate.hls_rules import relabels_stream
 from ..ir import COMPUTE_KINDS, Graph
 from ..settings import BuildSettings, LayerSettings
 from .chain import REL_TOL
@@ -91,7 +92,8 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
                           objective=objective, max_boards=max_boards, n_stages=n_stages,
                           unit_names=[u[0].name for u in units], values_in=math.prod(graph.input.output_shape),
                           values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
-                          io_type=build.io_type)
+                          io_type=build.io_type,
+                          in_place=[relabels_stream(u, build.io_type, graph.outputs) for u in units])
     except InfeasibleError as exc:
         if cluster is not None:
             raise PlanError(f"{cl.source}: boards ({cl.describe()}): {exc}") from exc

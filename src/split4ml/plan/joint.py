@@ -232,13 +232,15 @@ class _Solver:
 
     def __init__(self, costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, bytes_out: Sequence[float],
                  pool: BoardPool, cap: float, values_in: float = 0.0, values_out: Sequence[float] | None = None,
-                 batch: int = DEFAULT_BATCH, io_type: str = "io_parallel") -> None:
+                 batch: int = DEFAULT_BATCH, io_type: str = "io_parallel",
+                 in_place: Sequence[bool] | None = None) -> None:
         self.n = len(costs)
         self.pool = pool
         self.costs = costs
         self.stream = io_type == "io_stream"
         n_types = len(pool.types)
-        self.prices = [ChainPrice(b, bytes_in, bytes_out, values_in, values_out, batch, io_type) for b in pool.types]
+        self.prices = [ChainPrice(b, bytes_in, bytes_out, values_in, values_out, batch, io_type, in_place)
+                       for b in pool.types]
         self.res: list[list[np.ndarray]] = []  # [t][u] (V_u, 5 or 6): resources, latency_us (, ii_us)
         self.ii: list[list[np.ndarray]] = []  # [t][u] (V_u,) ii_us
         self.room: list[np.ndarray] = []
@@ -517,7 +519,7 @@ class _Solver:
         interval is under ``bound``; ``inf`` where none fits. With ``latency=False`` only feasibility
         counts: fitting stages get 0."""
         iv, lat = self.full_row(t, j, bound, latency)
-        ok = iv <= bound
+        ok = (iv <= bound) & self.prices[t].buildable(np.arange(j), j)
         if not latency:
             return np.where(ok & np.isfinite(lat), 0.0, _INF)
         return np.where(ok, lat, _INF)
@@ -640,7 +642,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
                 pool: BoardPool, cap: float, objective: str = "throughput", max_boards: int | None = None,
                 n_stages: int | None = None, unit_names: Sequence[str] | None = None, values_in: float = 0.0,
                 values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
-                io_type: str = "io_parallel") -> JointResult:
+                io_type: str = "io_parallel", in_place: Sequence[bool] | None = None) -> JointResult:
     """Cut a chain into stages on the boards of ``pool``, one version per unit, optimally.
 
     Args:
@@ -654,7 +656,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
         max_boards: at most this many stages (in addition to the pool's own limit).
         n_stages: exactly this many stages.
         unit_names: names of the units, for error messages.
-        values_in / values_out, batch, io_type: as :func:`~split4ml.plan.partition.partition_chain`.
+        values_in / values_out, batch, io_type, in_place: as :func:`~split4ml.plan.partition.partition_chain`.
 
     Raises:
         InfeasibleError: no choice of versions, cuts and boards fits; the message names a unit that
@@ -669,7 +671,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     if any(len(vs) == 0 for vs in costs):
         raise ValueError("every unit needs at least one version")
     names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
-    solver = _Solver(costs, bytes_in, bytes_out, pool, cap, values_in, values_out, batch, io_type)
+    solver = _Solver(costs, bytes_in, bytes_out, pool, cap, values_in, values_out, batch, io_type, in_place)
     st = solver.states
     allowed = st.count >= 1
     if max_boards is not None:
@@ -788,6 +790,8 @@ def _infeasible_message(solver: _Solver, names: Sequence[str], pool: BoardPool, 
     kinds = ", ".join(b.name for b in pool.types)
     alone = []
     for u in range(solver.n):
+        if not solver.prices[0].buildable(u, u + 1):  # an in-place unit: it joins a neighbour's board
+            continue
         if not any(np.isfinite(solver.row(t, u + 1, _INF)[u]) for t in range(solver.n_types)):
             alone.append(names[u])
     if alone:

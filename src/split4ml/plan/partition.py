@@ -87,7 +87,7 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
                     shell: Cost | None = None,
                     options: Sequence[Sequence[SplitOption]] | None = None, values_in: float = 0.0,
                     values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
-                    io_type: str = "io_parallel") -> Partition:
+                    io_type: str = "io_parallel", in_place: Sequence[bool] | None = None) -> Partition:
     """Cut a chain of units into stages, one ``board`` each, optimally for ``objective``.
 
     With ``options``, a stage may also be a *split group*: one unit run as ``k`` parallel boards
@@ -112,6 +112,8 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
             boards' AXI wrappers read and write, one per clock); default none (no wrapper cycles).
         batch: samples per frame (per-frame costs and frame overhead are shared by a batch).
         io_type: the boards' hls4ml io type (how the wrapper overlaps its reads and writes).
+        in_place: per unit, whether hls4ml computes it in place (an io_stream flatten): no stage may
+            hold only such units (:class:`~split4ml.plan.chain.ChainPrice`).
         options: per unit, the ways it may be split across boards (may be empty). With splits,
             ``max_boards`` bounds the boards (a group of ``k`` counts ``k``), ``n_stages`` fixes the
             pipeline steps (a group counts one), and the objectives' "fewest stages" key becomes
@@ -127,7 +129,10 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
     names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
     shell_c = shell if shell is not None else shell_cost(board)
     out_arr = np.asarray([float(b) for b in bytes_out])
-    price = ChainPrice(board, float(bytes_in), out_arr, values_in, values_out, batch, io_type)
+    price = ChainPrice(board, float(bytes_in), out_arr, values_in, values_out, batch, io_type, in_place)
+    if price.n_computing == 0:
+        raise InfeasibleError("the model has no layer that computes something (only reshapes hls4ml makes in "
+                              "place), so there is nothing to put on a board")
 
     seg = _SegmentCache(segment_cost) if segment_cost is not None else None
     if not shell_c.fits(board, cap) and seg is None:
@@ -141,10 +146,13 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
         return solve_with_splits(unit_costs, price, board, cap, objective, max_boards, n_stages,
                                  names, seg, shell_c, [tuple(o) for o in options])
 
-    if n_stages is not None and n_stages > n:
+    if n_stages is not None and n_stages > price.n_computing:
+        m = price.n_computing
+        relabel = (f"; the {n - m} flatten(s) hls4ml computes in place with {io_type} cannot be a board "
+                   "alone") if m < n else ""
         raise InfeasibleError(
-            f"asked for exactly {n_stages} stages but the model has only {n} units (layers with their "
-            f"activations), so at most {n} stages without intra-layer splits; use at most {n} boards")
+            f"asked for exactly {n_stages} stages but the model has only {m} units (layers with their "
+            f"activations{relabel}), so at most {m} stages without intra-layer splits; use at most {m} boards")
 
     def stage_cost(i: int, j: int) -> Cost:
         if seg is not None:
@@ -157,7 +165,8 @@ def partition_chain(unit_costs: Sequence[Cost], bytes_in: float, bytes_out: Sequ
     tab = (_additive_table(unit_costs, shell_c, board, cap, price) if seg is None
            else _callable_table(n, seg, board, cap, price))
 
-    bad = [(names[j - 1], stage_cost(j - 1, j)) for j in range(1, n + 1) if not tab.ok[j, 0]]
+    bad = [(names[j - 1], stage_cost(j - 1, j)) for j in range(1, n + 1)
+           if not tab.ok[j, 0] and price.buildable(j - 1, j)]
     if bad:
         raise InfeasibleError(_unit_overflow_message(bad, board, cap))
 

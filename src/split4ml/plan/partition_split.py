@@ -406,7 +406,7 @@ class _Dag:
         bad = []
         tail_rows = {(j, o) for (kind, j, o) in self.states if kind == _T}
         for u in range(self.n):
-            if self.tab.ok[u + 1, 0]:
+            if self.tab.ok[u + 1, 0] or not self.price.buildable(u, u + 1):  # (an in-place unit joins any stage)
                 continue
             if any(self.plain_cost(u, u + 1, self.options[u - 1][o].tail).fits(self.board, self.cap)
                    for (j, o) in tail_rows if j == u):
