@@ -1,5 +1,6 @@
 """The io type chosen per plan (``make_plan(choose_io_type=True)``, ``split4ml plan`` without ``--io-type``):
-io_parallel, hls4ml's default, unless no number of boards holds a model with convolutions that way."""
+a model with convolutions is planned both ways and the better plan for the objective is kept (a tie keeps
+io_parallel, hls4ml's default)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,47 @@ def _conv(hw: int, name: str = "conv"):
     return keras.Model(x, h, name=name)
 
 
-def test_io_parallel_is_kept_where_it_fits_and_io_stream_taken_where_it_does_not():
+def _tiny(hw: int = 4):
+    """Conv2D 2 3x3 on an hw x hw x 1 input, Dense 2: both io types reach the same interval (the link's)."""
+    x = keras.Input((hw, hw, 1), name="x")
+    h = keras.layers.Conv2D(2, 3, activation="relu", name="c1")(x)
+    return keras.Model(x, keras.layers.Dense(2, name="d")(keras.layers.Flatten(name="f")(h)), name="tiny")
+
+
+def test_the_better_io_type_is_kept_and_says_why():
     from split4ml.frontends.keras import graph_from_keras
+    from split4ml.plan.design import better, objective_key
 
     small = graph_from_keras(_conv(16))
-    kept = make_plan(small, model="s.keras", board=PYNQ, choose_io_type=True)
-    given = make_plan(small, model="s.keras", board=PYNQ, build=BuildSettings(io_type="io_parallel"))
-    assert kept.build.io_type == "io_parallel" and kept.io_type_chosen is None
-    assert kept.n_boards == given.n_boards and kept.metrics.bottleneck_us == pytest.approx(given.metrics.bottleneck_us)
+    for objective in ("throughput", "latency", "boards"):
+        auto = make_plan(small, model="s.keras", board=PYNQ, choose_io_type=True, objective=objective)
+        plans = {io: make_plan(small, model="s.keras", board=PYNQ, objective=objective,
+                               build=BuildSettings(io_type=io)) for io in ("io_parallel", "io_stream")}
+        keys = {io: objective_key(p.metrics, p.n_boards, objective) for io, p in plans.items()}
+        want = "io_stream" if better(keys["io_stream"], keys["io_parallel"]) else "io_parallel"
+        assert auto.build.io_type == want
+        assert objective_key(auto.metrics, auto.n_boards, objective) == pytest.approx(keys[want])
+        if want == "io_stream":
+            assert auto.io_type_chosen.startswith("io_stream: ") and "than io_parallel" in auto.io_type_chosen
+            assert f"{plans['io_parallel'].n_boards} board(s)" in auto.io_type_chosen.split("io_parallel: ")[1]
+        else:
+            assert auto.io_type_chosen is None
+    # 16x16: the convolution's map in registers takes 2 boards; streamed, one board at a shorter interval
+    chosen = make_plan(small, model="s.keras", board=PYNQ, choose_io_type=True)
+    assert chosen.build.io_type == "io_stream" and chosen.io_type_chosen.startswith("io_stream: a shorter interval")
+    # a tie on the first key is decided by the next: the same interval, a lower latency with io_stream...
+    tiny = graph_from_keras(_tiny())
+    t = make_plan(tiny, model="t.keras", board=PYNQ, choose_io_type=True)
+    assert t.build.io_type == "io_stream"
+    assert t.io_type_chosen.startswith("io_stream: a lower latency than io_parallel at the same interval")
+    # ... and for the latency objective io_parallel is lower: it is kept, and nothing is said
+    t = make_plan(tiny, model="t.keras", board=PYNQ, choose_io_type=True, objective="latency")
+    assert t.build.io_type == "io_parallel" and t.io_type_chosen is None
+
+
+def test_io_stream_is_taken_where_io_parallel_fits_no_boards():
+    from split4ml.frontends.keras import graph_from_keras
+
     big = graph_from_keras(_conv(24))
     chosen = make_plan(big, model="b.keras", board=PYNQ, choose_io_type=True)
     assert chosen.build.io_type == "io_stream"

@@ -444,8 +444,8 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     ``cluster`` (a :class:`~split4ml.plan.cluster.Cluster`: mixed types, counts, order).
 
     With ``choose_io_type`` (``split4ml plan`` without ``--io-type``) a chain with convolutions whose
-    io type the user left open (``hls_config`` has no ``IOType``) is planned with ``io_stream`` when
-    no number of boards holds it with ``io_parallel`` (:func:`_choose_io_type`).
+    io type the user left open (``hls_config`` has no ``IOType``) is planned with both io types, and
+    the better plan for the objective is kept (:func:`_choose_io_type`).
 
     ``batch`` is the samples per frame the pipeline runs with (the runtime's ``--batch``): each board
     pays its per-frame cost once per frame. Without it the planner chooses: 1 for the latency
@@ -477,27 +477,63 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
 
 
 def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
-    """The ``io_parallel`` plan (hls4ml's default), or, when no number of boards holds the model with
-    ``io_parallel``, the ``io_stream`` plan, which then says why
-    (:attr:`~split4ml.plan.model.Plan.io_type_chosen`). In ``io_parallel`` a convolution holds its
-    whole feature map in registers; in ``io_stream`` it streams a pixel at a time through line
-    buffers, so large feature maps fit where they otherwise would not.
+    """The better of the ``io_parallel`` plan (hls4ml's default) and the ``io_stream`` plan, by the
+    objective's key; a tie keeps ``io_parallel``. A plan that takes ``io_stream`` says why
+    (:attr:`~split4ml.plan.model.Plan.io_type_chosen`).
 
-    io_stream is not taken merely because it would be faster: for the test suite's small CNN read from
-    PyTorch or ONNX its chain is not bit-exact with hls4ml's own io_stream conversion yet, so a plan
-    that verifies with io_parallel keeps it; ``--io-type io_stream`` asks for it."""
+    In ``io_parallel`` a convolution holds its whole feature map in registers and each board's AXI
+    wrapper reads its inputs, runs the model, then writes its outputs; in ``io_stream`` a convolution
+    streams a pixel at a time through line buffers (large maps fit where they otherwise would not), and
+    the wrapper's reads and writes overlap the computation. Both are hls4ml's own conversions, and
+    ``verify`` compares a plan with the whole model converted in the plan's io type."""
+    from .design import better, objective_key
+
     base = kw["build"] or BuildSettings()
-    try:
-        return _plan_batches(graph, batch, {**kw, "build": replace(base, io_type="io_parallel")})
-    except InfeasibleError as exc:
-        parallel_error = exc
-    try:
-        plan = _plan_batches(graph, batch, {**kw, "build": replace(base, io_type="io_stream")})
-    except InfeasibleError as exc:
-        raise InfeasibleError(f"the model fits with neither io type. io_parallel: {parallel_error} "
-                              f"io_stream: {exc}") from exc
-    why = str(parallel_error).split(": ", 1)[0]  # the first clause names the layer (the rest is the full story)
-    return replace(plan, io_type_chosen=f"io_stream: with io_parallel the model fits no number of boards ({why})")
+    plans: dict[str, Plan] = {}
+    errors: dict[str, InfeasibleError] = {}
+    for io in ("io_parallel", "io_stream"):
+        try:
+            plans[io] = _plan_batches(graph, batch, {**kw, "build": replace(base, io_type=io)})
+        except InfeasibleError as exc:
+            errors[io] = exc
+    if not plans:
+        raise InfeasibleError(f"the model fits with neither io type. io_parallel: {errors['io_parallel']} "
+                              f"io_stream: {errors['io_stream']}") from errors["io_stream"]
+    if "io_stream" not in plans:
+        return plans["io_parallel"]
+    stream = plans["io_stream"]
+    if "io_parallel" in errors:
+        why = str(errors["io_parallel"]).split(": ", 1)[0]  # the first clause names the layer
+        return replace(stream, io_type_chosen=f"io_stream: with io_parallel the model fits no number of boards ({why})")
+    parallel = plans["io_parallel"]
+    objective = stream.objective
+    if not better(objective_key(stream.metrics, stream.n_boards, objective),
+                  objective_key(parallel.metrics, parallel.n_boards, objective)):
+        return parallel
+    return replace(stream, io_type_chosen=f"io_stream: {_io_comparison(stream, parallel, objective)}")
+
+
+def _io_comparison(stream: Plan, parallel: Plan, objective: str) -> str:
+    """Why the io_stream plan beat the io_parallel one: the first figure of the objective's key that
+    differs, and the two plans' figures."""
+    from .design import better, objective_key
+
+    names = {"throughput": ("a shorter interval", "fewer boards", "a lower latency"),
+             "latency": ("a lower latency", "fewer boards", "a shorter interval"),
+             "boards": ("fewer boards", "a shorter interval", "a lower latency")}[objective]
+    a = objective_key(stream.metrics, stream.n_boards, objective)
+    b = objective_key(parallel.metrics, parallel.n_boards, objective)
+    k = next(k for k in range(3) if better(a[k:k + 1], b[k:k + 1]))
+
+    def figures(p: Plan) -> str:
+        return (f"{p.n_boards} board(s), {p.metrics.bottleneck_us:.3g} us a sample, "
+                f"latency {p.metrics.latency_us:.3g} us")
+
+    same = ""
+    if k:
+        same = {"throughput": " at the same interval", "latency": " at the same latency",
+                "boards": " on as many boards"}[objective]
+    return f"{names[k]} than io_parallel{same} ({figures(stream)}; io_parallel: {figures(parallel)})"
 
 
 def _plan_batches(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
