@@ -6,8 +6,10 @@ Pure functions on the Graph IR (no hls4ml). Two kinds:
 layer (kernel ``[..., a:b]``, bias ``[a:b]``, same types and fused activation). Every shard reads the
 whole input; the merge is concatenation along the last axis, which is exact. Elementwise activations
 (relu, sigmoid, tanh, linear) stay in each shard (standalone ones are copied, sliced), and so may the
-channel-wise pooling layers that follow the unit (MaxPooling/AveragePooling act on each channel
-alone: pooling a slice of the channels is that slice of the pooled map); a softmax
+channel-wise layers that follow the unit (:func:`channel_wise`): MaxPooling/AveragePooling act on
+each channel alone (pooling a slice of the channels is that slice of the pooled map), and a batch
+normalization or an ``ApplyAlpha`` scales and shifts each channel by its own factors (the copy on
+a shard takes those channels' factors: hls4ml's own scale and bias, sliced); a softmax
 (fused or standalone) and every activation layer after it need the whole vector, so they form the
 split's **tail**, which runs after the concatenation on the consuming board.
 
@@ -40,8 +42,10 @@ front end ever refuses one, change the functions below (e.g. to ``fc1_s_n0``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +58,11 @@ from .settings import LayerPrecision, LayerSettings
 SPLIT_KINDS = ("neuron", "input")
 #: Activations that act value by value, so they may run on each shard of a neuron split.
 ELEMENTWISE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
+#: Layers that scale and shift each value by its channel's factors (hls4ml's ``normalize``): batch
+#: normalization, and ``ApplyAlpha`` (a quantized layer's scale, an ONNX bias).
+SCALE_KINDS = ("BatchNormalization", "ApplyAlpha")
+#: Per-channel weights of a scale layer (hls4ml's, then Keras' statistics).
+_SCALE_WEIGHTS = ("scale", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 #: Weight type of the merge layer: the cheapest type that holds 0 and 1 exactly (1 bit, unsigned).
 MERGE_WEIGHT_TYPE = FixedType(1, 1, signed=False)
 #: Saturation mode an input-split layer's accumulator must have (see module docstring).
@@ -203,6 +212,45 @@ def _slice_shape(shape: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
     return (*shape[:-1], b - a)
 
 
+def _channel_slice(arr: Any, shape: tuple[int, ...], a: int, b: int) -> np.ndarray | None:
+    """Channels ``a:b`` (the last axis of ``shape``) of a scale layer's weight: one value per channel,
+    or one per value of the tensor; None for any other layout."""
+    w = np.asarray(arr)
+    if w.size == shape[-1]:
+        return np.ascontiguousarray(w.reshape(-1)[a:b])
+    if w.size == math.prod(shape):
+        return np.ascontiguousarray(w.reshape(shape)[..., a:b].reshape(-1))
+    return None
+
+
+def channel_wise(layer: Layer) -> bool:
+    """Whether ``layer`` acts on each channel (the last axis) alone, so that a shard of a neuron split
+    may run it on its own slice of the channels: max/average pooling, and a batch normalization or
+    ``ApplyAlpha`` whose scale and bias hold one value per channel (or per value)."""
+    if layer.kind in POOL_KINDS:
+        return True
+    if layer.kind not in SCALE_KINDS:
+        return False
+    present = [layer.weights[k] for k in _SCALE_WEIGHTS if k in layer.weights]
+    return bool(present) and all(_channel_slice(w, layer.output_shape, 0, 1) is not None for w in present)
+
+
+def _slice_layer(layer: Layer, name: str, prev: str, a: int, b: int) -> Layer:
+    """Shard copy of a channel-wise or element-wise layer on channels ``a:b``: sliced shapes, and for a
+    scale layer its per-channel weights sliced too (hls4ml's own scale and bias, so the copy computes
+    exactly what the layer computes on those channels)."""
+    weights = dict(layer.weights)
+    if layer.kind in SCALE_KINDS:
+        for k in _SCALE_WEIGHTS:
+            if k in weights:
+                cut = _channel_slice(weights[k], layer.output_shape, a, b)
+                if cut is None:  # pragma: no cover - channel_wise() said every weight slices
+                    raise PlanError(f"layer {layer.name!r}: weight {k!r} has no per-channel layout")
+                weights[k] = cut
+    return layer.with_(name=name, inputs=(prev,), input_shape=_slice_shape(layer.input_shape, a, b),
+                       output_shape=_slice_shape(layer.output_shape, a, b), weights=weights, hls_nodes=())
+
+
 def _kernel(layer: Layer) -> np.ndarray:
     kernel = layer.weights.get("kernel")
     if kernel is None:
@@ -251,10 +299,11 @@ def _check(unit: Sequence[Layer], layer: str, kind: str, k: int,
                         "layers can be split (by neurons or by inputs); split the compute layer that leads its unit")
     if kind not in SPLIT_KINDS:
         raise PlanError(f"split of layer {layer!r}: kind {kind!r} is not one of {', '.join(SPLIT_KINDS)}")
-    # a neuron split may also carry the channel-wise pooling layers that follow (each on its slice)
-    rest = [lyr for lyr in unit[1:] if not lyr.is_attached and not (kind == "neuron" and lyr.kind in POOL_KINDS)]
+    # a neuron split may also carry the channel-wise layers that follow (each on its slice)
+    rest = [lyr for lyr in unit[1:] if not lyr.is_attached and not (kind == "neuron" and channel_wise(lyr))]
     if rest:
-        also = " and, for a neuron split, the pooling layers that follow it" if kind == "neuron" else ""
+        also = (" and, for a neuron split, the channel-wise layers that follow it (pooling, batch normalization)"
+                if kind == "neuron" else "")
         raise PlanError(f"split of layer {layer!r}: its unit may hold only element-wise layers after it{also}, "
                         f"found {[lyr.name for lyr in rest]}")
     if target.params.get("special_types"):
@@ -287,17 +336,19 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
     bias = target.weights.get("bias")
     fused = target.activation or "linear"
     fused_tail = fused not in ELEMENTWISE_ACTIVATIONS
-    # layers after the compute layer: elementwise activations and channel-wise pooling before the first
-    # other one stay in the shards (each on its slice of the channels); the rest is the tail
+    # layers after the compute layer: elementwise activations and channel-wise layers (pooling, batch
+    # normalization, scales) before the first other one stay in the shards (each on its slice of the
+    # channels); the rest is the tail
     acts = list(unit[1:])
     cut = next((j for j, a in enumerate(acts)
-                if a.kind not in POOL_KINDS
+                if not channel_wise(a)
                 and (a.kind != "Activation" or (a.activation or "linear") not in ELEMENTWISE_ACTIVATIONS)), len(acts))
     if fused_tail:
         cut = 0
-    if any(a.kind in POOL_KINDS for a in acts[cut:]):
-        raise PlanError(f"split of layer {target.name!r}: a pooling layer after a softmax or another layer that "
-                        "needs the whole output cannot run on the shards; split without it")
+    late = [a.name for a in acts[cut:] if not a.is_attached and channel_wise(a)]
+    if late:
+        raise PlanError(f"split of layer {target.name!r}: {late} after a softmax or another layer that needs the "
+                        "whole output cannot run on the shards; split without it")
     shard_acts, tail_acts = acts[:cut], acts[cut:]
     count = "units" if target.kind == "Dense" else "filters"
     shards: list[ShardPiece] = []
@@ -316,8 +367,7 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
         prev = name
         for act in shard_acts:
             aname = shard_activation_name(act.name, i)
-            alyr = act.with_(name=aname, inputs=(prev,), input_shape=_slice_shape(act.input_shape, a, b),
-                             output_shape=_slice_shape(act.output_shape, a, b), hls_nodes=())
+            alyr = _slice_layer(act, aname, prev, a, b)
             sets[aname] = _apply_override(aname, settings[act.name], overrides.get(aname), None, io_type)
             layers.append(alyr)
             prev = aname
@@ -416,8 +466,8 @@ def shard_unit(unit: Sequence[Layer], layer: str, kind: str, k: int, settings: M
                tail_settings: Mapping[str, LayerSettings] | None = None,
                io_type: str | None = None) -> ShardedUnit:
     """Split ``unit`` (a compute layer and its standalone activation layers, as from
-    :meth:`Graph.units`; for a neuron split, optionally followed by channel-wise pooling layers and
-    their activations, which then run on every shard) ``k`` ways by ``kind``.
+    :meth:`Graph.units`; for a neuron split, optionally followed by channel-wise layers (pooling,
+    batch normalization) and their activations, which then run on every shard) ``k`` ways by ``kind``.
 
     Args:
         unit: the unit's layers; ``unit[0]`` must be the compute layer called ``layer``.

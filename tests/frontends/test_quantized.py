@@ -136,3 +136,29 @@ def test_binary_net_keeps_its_xnor_wires_bit_exact(tmp_path: Path) -> None:
     assert one_bit, [str(st.output.type) for st in plan.stages]  # a binary wire crosses a board
     res = verify_plan(plan, g, random_inputs(plan.build.input_precision, (16,), 100, seed=3))
     assert res.bit_exact and res.mismatched_samples == 0, res.as_dict()
+
+
+@pytest.mark.slow
+def test_quantized_scales_run_on_the_shards_bit_exact(models, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A QONNX Dense reads as hls4ml's Dense, an ApplyAlpha (the bias), a ReLU and an ApplyAlpha (the
+    activation quantizer's scale). Split by neurons, each shard runs all four on its slice: the ApplyAlphas
+    with their channels' factors and the types hls4ml gave them (3 hls4ml compiles)."""
+    g = load_model(models["qonnx"])
+    unit = next(u for u in g.units() if u[0].kind == "Dense")
+    assert [lyr.kind for lyr in unit] == ["Dense", "ApplyAlpha", "Activation", "ApplyAlpha"]
+    names = [lyr.name for lyr in unit]
+    first = g.units()[0]
+    rest = [lyr.name for u in g.units()[len(g.units()) - 2:] for lyr in u]
+    assert [lyr.name for u in g.units() for lyr in u] == [*[lyr.name for lyr in first], *names, *rest]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"split4ml_plan: 1\nmodel: {models['qonnx']}\nboard: pynq-z2\nstages:\n"
+                    f"  - layers: {[lyr.name for lyr in first]}\n"
+                    f"  - layers: {names}\n    split: {{layer: {names[0]}, kind: neuron, parts: 2}}\n"
+                    f"  - layers: {rest}\n")
+    rc, out, err = run_cli(monkeypatch, capsys, "check", str(plan), "--json")
+    assert rc == 0, err
+    shards = json.loads(out)["stages"][1]["shards"]
+    assert [sh["layers"] for sh in shards] == [[f"{n}__n{i}" for n in names] for i in range(2)]
+    rc, out, err = run_cli(monkeypatch, capsys, "verify", str(plan), "--samples", "100", "--json")
+    v = json.loads(out)
+    assert rc == 0 and v["bit_exact"] and v["mismatched_samples"] == 0, out + err

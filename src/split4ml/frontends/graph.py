@@ -193,6 +193,8 @@ def _precision(first: Any, last: Any, in_var: Any | None) -> LayerPrecision:
                                     f"{_type(last, 'result_t')}, which is not a fixed-point type; split4ml sends only "
                                     "fixed-point values between boards")
     w, b, a = (_type(first, k) for k in ("weight_t", "bias_t", "accum_t"))
+    if w is None:  # a batch normalization / ApplyAlpha: its scale is its weight
+        w = _type(first, "scale_t")
     return LayerPrecision(weight=_approx(w) if w is not None else res, bias=_approx(b) if b is not None else res,
                           result=fixed_res, accum=_approx(a) if a is not None else res,
                           input=hls_fixed(in_var.type.precision) if in_var is not None else None)

@@ -44,7 +44,7 @@ from ..split import Stage
 from .project import DEFAULT_PROJECT_NAME, convert_stage, converter_kwargs
 
 #: Bumped whenever the way split4ml writes projects changes (invalidates old cache entries).
-CACHE_FORMAT = "split4ml-csim-4"
+CACHE_FORMAT = "split4ml-csim-5"
 CACHE_ENV = "SPLIT4ML_CACHE"
 MANIFEST = "manifest.json"
 

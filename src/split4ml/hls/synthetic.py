@@ -25,8 +25,8 @@ from .config import layer_entries
 
 #: Graph kinds :func:`layer_dicts` writes.
 SYNTHETIC_KINDS = ("Dense", "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
-                   "AveragePooling2D", "Flatten", "Reshape", "BatchNormalization", "Activation", "Add", "Concatenate",
-                   "Slice")
+                   "AveragePooling2D", "Flatten", "Reshape", "BatchNormalization", "ApplyAlpha", "Activation", "Add",
+                   "Concatenate", "Slice")
 #: Order in which Keras' BatchNormalization names its weights.
 _BN = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -76,9 +76,9 @@ def _keras_config(layer: Layer) -> tuple[str, dict[str, Any]]:
     if kind == "Reshape":
         cfg.update(target_shape=_tuple(p["target_shape"]))
         return "Reshape", cfg
-    if kind == "BatchNormalization":
+    if kind in ("BatchNormalization", "ApplyAlpha"):
         missing = [n for n in _BN if n not in layer.weights]
-        if missing:
+        if missing and not _has_scale(layer):
             raise UnsupportedLayerError(
                 f"layer {layer.name!r} (BatchNormalization) has no {missing}; split4ml can rebuild a batch "
                 "normalization only from its Keras weights (gamma, beta, moving_mean, moving_variance)")
@@ -103,6 +103,25 @@ def _keras_config(layer: Layer) -> tuple[str, dict[str, Any]]:
     raise UnsupportedLayerError(
         f"layer {layer.name!r} ({kind}) has no hls4ml node of the model to cut and split4ml cannot rebuild it; "
         f"split4ml rebuilds {', '.join(SYNTHETIC_KINDS)}")
+
+
+def _has_scale(layer: Layer) -> bool:
+    return "scale" in layer.weights and "bias" in layer.weights
+
+
+def _set_scale(d: dict[str, Any], layer: Layer) -> None:
+    """A batch normalization or ``ApplyAlpha`` from the scale and bias hls4ml computed for it (hls4ml's
+    ``BatchNormalization.initialize`` takes ``scale_data``/``bias_data`` as they are): the same
+    weights the layer has in the model, bit for bit, whatever its statistics were. Weights with one
+    value per tensor value (not per channel) are indexed by value (``n_filt = -1``)."""
+    scale = np.asarray(layer.weights["scale"], dtype=np.float64).reshape(-1)
+    d["scale_data"] = scale
+    d["bias_data"] = np.asarray(layer.weights["bias"], dtype=np.float64).reshape(-1)
+    d["n_in"] = d["n_out"] = int(np.prod(layer.output_shape))
+    if scale.size != int(layer.output_shape[-1]) or len(layer.output_shape) == 1:
+        d["n_filt"] = -1
+    else:
+        d["n_filt"] = int(layer.output_shape[-1])
 
 
 def _fix_conv_padding(d: dict[str, Any], layer: Layer) -> None:
@@ -131,6 +150,8 @@ def layer_dicts(layer: Layer, input_names: Sequence[str], input_shapes: Sequence
     d, out_shape = handler({"class_name": cls, "config": cfg}, list(input_names), shapes, _Reader(layer))
     if layer.kind in ("Conv1D", "Conv2D"):
         _fix_conv_padding(d, layer)
+    if layer.kind in ("BatchNormalization", "ApplyAlpha") and _has_scale(layer):
+        _set_scale(d, layer)
     d["inputs"] = list(input_names)
     got = tuple(int(x) for x in (out_shape[1:] if out_shape else ()))
     if layer.kind in ("Conv1D", "Conv2D") and layer.params.get("pads"):

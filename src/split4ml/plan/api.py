@@ -340,7 +340,8 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         if not _split_stage_units(units, tuple(names), sp):
             raise PlanError(f"{where[i]}.split: a split stage holds exactly one unit starting with the split layer "
                             f"{sp.layer!r} (a compute layer and its activation layers; for a neuron split, optionally "
-                            f"the pooling layers after it, with their activations), got {list(names)}")
+                            "the channel-wise layers after it: pooling, batch normalization, with their activations), "
+                            f"got {list(names)}")
         if pending is not None and pending.tail:
             # the previous split's tail needs a board of its own before this split
             plain_stage((), b, f"{where[i]} (merge of {pending.layer!r})")
@@ -378,14 +379,14 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
 
 def _split_stage_units(units: Sequence[Sequence[Layer]], names: tuple[str, ...], sp: SplitSpec) -> bool:
     """Whether ``names`` are the layers of the unit that starts with split layer ``sp.layer``, or (neuron
-    split) of that unit and some of the pooling units right after it (:func:`_pooling_after`)."""
+    split) of that unit and some of the channel-wise units right after it (:func:`_channel_wise_after`)."""
     u = next((k for k, unit in enumerate(units) if unit[0].name == sp.layer), None)
     if u is None or not names or names[0] != sp.layer:
         return False
     covered = [lyr.name for lyr in units[u]]
     if tuple(covered) == names:
         return True
-    for unit in _pooling_after(units, u) if sp.kind == "neuron" else ():
+    for unit in _channel_wise_after(units, u) if sp.kind == "neuron" else ():
         covered += [lyr.name for lyr in unit]
         if tuple(covered) == names:
             return True
@@ -672,7 +673,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     def offer(u: int, max_parts: int | None = None) -> list[Any]:
         return _unit_splits(units[u], settings, board, cap, est, build.io_type, required=policy[u] == "required",
                             max_boards=max_boards, n_units=len(units), reuse_factor=reuse_factor, strategy=strategy,
-                            overrides=overrides, max_parts=max_parts, following=_pooling_after(units, u))
+                            overrides=overrides, max_parts=max_parts, following=_channel_wise_after(units, u))
 
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
@@ -885,8 +886,8 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
     """The feasible splits of ``unit`` (:func:`~split4ml.plan.split_options.split_options`), ``k`` up
     to :data:`~split4ml.plan.split_options.MAX_PARTS`, the split axis, the board limit and
     ``max_parts``. A reuse factor the user fixed is a floor for the shards, and a strategy the user
-    fixed is kept. ``following``: the channel-wise pooling units after ``unit``
-    (:func:`_pooling_after`); the neuron splits that also run the first ``m`` of them on every shard are
+    fixed is kept. ``following``: the channel-wise units (pooling, batch normalization) after ``unit``
+    (:func:`_channel_wise_after`); the neuron splits that also run the first ``m`` of them on every shard are
     offered too, with ``span`` ``m + 1`` (the partitioner weighs both).
 
     Raises:
@@ -930,16 +931,17 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
     return opts + spanned
 
 
-def _pooling_after(units: Sequence[Sequence[Layer]], u: int) -> list[Sequence[Layer]]:
-    """The units right after unit ``u`` that a neuron split of it may run on its shards: each a pooling
-    layer (channel-wise) and its element-wise activation layers, up to the first other unit."""
-    from ..ir import POOL_KINDS
-    from ..shard import ELEMENTWISE_ACTIVATIONS
+def _channel_wise_after(units: Sequence[Sequence[Layer]], u: int) -> list[Sequence[Layer]]:
+    """The units right after unit ``u`` that a neuron split of it may run on its shards: each a
+    channel-wise layer (pooling, batch normalization: :func:`~split4ml.shard.channel_wise`) and its
+    element-wise activation layers, up to the first other unit."""
+    from ..shard import ELEMENTWISE_ACTIVATIONS, channel_wise
 
     out = []
     for unit in units[u + 1:]:
-        if unit[0].kind not in POOL_KINDS or any(
-                lyr.kind != "Activation" or (lyr.activation or "linear") not in ELEMENTWISE_ACTIVATIONS
+        if not channel_wise(unit[0]) or any(
+                not channel_wise(lyr) and (lyr.kind != "Activation"
+                                           or (lyr.activation or "linear") not in ELEMENTWISE_ACTIVATIONS)
                 for lyr in unit[1:]):
             break
         out.append(unit)
@@ -999,7 +1001,7 @@ def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence
     for s, (a, b) in enumerate(ranges):
         g = part.splits[s]
         if g is not None:
-            choice = options[a][g].label  # a group covers units [a, b): its own, and pooling it runs on the shards
+            choice = options[a][g].label  # a group covers units [a, b): its own, and the channel-wise ones on its shards
             stage_layers.append(tuple(lyr.name for u in units[a:b] for lyr in u))
             splits.append(choice.spec)
             shard_sets.append(dict(choice.shard_settings))
@@ -1217,8 +1219,8 @@ def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSetti
                                 "merge stage between them")
             if not _split_stage_units(graph_units, tuple(st.layers), split):
                 raise PlanError(f"{where}.layers: a split stage holds exactly one unit (a compute layer and its "
-                                "activation layers; for a neuron split, optionally the pooling layers after it), got "
-                                f"{list(st.layers)}")
+                                "activation layers; for a neuron split, optionally the channel-wise layers after it: "
+                                f"pooling, batch normalization), got {list(st.layers)}")
             unit = [graph.layer(n) for n in st.layers]
             shards = tuple(getattr(st, "shards", ()) or ())
             if shards and len(shards) != split.parts:
