@@ -76,7 +76,8 @@ def _plans(out: Path, log: Any) -> list[tuple[str, Path, int | None]]:
 
 
 def run_case(name: str, plan_file: Path, batch: int | None, frames: int) -> dict[str, Any]:
-    from split4ml.plan.api import load_plan, plan_pipeline
+    from split4ml.lower import plan_pipeline
+    from split4ml.plan.api import load_plan
     from split4ml.plan.model import price_stages
     from split4ml.runtime import RunOptions, run_pipeline
     from split4ml.runtime.pace import pace_model

@@ -50,7 +50,7 @@ def build_pipeline(width: int, layers: int, n_stages: int, seed: int) -> tuple[A
     from split4ml.frontends.keras import graph_from_keras
     from split4ml.models import deep_mlp
     from split4ml.settings import BuildSettings, LayerSettings
-    from split4ml.split import linear_pipeline, make_stages, whole_model_stage
+    from split4ml.stages import linear_pipeline, make_stages, whole_model_stage
 
     graph = graph_from_keras(deep_mlp(widths=(width,) * layers, n_in=width, n_out=10, seed=seed))
     units = [tuple(lyr.name for lyr in u) for u in graph.units()]

@@ -17,7 +17,7 @@ from split4ml.errors import PlanError, Split4mlError
 from split4ml.fixed import FixedType
 from split4ml.ir import Graph, Layer
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
-from split4ml.split import (
+from split4ml.stages import (
     crossing_tensors,
     dag_stage_of,
     dag_stages,

@@ -16,8 +16,9 @@ pytest.importorskip("hls4ml")
 
 from split4ml.build import build_plan  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
+from split4ml.lower import plan_pipeline  # noqa: E402
 from split4ml.models import residual_mlp  # noqa: E402
-from split4ml.plan.api import plan_pipeline, resolve_plan  # noqa: E402
+from split4ml.plan.api import resolve_plan  # noqa: E402
 from split4ml.plan.model import spec_from_dict  # noqa: E402
 from split4ml.verify import random_inputs, verify_pipeline  # noqa: E402
 

@@ -23,10 +23,11 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("fixed", "yamlio", "models"),  # fixed-point types, YAML reading, example networks
     ("boards", "settings"),  # board catalogue, hls4ml layer settings
     ("ir",),  # the Graph
-    ("frontends", "split"),  # model files -> Graph; Graph + stage choice -> per-board stages
+    ("frontends", "stages"),  # model files -> Graph; Graph + stage choice -> per-board stages
     ("hls",),  # hls4ml projects, C-simulation, the reference conversion
     ("estimate",),  # cost models (rule4ml builds Keras models through hls/)
     ("shard",),  # cutting one layer into shards
+    ("lower",),  # a plan's stages -> the pipeline of boards
     ("plan",),  # the planner and the plan file
     ("build", "build_reports", "verify", "report", "runtime"),  # what is done with a plan
     ("demo",),
@@ -179,4 +180,4 @@ def test_a_cycle_and_an_upward_import_are_caught() -> None:
     graph = {"split4ml.plan.a": {"split4ml.plan.b"}, "split4ml.plan.b": {"split4ml.plan.a"},
              "split4ml.estimate.x": {"split4ml.plan.a"}, "split4ml.cli": {"split4ml.plan.a"}}
     assert _cycles(graph) == [["split4ml.plan.a", "split4ml.plan.b"]]
-    assert _upward(graph) == ["split4ml.estimate.x -> split4ml.plan.a (estimate on floor 6, plan on floor 8)"]
+    assert _upward(graph) == ["split4ml.estimate.x -> split4ml.plan.a (estimate on floor 6, plan on floor 9)"]

@@ -102,17 +102,16 @@ def test_shards_carry_the_batch_normalization_with_their_channels_factors(tmp_pa
     from split4ml.boards import get_board
     from split4ml.estimate.analytic import AnalyticEstimator
     from split4ml.frontends import load_model
-    from split4ml.plan.api import _channel_wise_after
     from split4ml.plan.reuse import choose_settings
     from split4ml.settings import BuildSettings
-    from split4ml.shard import channel_wise, shard_unit
+    from split4ml.shard import channel_wise, channel_wise_after, shard_unit
 
     _bn_model(tmp_path / "m.keras")
     g = load_model(tmp_path / "m.keras")
     bn = g.layer("bn1")
     assert bn.kind == "BatchNormalization" and channel_wise(bn)
     units = g.units()
-    assert [[lyr.name for lyr in u] for u in _channel_wise_after(units, 0)] == [["bn1", "r2"], ["p1"]]
+    assert [[lyr.name for lyr in u] for u in channel_wise_after(units, 0)] == [["bn1", "r2"], ["p1"]]
     settings = choose_settings(g, get_board("pynq-z2"), 0.85, AnalyticEstimator(), BuildSettings())
     unit = [g.layer(n) for n in ("c1", "r1", "bn1", "r2", "p1")]
     su = shard_unit(unit, "c1", "neuron", 3, settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .ir import Graph
-from .plan.api import plan_pipeline
+from .lower import plan_pipeline
 from .plan.model import Plan
 
 Progress = Callable[[str, int, int], None]

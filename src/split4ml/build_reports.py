@@ -26,7 +26,8 @@ from .estimate.calibrate import (
     read_hls4ml_report,
     segment_source,
 )
-from .plan.api import load_plan, plan_pipeline
+from .lower import plan_pipeline
+from .plan.api import load_plan
 
 
 @dataclass(frozen=True)

@@ -687,7 +687,8 @@ def keys_cmd(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Fold
 
     parties: list[str] = list(names or [])
     if plan_file is not None:
-        from .plan.api import load_plan, plan_pipeline
+        from .lower import plan_pipeline
+        from .plan.api import load_plan
 
         p, g = load_plan(plan_file)
         pipeline, _ = plan_pipeline(p, g)
@@ -741,7 +742,8 @@ def run(plan_file: Annotated[Path, typer.Argument(metavar="PLAN")],
     import numpy as np
 
     from .errors import DataError
-    from .plan.api import load_plan, plan_pipeline
+    from .lower import plan_pipeline
+    from .plan.api import load_plan
     from .runtime.drivers import DRIVERS
     from .runtime.pace import pace_model
     from .runtime.run import Chaos, RunOptions, run_pipeline

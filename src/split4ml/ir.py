@@ -171,7 +171,7 @@ class Graph:
     """A model as a topologically ordered tuple of layers (a DAG; a chain is the common case).
 
     ``layers[0]`` is the model's single ``Input`` layer; every layer comes after its producers.
-    A sub-graph built for one board (:func:`split4ml.split.dag_stages`) may have several ``Input``
+    A sub-graph built for one board (:func:`split4ml.stages.dag_stages`) may have several ``Input``
     layers (one per tensor it receives) and several outputs.
     """
 

@@ -500,3 +500,36 @@ def shard_unit(unit: Sequence[Layer], layer: str, kind: str, k: int, settings: M
         raise PlanError(f"split of layer {layer!r}: shard settings for unknown layer(s) {unknown}; the shard layers "
                         f"are {sorted(out.shard_settings)}")
     return out
+
+
+# ------------------------------------------------------------------------------- which units a split takes
+def channel_wise_after(units: Sequence[Sequence[Layer]], u: int) -> list[Sequence[Layer]]:
+    """The units (:meth:`~split4ml.ir.Graph.units`) right after unit ``u`` that a neuron split of it may
+    run on its shards: each a channel-wise layer (:func:`channel_wise`: pooling, batch normalization)
+    and its element-wise activation layers, up to the first other unit."""
+    out = []
+    for unit in units[u + 1:]:
+        if not channel_wise(unit[0]) or any(
+                not channel_wise(lyr) and (lyr.kind != "Activation"
+                                           or (lyr.activation or "linear") not in ELEMENTWISE_ACTIVATIONS)
+                for lyr in unit[1:]):
+            break
+        out.append(unit)
+    return out
+
+
+def split_stage_units(units: Sequence[Sequence[Layer]], names: tuple[str, ...], split: Any) -> bool:
+    """Whether ``names`` are what a stage split by ``split`` (a layer and a kind, as a plan's
+    ``split:``) may hold: the unit that starts with the split layer, or for a neuron split that unit and
+    some of the channel-wise units right after it (:func:`channel_wise_after`)."""
+    u = next((k for k, unit in enumerate(units) if unit[0].name == split.layer), None)
+    if u is None or not names or names[0] != split.layer:
+        return False
+    covered = [lyr.name for lyr in units[u]]
+    if tuple(covered) == names:
+        return True
+    for unit in channel_wise_after(units, u) if split.kind == "neuron" else ():
+        covered += [lyr.name for lyr in unit]
+        if tuple(covered) == names:
+            return True
+    return False

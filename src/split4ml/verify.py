@@ -9,8 +9,8 @@ identical.
 Values crossing a board boundary are checked to be exactly representable in the wire type
 (:meth:`~split4ml.fixed.FixedType.to_int`), which is what the runtime sends. A model with skip
 connections is verified the same way: its boards form a line of packed stages
-(:func:`split4ml.split.dag_stages`), each receiving and sending one wire, and the whole model is
-compiled as one DAG project (:func:`split4ml.split.whole_dag_stage`).
+(:func:`split4ml.stages.dag_stages`), each receiving and sending one wire, and the whole model is
+compiled as one DAG project (:func:`split4ml.stages.whole_dag_stage`).
 
 With labels, :func:`verify_stages` also reports the accuracy of the fixed-point model (argmax of
 the whole model's C-simulation) and of a float reference (e.g. the Keras model).
@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import BuildError, DataError, PlanError
 from .fixed import FixedType
-from .split import Node, Pipeline, Source, Stage, linear_pipeline
+from .stages import Node, Pipeline, Source, Stage, linear_pipeline
 
 Progress = Callable[[str, int, int], None]
 
@@ -185,10 +185,10 @@ def verify_pipeline(pipeline: Pipeline, whole: Any, x: np.ndarray, y: np.ndarray
     model's, sample by sample.
 
     Args:
-        pipeline: the boards as a DAG (:func:`split4ml.plan.api.plan_pipeline`); nodes reading the
+        pipeline: the boards as a DAG (:func:`split4ml.lower.plan_pipeline`); nodes reading the
             model input must all take the same input type.
         whole: the reference: :class:`~split4ml.hls.reference.Reference` (hls4ml's direct conversion of
-            the model file), or the whole model as one stage (:func:`split4ml.split.whole_model_stage`).
+            the model file), or the whole model as one stage (:func:`split4ml.stages.whole_model_stage`).
         x: samples, ``(n, *input_shape)``; quantised to each model's input type first.
         y: optional labels (class indices or one-hot) for the accuracies.
         float_model: optional float reference, ``x -> class scores`` (e.g. a Keras ``predict``).
@@ -295,7 +295,7 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
                   float_model: Callable[[np.ndarray], Any] | None = None,
                   progress: Progress | None = None, batch_size: int = 256) -> VerifyResult:
     """Compare the chained C-simulation of ``stages`` (one board each, in order) with the whole
-    model's: :func:`verify_pipeline` of :func:`~split4ml.split.linear_pipeline` ``(stages)``.
+    model's: :func:`verify_pipeline` of :func:`~split4ml.stages.linear_pipeline` ``(stages)``.
 
     Raises:
         BuildError: a stage fails to compile, the stages do not chain, or a value leaving a stage is
@@ -313,13 +313,13 @@ def verify_stages(stages: Sequence[Stage], whole: Stage, x: np.ndarray, y: np.nd
 
 def verify_plan(plan: Any, graph: Any, x: np.ndarray, y: np.ndarray | None = None,
                 progress: Progress | None = None) -> VerifyResult:
-    """Verify a plan's boards against its reference (:func:`split4ml.plan.api.plan_pipeline`).
+    """Verify a plan's boards against its reference (:func:`split4ml.lower.plan_pipeline`).
 
     With labels the float accuracy is the framework model's own (Keras, torch) when split4ml can run
     it, else (a graph built by hand) that of the graph rebuilt in Keras. For a quantized Keras 3 model
     (HGQ2, bit-exact to Keras by design) the pipeline's outputs are also compared with Keras's.
     """
-    from .plan.api import plan_pipeline
+    from .lower import plan_pipeline
 
     pipeline, whole = plan_pipeline(plan, graph)
     source = graph.source

@@ -66,7 +66,7 @@ def test_stage_script_refuses_an_unsafe_name_even_from_code():
     from split4ml.errors import BuildError
     from split4ml.hls.scripts import stage_script
     from split4ml.settings import BuildSettings
-    from split4ml.split import Stage
+    from split4ml.stages import Stage
 
     evil = dataclasses.replace(get_board("pynq-z2"), name="z2\necho pwned")
     stage = Stage(index=0, board=evil, graph=None, settings={}, input_type=None, output_type=None,

@@ -312,7 +312,8 @@ TRUE_FACTORS = {"lut": 0.6, "ff": 1.8, "dsp": 1.0, "bram18": 1.0, "latency_cycle
 
 
 def test_calibrate_then_plan_applies_it(monkeypatch, capsys, built, tmp_path):
-    from split4ml.plan.api import load_plan, plan_pipeline
+    from split4ml.lower import plan_pipeline
+    from split4ml.plan.api import load_plan
 
     model, build = built
     plan, g = load_plan(build / "plan.yaml")

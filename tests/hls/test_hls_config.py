@@ -14,7 +14,7 @@ from split4ml.hls.config import assert_no_auto_config, check_no_auto, layer_entr
 from split4ml.hls.project import convert_stage
 from split4ml.models import deep_mlp, small_cnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
-from split4ml.split import make_stages
+from split4ml.stages import make_stages
 
 W8 = FixedType(8, 3)
 B12 = FixedType(12, 4)

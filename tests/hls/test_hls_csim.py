@@ -19,7 +19,7 @@ from split4ml.hls.project import convert_stage
 from split4ml.ir import Graph
 from split4ml.models import mnist_fcnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
-from split4ml.split import Stage, make_stages
+from split4ml.stages import Stage, make_stages
 from split4ml.verify import random_inputs
 
 R18 = FixedType(18, 8, rounding="RND_CONV", saturation="SAT")

@@ -15,7 +15,7 @@ from split4ml.hls.project import convert_stage
 from split4ml.hls.scripts import write_build_scripts
 from split4ml.models import deep_mlp
 from split4ml.settings import BuildSettings, LayerSettings
-from split4ml.split import make_stages
+from split4ml.stages import make_stages
 
 FAKE_VIVADO_HLS = """#!/usr/bin/env bash
 # fake vivado_hls: records its arguments, fails in a directory named by $FAIL_STAGE

@@ -15,7 +15,7 @@ from split4ml.hls.synthetic import layer_dicts, synthetic_config
 from split4ml.ir import Layer
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.shard import MERGE_WEIGHT_TYPE, partial_sum_type, shard_unit
-from split4ml.split import chain_stage
+from split4ml.stages import chain_stage
 
 PYNQ = get_board("pynq-z2")
 BUILD = BuildSettings()

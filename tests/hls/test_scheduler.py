@@ -15,7 +15,8 @@ import pytest
 from split4ml.boards import get_board
 from split4ml.errors import BuildError
 from split4ml.hls.scheduler import write_scheduler_scripts
-from split4ml.plan.api import make_plan, plan_pipeline
+from split4ml.lower import plan_pipeline
+from split4ml.plan.api import make_plan
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "plan"))
 from test_plan_splits import mlp  # noqa: E402

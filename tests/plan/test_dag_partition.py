@@ -341,7 +341,7 @@ def test_resnet_plan_is_the_brute_force_optimum(resnet, objective: str) -> None:
     from split4ml.boards import get_board
     from split4ml.plan.api import get_estimator, make_plan
     from split4ml.plan.dag import graph_problem
-    from split4ml.split import dag_stage_of, link_bytes
+    from split4ml.stages import dag_stage_of, link_bytes
 
     _, graph = resnet
     board = get_board("pynq-z2")
@@ -403,7 +403,8 @@ def test_cli_plans_a_resnet_keras_file(resnet, tmp_path, monkeypatch, capsys) ->
 @pytest.mark.slow
 def test_resnet_planned_on_pynq_boards_is_bit_exact(resnet) -> None:
     from split4ml.boards import get_board
-    from split4ml.plan.api import make_plan, plan_pipeline
+    from split4ml.lower import plan_pipeline
+    from split4ml.plan.api import make_plan
     from split4ml.verify import random_inputs, verify_pipeline
 
     _, graph = resnet
@@ -489,7 +490,7 @@ def test_two_branch_concatenate_model_is_the_brute_force_optimum(objective: str)
     from split4ml.frontends.keras import graph_from_keras
     from split4ml.plan.api import get_estimator, make_plan
     from split4ml.plan.dag import graph_problem
-    from split4ml.split import link_bytes
+    from split4ml.stages import link_bytes
 
     x = keras.Input((32,), name="x")
     a = keras.layers.Dense(8, activation="relu", name="a2")(keras.layers.Dense(16, activation="relu", name="a1")(x))

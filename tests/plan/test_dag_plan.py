@@ -15,10 +15,11 @@ pytest.importorskip("keras")
 from split4ml.errors import InfeasibleError, PlanError  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
 from split4ml.ir import Graph  # noqa: E402
+from split4ml.lower import plan_pipeline, plan_stages  # noqa: E402
 from split4ml.models import residual_mlp  # noqa: E402
-from split4ml.plan.api import plan_pipeline, plan_stages, resolve_plan  # noqa: E402
+from split4ml.plan.api import resolve_plan  # noqa: E402
 from split4ml.plan.model import read_plan_spec, spec_from_dict  # noqa: E402
-from split4ml.split import crossing_tensors, link_bytes  # noqa: E402
+from split4ml.stages import crossing_tensors, link_bytes  # noqa: E402
 
 #: A skip tensor (stem) crosses board 1, which only runs b1_fc1 and forwards stem.
 SKIP_OVER = [["stem"], ["b1_fc1"], ["b1_fc2", "b1_add", "b1_relu", "b2_fc1"],

@@ -11,7 +11,7 @@ from split4ml.boards import get_board
 from split4ml.ir import Graph, Layer
 from split4ml.runtime.transport import PortReservation
 from split4ml.settings import BuildSettings, LayerSettings
-from split4ml.split import Node, Pipeline, Source, Stage, input_layer_name, linear_pipeline, make_stages
+from split4ml.stages import Node, Pipeline, Source, Stage, input_layer_name, linear_pipeline, make_stages
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def mlp() -> tuple[Pipeline, list[Stage], Stage]:
     so the session's C-simulation cache is shared)."""
     from split4ml.frontends.keras import graph_from_keras
     from split4ml.models import deep_mlp
-    from split4ml.split import whole_model_stage
+    from split4ml.stages import whole_model_stage
 
     graph = graph_from_keras(deep_mlp(widths=(64, 64, 32, 32, 16, 16), n_in=32, n_out=10, seed=1))
     names = [lyr.name for lyr in graph.body]

@@ -10,7 +10,7 @@ from split4ml.boards import get_board
 from split4ml.fixed import FixedType
 from split4ml.ir import Graph, Layer
 from split4ml.settings import BuildSettings, LayerSettings
-from split4ml.split import Stage, input_layer_name
+from split4ml.stages import Stage, input_layer_name
 
 RESULT = FixedType(16, 6, rounding="RND_CONV", saturation="SAT")
 

@@ -41,7 +41,7 @@ def test_the_launcher_drops_what_is_not_its_nodes_statistics(tmp_path) -> None:
     from runtime_helpers import dense_stage
 
     from split4ml.runtime.spec import spec_from_pipeline
-    from split4ml.split import linear_pipeline
+    from split4ml.stages import linear_pipeline
 
     spec = spec_from_pipeline(linear_pipeline([dense_stage(0, (4, 3))]), whole=dense_stage(-1, (4, 3)))
     node = spec.nodes[0].id
@@ -99,7 +99,7 @@ def test_a_crash_while_starting_is_restarted_with_restart(tmp_path, restart: boo
 
     from split4ml.errors import RuntimeFault
     from split4ml.runtime.spec import spec_from_pipeline
-    from split4ml.split import linear_pipeline
+    from split4ml.stages import linear_pipeline
 
     spec = spec_from_pipeline(linear_pipeline([dense_stage(0, (4, 3))]), whole=dense_stage(-1, (4, 3)))
     node = spec.nodes[0].id

@@ -20,7 +20,7 @@ from split4ml.runtime.hosts import format_launches, host_launches, hosts_from_di
 from split4ml.runtime.run import STEP_STREAM
 from split4ml.runtime.security import LAUNCHER, make_keys
 from split4ml.runtime.spec import spec_from_pipeline
-from split4ml.split import linear_pipeline
+from split4ml.stages import linear_pipeline
 from split4ml.verify import random_inputs
 
 BOARDS = {"controller": "10.0.0.1", "workdir": "/home/xilinx/run",

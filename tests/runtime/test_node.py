@@ -27,7 +27,7 @@ from split4ml.runtime.wire import (
     encode_frame,
     encode_stop,
 )
-from split4ml.split import Node, Pipeline, Source
+from split4ml.stages import Node, Pipeline, Source
 from split4ml.verify import random_inputs
 
 
@@ -222,7 +222,7 @@ def test_a_node_runs_without_keras_tensorflow_or_hls4ml(tmp_path, ports) -> None
     import sys
 
     from split4ml.runtime.drivers import save_reference_model
-    from split4ml.split import linear_pipeline
+    from split4ml.stages import linear_pipeline
 
     st = dense_stage(0, (6, 4))
     spec = spec_from_pipeline(linear_pipeline([st]))
@@ -249,7 +249,7 @@ def test_node_memory_stays_flat_under_oversize_frames_and_a_flood(tmp_path, port
     import sys
 
     from split4ml.runtime.drivers import save_reference_model
-    from split4ml.split import linear_pipeline
+    from split4ml.stages import linear_pipeline
 
     st = dense_stage(0, (6, 4))
     spec = spec_from_pipeline(linear_pipeline([st]))

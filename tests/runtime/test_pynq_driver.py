@@ -22,7 +22,7 @@ from split4ml.runtime.node import NodeOptions, serve_node
 from split4ml.runtime.pynq_driver import MAX_BUFFER_SETS, PynqDriver
 from split4ml.runtime.spec import spec_from_pipeline
 from split4ml.runtime.wire import SINK, SOURCE, decode_frame, encode_frame, encode_stop
-from split4ml.split import linear_pipeline
+from split4ml.stages import linear_pipeline
 from split4ml.verify import random_inputs
 
 

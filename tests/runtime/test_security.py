@@ -15,7 +15,7 @@ from split4ml.runtime.node import NodeOptions, serve_node
 from split4ml.runtime.security import LAUNCHER, Keys, make_keys
 from split4ml.runtime.spec import spec_from_pipeline
 from split4ml.runtime.wire import SINK, Expect, decode_frame, encode_frame, encode_stop
-from split4ml.split import linear_pipeline
+from split4ml.stages import linear_pipeline
 from split4ml.verify import random_inputs
 
 

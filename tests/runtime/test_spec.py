@@ -14,7 +14,7 @@ from split4ml.fixed import FixedType
 from split4ml.ir import Graph
 from split4ml.runtime.spec import pipeline_hash, read_spec, spec_from_dict, spec_from_pipeline
 from split4ml.runtime.wire import SINK, SOURCE
-from split4ml.split import Node, Pipeline, Source, linear_pipeline
+from split4ml.stages import Node, Pipeline, Source, linear_pipeline
 
 
 def _chain():
@@ -99,7 +99,7 @@ def test_a_node_loads_only_the_libraries_its_run_folder_holds_with_their_recorde
     """pipeline.json is data: a library outside the run folder, one without a sha256, or one whose bytes
     changed is refused before anything loads it; one bundled by the launcher is accepted."""
     from split4ml.runtime.spec import bundle_libraries, trusted_artifacts
-    from split4ml.split import linear_pipeline
+    from split4ml.stages import linear_pipeline
 
     spec0 = spec_from_pipeline(linear_pipeline([dense_stage(0, (4, 3))]), whole=dense_stage(-1, (4, 3)))
     node = spec0.nodes[0].id

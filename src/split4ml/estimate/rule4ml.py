@@ -281,7 +281,7 @@ def keras_segment(request: Rule4mlRequest) -> Any:
     input shape: rule4ml reads every layer's input shape from Keras' build record.
     """
     from ..hls.keras_model import keras_model_from_graph
-    from ..split import chain_graph
+    from ..stages import chain_graph
 
     layers = [lyr if lyr.weights or not _zero_weights(lyr) else lyr.with_(weights=_zero_weights(lyr))
               for lyr in request.layers]

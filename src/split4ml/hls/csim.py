@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BuildError, DataError, Split4mlError
-from ..split import Stage
+from ..stages import Stage
 from .project import DEFAULT_PROJECT_NAME, convert_stage, converter_kwargs
 
 #: Bumped whenever the way split4ml writes projects changes (invalidates old cache entries).

@@ -21,7 +21,7 @@ from typing import Any
 from ..boards import Board
 from ..errors import BuildError, Split4mlError
 from ..fixed import FixedType
-from ..split import Stage
+from ..stages import Stage
 from .config import check_no_auto
 
 #: hls4ml backends split4ml writes projects for.

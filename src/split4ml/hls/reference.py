@@ -110,7 +110,7 @@ class Reference:
 def reference_for(graph: Graph, board: Board, settings: Mapping[str, LayerSettings], build: BuildSettings) -> Any:
     """The verify reference of ``graph``: hls4ml's direct conversion (:class:`Reference`) of a model
     read from a file, else (a graph built by hand) split4ml's own whole-model stage."""
-    from ..split import whole_model_stage
+    from ..stages import whole_model_stage
 
     if graph.source is None:
         return whole_model_stage(graph, board, settings, build)

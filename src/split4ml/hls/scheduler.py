@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..boards import SAFE_NAME
 from ..errors import BuildError
-from ..split import Stage
+from ..stages import Stage
 from .scripts import write_executable
 
 #: The schedulers split4ml writes scripts for.

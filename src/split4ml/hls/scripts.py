@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..boards import SAFE_NAME
 from ..errors import BuildError
-from ..split import Stage
+from ..stages import Stage
 from .project import DEFAULT_PROJECT_NAME, backend_for
 
 #: Options handed to hls4ml's build_prj.tcl: synthesise and export the IP, no simulation.

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..boards import Board, get_board
 from ..errors import InfeasibleError, PlanError, TimeLimitError
@@ -19,23 +19,11 @@ from ..estimate.base import Cost, Estimator, layers_cost
 from ..estimate.hls_rules import relabels_stream
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
+from ..lower import stages_pipeline
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
-from ..split import (
-    Node,
-    Pipeline,
-    Source,
-    Stage,
-    chain_stage,
-    dag_stages,
-    linear_pipeline,
-    make_stages,
-    whole_model_stage,
-)
+from ..shard import channel_wise_after, split_stage_units
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
-
-if TYPE_CHECKING:
-    pass
 from .metrics import DEFAULT_BATCH
 from .model import (
     FIRST_KEY,
@@ -337,7 +325,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
             continue
         from ..shard import shard_unit
 
-        if not _split_stage_units(units, tuple(names), sp):
+        if not split_stage_units(units, tuple(names), sp):
             raise PlanError(f"{where[i]}.split: a split stage holds exactly one unit starting with the split layer "
                             f"{sp.layer!r} (a compute layer and its activation layers; for a neuron split, optionally "
                             "the channel-wise layers after it: pooling, batch normalization, with their activations), "
@@ -375,22 +363,6 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                 estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
                 metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
                 base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)
-
-
-def _split_stage_units(units: Sequence[Sequence[Layer]], names: tuple[str, ...], sp: SplitSpec) -> bool:
-    """Whether ``names`` are the layers of the unit that starts with split layer ``sp.layer``, or (neuron
-    split) of that unit and some of the channel-wise units right after it (:func:`_channel_wise_after`)."""
-    u = next((k for k, unit in enumerate(units) if unit[0].name == sp.layer), None)
-    if u is None or not names or names[0] != sp.layer:
-        return False
-    covered = [lyr.name for lyr in units[u]]
-    if tuple(covered) == names:
-        return True
-    for unit in _channel_wise_after(units, u) if sp.kind == "neuron" else ():
-        covered += [lyr.name for lyr in unit]
-        if tuple(covered) == names:
-            return True
-    return False
 
 
 def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
@@ -673,7 +645,7 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     def offer(u: int, max_parts: int | None = None) -> list[Any]:
         return _unit_splits(units[u], settings, board, cap, est, build.io_type, required=policy[u] == "required",
                             max_boards=max_boards, n_units=len(units), reuse_factor=reuse_factor, strategy=strategy,
-                            overrides=overrides, max_parts=max_parts, following=_channel_wise_after(units, u))
+                            overrides=overrides, max_parts=max_parts, following=channel_wise_after(units, u))
 
     options: list[list[Any]] = [offer(u) if p == "required" else [] for u, p in enumerate(policy)]
 
@@ -887,7 +859,7 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
     to :data:`~split4ml.plan.split_options.MAX_PARTS`, the split axis, the board limit and
     ``max_parts``. A reuse factor the user fixed is a floor for the shards, and a strategy the user
     fixed is kept. ``following``: the channel-wise units (pooling, batch normalization) after ``unit``
-    (:func:`_channel_wise_after`); the neuron splits that also run the first ``m`` of them on every shard are
+    (:func:`~split4ml.shard.channel_wise_after`); the neuron splits that also run the first ``m`` of them on every shard are
     offered too, with ``span`` ``m + 1`` (the partitioner weighs both).
 
     Raises:
@@ -929,23 +901,6 @@ def _unit_splits(unit: Sequence[Layer], settings: Mapping[str, LayerSettings], b
              "holding it whole in registers" if io_type == "io_parallel" and layer.kind in ("Conv1D", "Conv2D")
              else "") + ".")
     return opts + spanned
-
-
-def _channel_wise_after(units: Sequence[Sequence[Layer]], u: int) -> list[Sequence[Layer]]:
-    """The units right after unit ``u`` that a neuron split of it may run on its shards: each a
-    channel-wise layer (pooling, batch normalization: :func:`~split4ml.shard.channel_wise`) and its
-    element-wise activation layers, up to the first other unit."""
-    from ..shard import ELEMENTWISE_ACTIVATIONS, channel_wise
-
-    out = []
-    for unit in units[u + 1:]:
-        if not channel_wise(unit[0]) or any(
-                not channel_wise(lyr) and (lyr.kind != "Activation"
-                                           or (lyr.activation or "linear") not in ELEMENTWISE_ACTIVATIONS)
-                for lyr in unit[1:]):
-            break
-        out.append(unit)
-    return out
 
 
 def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]], policy: Sequence[str],
@@ -1137,149 +1092,3 @@ def load_plan(path: str | Path) -> tuple[Plan, Graph]:
         raise PlanError(f"model: {spec.model_path} does not exist; fix the 'model' path in {path}")
     graph = load_model(spec.model_path, **spec.load_options())
     return resolve_plan(spec, graph), graph
-
-
-def plan_pipeline(plan: Plan, graph: Graph) -> tuple[Pipeline, Stage]:
-    """The boards of a plan as a :class:`~split4ml.split.Pipeline`, and the reference they are verified
-    against (:func:`split4ml.hls.reference.reference_for`: hls4ml's direct conversion of the model file).
-
-    Verify and the runtime both execute this topology, so what is checked is what runs. See
-    :func:`stages_pipeline` for how splits become nodes.
-    """
-    from ..hls.reference import reference_for
-
-    pipeline = stages_pipeline(graph, plan.stages, plan.build)
-    return pipeline, reference_for(graph, plan.board, plan.settings, plan.build)
-
-
-def _slice_sources(sources: Sequence[Source], widths: Sequence[int], a: int, b: int) -> tuple[Source, ...]:
-    """The sources giving features ``a:b`` of the concatenation of ``sources`` (last-axis widths ``widths``)."""
-    out: list[Source] = []
-    off = 0
-    for src, w in zip(sources, widths, strict=True):
-        lo, hi = max(a, off), min(b, off + w)
-        if lo < hi:
-            out.append(Source(src.node, src.start + lo - off, src.start + hi - off))
-        off += w
-    return tuple(out)
-
-
-def stages_pipeline(graph: Graph, stages: Sequence[StagePlan], build: BuildSettings) -> Pipeline:
-    """The pipeline DAG of ``stages`` (plan stages, possibly with intra-layer splits).
-
-    - An ordinary stage is one node ``stage_<i>`` reading the whole output of the stage before it.
-    - A split stage (``split`` set; ``layers`` = exactly one unit of the model) becomes ``parts`` nodes
-      ``stage_<i>.<part>`` (:func:`split4ml.shard.shard_unit`, shard settings from ``shards[part]``,
-      boards from ``shards[part].board``). Neuron shards read the producer's whole output (the
-      concatenation of its nodes if the producer is itself a split without a tail); input shards
-      read ``Source(producer, a, b)`` (slices mapped onto the producer's nodes).
-    - The split's tail (merge layer, softmax...) runs at the start of the stage whose ``merge`` names
-      the split layer (it may have no layers of its own: a merge board), behind one Input of the
-      concatenated shard outputs; its settings come from that stage's ``settings`` (tail layer names),
-      else the derived ones. A neuron split with an empty tail needs no merge: the next stage (or
-      the pipeline output) concatenates the shards.
-
-    Raises:
-        PlanError: a split stage that is not exactly one unit, a tail left without a merge stage, a
-            ``merge`` naming a split that is not the one just before, or a stage with nothing to run.
-    """
-    from ..shard import shard_unit
-
-    if not graph.is_chain:  # skip connections: one packed board per stage, in a line (split.dag_stages)
-        merged: dict[str, LayerSettings] = {}
-        for st in stages:
-            merged.update(st.settings)
-        return linear_pipeline(dag_stages(graph, [st.layers for st in stages], [st.board for st in stages], merged,
-                                          build))
-    graph_units = graph.units()
-    merges = {st.merge: st for st in stages if st.merge is not None}
-    nodes: list[Node] = []
-    steps: list[tuple[str, ...]] = []
-    prev: tuple[Source, ...] = (Source(None),)
-    prev_widths: list[int] = [graph.input.output_shape[-1]]
-    prev_shape: tuple[int, ...] = graph.input.output_shape
-    prev_type: FixedType = build.input_precision
-    pending: Any = None  # the ShardedUnit of the split just before, until its tail has run
-    for st in stages:
-        where = f"stages[{st.index}]"
-        split = getattr(st, "split", None)
-        merge = getattr(st, "merge", None)
-        if merge is not None and (pending is None or pending.layer != merge):
-            raise PlanError(f"{where}.merge: {merge!r} is not the layer split by the stage just before; a merge "
-                            "stage must directly follow the split stage whose tail it runs")
-        tail = tuple(pending.tail) if pending is not None and merge is not None else ()
-        if pending is not None and pending.tail and merge is None:
-            raise PlanError(
-                f"{where}: the split of layer {pending.layer!r} ({pending.kind}) leaves "
-                f"{[lyr.name for lyr in pending.tail]} to run after its shards; set 'merge: {pending.layer}' on "
-                "this stage (it then runs them first), or add a merge stage")
-        if split is not None:
-            if tail:
-                raise PlanError(f"{where}: a split stage cannot also run the tail of the split of {merge!r}; put a "
-                                "merge stage between them")
-            if not _split_stage_units(graph_units, tuple(st.layers), split):
-                raise PlanError(f"{where}.layers: a split stage holds exactly one unit (a compute layer and its "
-                                "activation layers; for a neuron split, optionally the channel-wise layers after it: "
-                                f"pooling, batch normalization), got {list(st.layers)}")
-            unit = [graph.layer(n) for n in st.layers]
-            shards = tuple(getattr(st, "shards", ()) or ())
-            if shards and len(shards) != split.parts:
-                raise PlanError(f"{where}.shards: {len(shards)} shards listed but split.parts is {split.parts}")
-            shard_over: dict[str, LayerSettings] = {}
-            for sh in shards:
-                shard_over.update(sh.settings)
-            consumer = merges.get(split.layer)
-            tail_over = dict(consumer.settings) if consumer is not None else {}
-            try:
-                su = shard_unit(unit, split.layer, split.kind, split.parts, st.settings, shard_settings=shard_over,
-                                tail_settings=tail_over, io_type=build.io_type)
-            except PlanError as exc:
-                raise PlanError(f"{where}.split: {exc}") from exc
-            ids: list[str] = []
-            for i, piece in enumerate(su.shards):
-                board = shards[i].board if shards else st.board
-                if piece.source_slice is None:
-                    sources, in_shape = prev, prev_shape
-                else:
-                    a, b = piece.source_slice
-                    sources, in_shape = _slice_sources(prev, prev_widths, a, b), (*prev_shape[:-1], b - a)
-                stage = chain_stage(st.index, board, piece.layers, piece.settings, prev_type, build,
-                                    model_name=graph.name, part=i, input_shape=in_shape, source=graph.source)
-                nodes.append(Node(id=stage.name, stage=stage, sources=sources))
-                ids.append(stage.name)
-            prev = tuple(Source(i) for i in ids)
-            prev_widths = [piece.out_shape[-1] for piece in su.shards]
-            prev_shape, prev_type = su.concat_shape, su.concat_type
-            pending = su
-            steps.append(tuple(ids))
-            continue
-        layers = [*tail, *(graph.layer(n) for n in st.layers)]
-        if not layers:
-            raise PlanError(f"{where}: the stage has no layers and no tail to run; remove it")
-        settings: dict[str, LayerSettings] = dict(pending.tail_settings) if tail else {}
-        settings.update({n: st.settings[n] for n in st.layers})
-        stage = chain_stage(st.index, st.board, layers, settings, prev_type, build, model_name=graph.name,
-                            input_shape=prev_shape, source=graph.source)
-        nodes.append(Node(id=stage.name, stage=stage, sources=prev))
-        steps.append((stage.name,))
-        prev, prev_widths = (Source(stage.name),), [stage.output_shape[-1]]
-        prev_shape, prev_type = stage.output_shape, stage.output_type
-        pending = None
-    if pending is not None and pending.tail:
-        raise PlanError(f"stages: the split of the last layer {pending.layer!r} ({pending.kind}) leaves "
-                        f"{[lyr.name for lyr in pending.tail]} to run after its shards; add a merge stage "
-                        f"(layers: [], merge: {pending.layer}) at the end")
-    return Pipeline(nodes=tuple(nodes), outputs=prev, steps=tuple(steps))
-
-
-def plan_stages(plan: Plan, graph: Graph) -> tuple[list[Stage], Stage]:
-    """The per-board stages of a plan, and the whole model as reference stage."""
-    settings = plan.settings
-    if not graph.is_chain:
-        stages = dag_stages(graph, [st.layers for st in plan.stages], [st.board for st in plan.stages], settings,
-                            plan.build)
-        return stages, whole_model_stage(graph, plan.board, settings, plan.build)
-    stages = make_stages(graph, [st.layers for st in plan.stages], [st.board for st in plan.stages], settings,
-                         plan.build)
-    whole = whole_model_stage(graph, plan.board, settings, plan.build)
-    return stages, whole

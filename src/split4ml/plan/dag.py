@@ -20,7 +20,7 @@ host), its consumer units, and ``n_bytes`` per sample (the producer's result typ
   output crosses from its producer's stage to the last stage and then the last link, to the sink.
   ``B_k`` is the bytes per sample on link ``k``. A link is one wire of one type: tensors of
   different types (:attr:`Tensor.type`) never cross the same link, the rule the plan checker
-  (:func:`split4ml.split.link_wire`) enforces.
+  (:func:`split4ml.stages.link_wire`) enforces.
 * **Metrics** (as :mod:`split4ml.plan.metrics`, so a chain gets exactly the figures of
   :func:`~split4ml.plan.partition.partition_chain`), for frames of ``batch`` samples and
   ``io_parallel`` (the only io type planned for DAGs): stage ``k``'s fabric takes
@@ -128,7 +128,7 @@ class Tensor:
         output: a model output: it goes from the last stage to the sink.
         name: for messages and reports (the producing layer's name).
         type: its wire type (e.g. ``ap_fixed<16,6>``). A link is one wire of one type, so tensors of
-            different types never cross the same link (the plan checker, :func:`split4ml.split.link_wire`,
+            different types never cross the same link (the plan checker, :func:`split4ml.stages.link_wire`,
             refuses it). Empty: any type (a problem without type information).
     """
 
@@ -897,7 +897,7 @@ def graph_problem(graph: Graph, settings: Mapping[str, LayerSettings], estimator
     """The units of ``graph`` (:meth:`Graph.units`), their costs (sum of the estimator's layer costs, no
     shell) and the tensors between them: one per layer read outside its unit or a model output,
     ``n_out x storage_bytes`` of its type (the producer's result type; the model input's is
-    ``build.input_precision``), as :func:`split4ml.split.link_bytes` prices a link."""
+    ``build.input_precision``), as :func:`split4ml.stages.link_bytes` prices a link."""
     units = graph.units()
     unit_of = {lyr.name: i for i, unit in enumerate(units) for lyr in unit}
     unit_of[graph.input.name] = -1

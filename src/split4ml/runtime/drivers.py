@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import RuntimeFault, UnsupportedLayerError
 from ..fixed import FixedType
-from ..split import Stage
+from ..stages import Stage
 
 DRIVERS = ("csim", "reference", "pynq")
 REFERENCE_MODES = ("fixed", "float")

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import RuntimeFault
 from ..settings import choice
-from ..split import Pipeline, Stage
+from ..stages import Pipeline, Stage
 from ..yamlio import read_yaml
 from .drivers import DRIVERS
 from .run import (

@@ -47,7 +47,7 @@ from ..errors import RuntimeFault
 if TYPE_CHECKING:
     from ..plan.metrics import BoardLoad, Endpoint
     from ..plan.model import Plan
-    from ..split import Pipeline
+    from ..stages import Pipeline
 
 #: How many times over a node's driver time must fit in its paced interval.
 SAFETY = 2.0
@@ -303,7 +303,7 @@ __all__ = ["MIN_FRAME_S", "NODE_OVERHEAD_S", "NodePace", "NodePacer", "PaceModel
 
 
 def pace_model(plan: Plan, pipeline: Pipeline, batch: int | None = None) -> PaceModel:
-    """The model's figures for every node of ``pipeline`` (:func:`~split4ml.plan.api.plan_pipeline` of
+    """The model's figures for every node of ``pipeline`` (:func:`~split4ml.lower.plan_pipeline` of
     ``plan``), for a paced run with frames of ``batch`` samples (default: the plan's)."""
     from ..plan.model import stage_loads
 

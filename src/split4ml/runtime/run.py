@@ -52,7 +52,7 @@ import numpy as np
 import zmq
 
 from ..errors import DataError, FrameError, RuntimeFault
-from ..split import Pipeline, Stage
+from ..stages import Pipeline, Stage
 from .pace import PaceModel, Server, choose_factor, link_s, time_node_drivers
 from .spec import RuntimeSpec, bundle_libraries, spec_from_pipeline
 from .transport import (
@@ -954,7 +954,7 @@ def run_pipeline(pipeline: Pipeline, x: np.ndarray, whole: Stage | None = None, 
     """Emulate ``pipeline`` on this machine: one node process per node, source and sink here.
 
     Args:
-        pipeline: any :class:`~split4ml.split.Pipeline` (a chain, or shards joined by concatenation).
+        pipeline: any :class:`~split4ml.stages.Pipeline` (a chain, or shards joined by concatenation).
         x: samples ``(n, *input_shape)``; quantised to the pipeline input type.
         whole: the whole model as one stage: the reference every output must equal, bit for bit.
             Without it the reference is the pipeline's own C-simulations chained in this process.

@@ -1,6 +1,6 @@
 """What every process of a distributed run must agree on: the runtime spec (``pipeline.json``).
 
-A :class:`RuntimeSpec` is the :class:`~split4ml.split.Pipeline` reduced to what the runtime
+A :class:`RuntimeSpec` is the :class:`~split4ml.stages.Pipeline` reduced to what the runtime
 needs: per node its id, wire types and shapes, its sources (slices of producers' outputs), and
 where its driver finds its artifacts (the compiled C-simulation library, the reference model file,
 the bitstream); the pipeline input and output; and the plan hash every frame carries. It is a
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import RuntimeFault
 from ..fixed import FixedType
 from ..hashing import file_sha256
-from ..split import Pipeline, Source, Stage
+from ..stages import Pipeline, Source, Stage
 from .wire import MAX_NDIM, SINK, SOURCE, Expect
 
 SPEC_VERSION = 1
@@ -410,7 +410,8 @@ def node_spec(plan_file: Path, stage: str, driver: str) -> RuntimeSpec:
     if plan_file.suffix == ".json":
         spec = read_spec(plan_file)
         return trusted_artifacts(spec, plan_file.parent, [spec.node(stage).id])
-    from ..plan.api import load_plan, plan_pipeline
+    from ..lower import plan_pipeline
+    from ..plan.api import load_plan
 
     p, g = load_plan(plan_file)
     pipeline, whole = plan_pipeline(p, g)

@@ -1,4 +1,8 @@
-"""Apply a plan to a graph: one sub-graph per board, with an explicit type on every crossing edge.
+"""Stages and pipelines: one sub-graph per board, with an explicit type on every crossing edge.
+
+The words of the pipeline: a *stage* is one step of it, a *board* runs one stage (or one shard of a
+split stage), a :class:`Pipeline` joins the boards. :mod:`split4ml.lower` lowers a plan's stages to
+them; cutting one layer into shards is :mod:`split4ml.shard`.
 
 A :class:`Stage` is everything a board needs to know to build or emulate its piece: the sub-graph
 (whose first layer is an ``Input`` of the wire shape), the hls4ml settings of every layer, and the
