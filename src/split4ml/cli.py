@@ -142,8 +142,7 @@ def _step(enabled: bool, description: str) -> Iterator[None]:
 
 def _build_settings(precision: str | None, io_type: str) -> Any:
     from .fixed import FixedType
-    from .plan.api import precision_family
-    from .settings import BuildSettings
+    from .settings import BuildSettings, precision_family
 
     if precision:
         b = precision_family(FixedType.parse(precision))
@@ -254,8 +253,9 @@ def _estimate(model: Path, board: str, reuse_factor: int | None, strategy: str |
               quiet: bool, estimator: str, calibration: Path | None, options: dict[str, Any]) -> None:
     from .boards import get_board
     from .estimate.summary import model_figures
-    from .plan.api import get_estimator, model_build, parse_hls_config
+    from .plan.api import get_estimator, model_build
     from .plan.reuse import choose_settings
+    from .settings import parse_hls_config
 
     with _step(not (quiet or json_out), f"reading {model.name}"):
         g = _load(model, options)

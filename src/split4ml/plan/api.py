@@ -20,7 +20,7 @@ from ..estimate.hls_rules import relabels_stream
 from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..lower import stages_pipeline
-from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
+from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice, parse_hls_config
 from ..shard import channel_wise_after, split_stage_units
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
@@ -132,76 +132,6 @@ def annotate_estimates(plan: Plan, graph: Graph, est: Estimator) -> Plan:
         stages.append(replace(st, shards=shards, estimate_source="+".join(names) if names else None))
     cal = est.calibration.to_dict() if isinstance(est, CalibratedEstimator) else None
     return replace(plan, stages=tuple(stages), calibration=cal)
-
-
-def precision_family(precision: FixedType) -> BuildSettings:
-    """Build settings for ``--precision``: weights, biases and accumulators in ``precision``;
-    results and the model input with the same width, rounded (RND_CONV) and saturated."""
-    p = FixedType(precision.width, precision.integer, precision.signed)
-    r = FixedType(precision.width, precision.integer, precision.signed, rounding="RND_CONV", saturation="SAT")
-    return BuildSettings(default_precision=p, result_precision=r, accum_precision=p, input_precision=r)
-
-
-def _hls_precision(value: Any, where: str) -> LayerPrecision | FixedType:
-    if isinstance(value, Mapping):
-        known = {"weight", "bias", "result", "accum"}
-        extra = set(value) - known
-        if extra:
-            raise PlanError(f"{where}: split4ml sets only {sorted(known)} precisions; remove {sorted(extra)}")
-        return LayerPrecision.from_dict({k: str(v) for k, v in value.items()}, where=where)
-    try:
-        return FixedType.parse(str(value))
-    except PlanError as exc:
-        raise PlanError(f"{where}: {exc}") from exc
-
-
-def parse_hls_config(cfg: Mapping[str, Any], build: BuildSettings,
-                     ) -> tuple[BuildSettings, int | None, str | None, dict[str, dict[str, Any]]]:
-    """Read an hls4ml-style config (``Model`` and ``LayerName`` sections).
-
-    Returns build settings, global reuse factor, global strategy, and per-layer overrides
-    (``{"reuse_factor", "strategy", "precision"}``) for :func:`choose_settings`.
-    """
-    if not isinstance(cfg, Mapping):
-        raise PlanError("--config: expected a mapping with 'Model' and/or 'LayerName' sections")
-    unknown = set(cfg) - {"Model", "LayerName", "IOType"}
-    if unknown:
-        raise PlanError(f"--config: unknown section(s) {sorted(unknown)}; split4ml reads Model, LayerName, IOType")
-    model = cfg.get("Model") or {}
-    rf = model.get("ReuseFactor")
-    strategy = model.get("Strategy")
-    if strategy is not None:
-        strategy = choice(strategy, STRATEGIES, "--config Model.Strategy:")
-    if "Precision" in model:
-        p = model["Precision"]
-        if isinstance(p, Mapping):
-            p = p.get("default", build.default_precision)
-        t = _hls_precision(p, "--config Model.Precision")
-        if isinstance(t, FixedType):
-            build = BuildSettings(io_type=build.io_type, default_precision=t, result_precision=t, accum_precision=t,
-                                  input_precision=t)
-    io = cfg.get("IOType") or model.get("IOType")
-    if io is not None:
-        build = BuildSettings(io_type=str(io), default_precision=build.default_precision,
-                              result_precision=build.result_precision, accum_precision=build.accum_precision,
-                              input_precision=build.input_precision)
-    overrides: dict[str, dict[str, Any]] = {}
-    for name, lc in (cfg.get("LayerName") or {}).items():
-        where = f"--config LayerName.{name}"
-        if not isinstance(lc, Mapping):
-            raise PlanError(f"{where}: expected a mapping")
-        o: dict[str, Any] = {}
-        if "ReuseFactor" in lc:
-            o["reuse_factor"] = int(lc["ReuseFactor"])
-        if "Strategy" in lc:
-            o["strategy"] = str(lc["Strategy"]).capitalize()
-        if "Precision" in lc:
-            p = _hls_precision(lc["Precision"], f"{where}.Precision")
-            if isinstance(p, FixedType):
-                p = LayerPrecision(weight=p, bias=p, result=p, accum=p)
-            o["precision"] = p
-        overrides[name] = o
-    return build, (int(rf) if rf is not None else None), strategy, overrides
 
 
 def model_build(graph: Graph, build: BuildSettings) -> BuildSettings:

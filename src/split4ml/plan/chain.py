@@ -18,6 +18,8 @@ import numpy as np
 from ..boards import RESOURCES, Board
 from ..errors import PlanError
 from ..estimate.base import Cost
+from ..settings import OBJECTIVES
+from ..shard import SPLIT_KINDS
 from .metrics import (
     DEFAULT_BATCH,
     BoardLoad,
@@ -30,8 +32,6 @@ from .metrics import (
     per_frame_us,
 )
 
-OBJECTIVES = ("throughput", "latency", "boards")
-
 #: Relative and absolute (microseconds) tolerance under which two objective values tie.
 REL_TOL = 1e-9
 ABS_TOL_US = 1e-9
@@ -40,7 +40,6 @@ _RES_LABEL = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}
 _INF = math.inf
 
 
-SPLIT_KINDS = ("neuron", "input")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,6 @@ from ..estimate.base import Cost
 FRAME_OVERHEAD_BYTES = 84
 #: Samples per frame when a plan does not say (the runtime's default ``--batch``).
 DEFAULT_BATCH = 8
-IO_TYPES = ("io_parallel", "io_stream")
 
 
 def fabric_cycles(ii_cycles: float, latency_cycles: float, n_in: float, n_out: float,

@@ -34,12 +34,21 @@ from ..errors import PlanError
 from ..estimate.base import Cost
 from ..fixed import FixedType
 from ..hashing import file_sha256, hash_file
-from ..settings import IO_TYPES, STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
+from ..settings import (
+    OBJECTIVES,
+    STRATEGIES,
+    BuildSettings,
+    LayerPrecision,
+    LayerSettings,
+    build_settings_from_dict,
+    choice,
+    parse_layer_precision,
+)
+from ..shard import SPLIT_KINDS
 from ..yamlio import read_yaml
 from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
 
 PLAN_VERSION = 1
-OBJECTIVES = ("throughput", "latency", "boards")
 
 
 # ----------------------------------------------------------------------------- unresolved spec
@@ -70,7 +79,6 @@ class SplitSpec:
         return {"layer": self.layer, "kind": self.kind, "parts": self.parts}
 
 
-SPLIT_KINDS = ("neuron", "input")
 
 
 @dataclass(frozen=True)
@@ -163,13 +171,6 @@ def _expect(cond: bool, where: str, msg: str) -> None:
         raise PlanError(f"{where}: {msg}")
 
 
-def _fixed(value: Any, where: str) -> FixedType:
-    try:
-        return FixedType.parse(str(value))
-    except PlanError as exc:
-        raise PlanError(f"{where}: {exc}") from exc
-
-
 def _int(value: Any, where: str, minimum: int = 1) -> int:
     _expect(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, where,
             f"expected an integer >= {minimum}, got {value!r}")
@@ -189,13 +190,7 @@ def _layer_spec(item: Any, where: str) -> LayerSpec:
         strategy = choice(strategy, STRATEGIES, f"{where}.strategy:")
     precision = None
     if item.get("precision") is not None:
-        p = item["precision"]
-        if isinstance(p, str):
-            t = _fixed(p, f"{where}.precision")
-            precision = LayerPrecision(weight=t, bias=t, result=t, accum=t)
-        else:
-            _expect(isinstance(p, Mapping), f"{where}.precision", "expected a type or {weight, bias, result, accum}")
-            precision = LayerPrecision.from_dict(dict(p), where=f"{where}.precision")
+        precision = parse_layer_precision(item["precision"], f"{where}.precision")
     return LayerSpec(name=item["name"], reuse_factor=rf, strategy=strategy, precision=precision, where=where)
 
 
@@ -209,26 +204,6 @@ def _split_spec(d: Any, where: str) -> SplitSpec | None:
     kind = choice(d.get("kind"), SPLIT_KINDS, f"{where}.kind:")
     parts = _int(d.get("parts"), f"{where}.parts", minimum=2)
     return SplitSpec(layer=d["layer"], kind=str(kind), parts=parts)
-
-
-def build_settings_from_dict(d: Mapping[str, Any] | None, where: str = "hls") -> BuildSettings:
-    """Read the ``hls:`` section of a plan file."""
-    base = BuildSettings()
-    if not d:
-        return base
-    _expect(isinstance(d, Mapping), where, "expected a mapping")
-    known = {"io_type", "default_precision", "result_precision", "accum_precision", "input_precision",
-             "reuse_factor", "strategy"}
-    unknown = set(d) - known
-    _expect(not unknown, where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-    io_type = choice(d.get("io_type", base.io_type), IO_TYPES, f"{where}.io_type:")
-    return BuildSettings(
-        io_type=io_type,
-        default_precision=_fixed(d.get("default_precision", base.default_precision), f"{where}.default_precision"),
-        result_precision=_fixed(d.get("result_precision", base.result_precision), f"{where}.result_precision"),
-        accum_precision=_fixed(d.get("accum_precision", base.accum_precision), f"{where}.accum_precision"),
-        input_precision=_fixed(d.get("input_precision", base.input_precision), f"{where}.input_precision"),
-    )
 
 
 def spec_from_dict(data: Any, base_dir: Path = Path(".")) -> PlanSpec:

@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from ..boards import Board
 from ..errors import PlanError
 from ..estimate import hls_rules
 from ..estimate.base import Cost, Estimator
-from ..fixed import FixedType
 from ..ir import COMPUTE_KINDS, Graph, Layer
-from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice
+from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice, parse_layer_precision
 
 OVERRIDE_KEYS = ("reuse_factor", "strategy", "precision")
 _PRECISION_FIELDS = ("weight", "bias", "result", "accum")
@@ -51,23 +49,7 @@ def _rf(value: Any, where: str) -> int:
 
 def _precision(value: Any, base: LayerPrecision, where: str) -> LayerPrecision:
     """An override precision: a LayerPrecision, one type for all four, or some of the four fields."""
-    if value is None:
-        return base
-    if isinstance(value, LayerPrecision):
-        return value
-    try:
-        if isinstance(value, (str, FixedType)):
-            t = FixedType.parse(value)
-            return LayerPrecision(weight=t, bias=t, result=t, accum=t)
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(_PRECISION_FIELDS))
-            if unknown:
-                raise PlanError(f"unknown precision field(s) {unknown}; use {', '.join(_PRECISION_FIELDS)}")
-            return replace(base, **{k: FixedType.parse(v) for k, v in value.items()})
-    except PlanError as exc:
-        raise PlanError(f"{where}.precision: {exc}") from exc
-    raise PlanError(f"{where}.precision: expected a type such as ap_fixed<16,6> or a mapping of "
-                    f"{', '.join(_PRECISION_FIELDS)}, got {value!r}")
+    return base if value is None else parse_layer_precision(value, f"{where}.precision", base)
 
 
 def _nearest(valid: Sequence[int], rf: int) -> list[int]:
