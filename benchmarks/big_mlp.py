@@ -1,6 +1,6 @@
 """Plan the 16-500-500-500-500-500-5 MLP onto at most 25 PYNQ-Z2 boards (issue 3).
 
-The model is ``split4ml.models.deep_mlp(widths=(500,) * 5, n_in=16, n_out=5)`` (ReLU, softmax,
+The model is ``split4ml.networks.deep_mlp(widths=(500,) * 5, n_in=16, n_out=5)`` (ReLU, softmax,
 seeded weights, about a million parameters), every layer ``ap_fixed<16,6>`` with the Resource
 strategy, planned for throughput. No 500-wide layer fits one PYNQ-Z2 alone, so the planner splits
 them across boards. Prints the plan (boards, steps, splits, bottleneck) beside the lower bound on
@@ -40,7 +40,7 @@ def main() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     graph = graph_from_keras(deep_mlp(widths=(500,) * 5, n_in=16, n_out=5, seed=args.seed))
     board = get_board(args.board)

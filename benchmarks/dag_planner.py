@@ -28,10 +28,10 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 from split4ml.boards import get_board  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
-from split4ml.models import residual_mlp  # noqa: E402
+from split4ml.networks import residual_mlp  # noqa: E402
 from split4ml.plan.api import get_estimator, make_plan  # noqa: E402
 from split4ml.plan.dag import graph_versions, partition_graph  # noqa: E402
-from split4ml.plan.model import OBJECTIVES  # noqa: E402
+from split4ml.plan.planfile import OBJECTIVES  # noqa: E402
 from split4ml.plan.reuse import choose_settings  # noqa: E402
 
 

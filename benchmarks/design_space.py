@@ -55,7 +55,7 @@ def models() -> list[tuple[str, Graph]]:
     from vs_enumeration import dense_chain
 
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import deep_mlp, mnist_fcnn
+    from split4ml.networks import deep_mlp, mnist_fcnn
 
     return [
         ("mnist_fcnn (784-16-32-10)", graph_from_keras(mnist_fcnn(seed=0))),

@@ -51,7 +51,7 @@ def _plans(out: Path, log: Any) -> list[tuple[str, Path, int | None]]:
     from split4ml.boards import get_board
     from split4ml.demo import mnist_split, train_mnist_fcnn
     from split4ml.frontends import load_model
-    from split4ml.models import train_residual_mlp
+    from split4ml.networks import train_residual_mlp
     from split4ml.plan.api import make_plan
 
     b = get_board("pynq-z2")
@@ -78,7 +78,7 @@ def _plans(out: Path, log: Any) -> list[tuple[str, Path, int | None]]:
 def run_case(name: str, plan_file: Path, batch: int | None, frames: int) -> dict[str, Any]:
     from split4ml.lower import plan_pipeline
     from split4ml.plan.api import load_plan
-    from split4ml.plan.model import price_stages
+    from split4ml.plan.planfile import price_stages
     from split4ml.runtime import RunOptions, run_pipeline
     from split4ml.runtime.pace import pace_model
     from split4ml.verify import random_inputs

@@ -48,7 +48,7 @@ HOP_SIZES = (64, 256, 1024, 4096, 16384, 65536)
 def build_pipeline(width: int, layers: int, n_stages: int, seed: int) -> tuple[Any, Any, list[tuple[str, ...]]]:
     from split4ml.boards import get_board
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
     from split4ml.settings import BuildSettings, LayerSettings
     from split4ml.stages import linear_pipeline, make_stages, whole_model_stage
 

@@ -13,7 +13,7 @@ from cli_helpers import run_cli as run
 
 @pytest.fixture(scope="session")
 def mnist_file(tmp_path_factory) -> Path:
-    from split4ml.models import mnist_fcnn
+    from split4ml.networks import mnist_fcnn
 
     p = tmp_path_factory.mktemp("models") / "mnist_fcnn.keras"
     mnist_fcnn(seed=1).save(p)
@@ -193,7 +193,7 @@ def test_boards_json(monkeypatch, capsys):
 
 def test_flatten_takes_its_producers_type(tmp_path):
     """A hand-written precision on a Flatten cannot change the wire: hls4ml's Flatten is a no-op."""
-    from split4ml.models import small_cnn
+    from split4ml.networks import small_cnn
     from split4ml.plan.api import load_plan
 
     m = tmp_path / "cnn.keras"

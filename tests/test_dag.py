@@ -248,7 +248,7 @@ def test_dag_stage_names_do_not_clash_with_model_layers() -> None:
 
 def test_keras_rebuild_of_packed_stages_matches_the_graph() -> None:
     pytest.importorskip("keras")
-    from split4ml.hls.keras_model import keras_model_from_graph
+    from split4ml.hls.to_keras import keras_model_from_graph
 
     g = resnet_graph()
     built = dag_stages(g, SKIP_OVER, [BOARD] * 4, _settings(g), BUILD)
@@ -268,7 +268,7 @@ def test_conv_residual_stages_rebuilt_in_keras_match_the_model() -> None:
     """Feature maps cross packed wires (flattened, then reshaped back) and a channel Concatenate works."""
     keras = pytest.importorskip("keras")
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.hls.keras_model import keras_model_from_graph
+    from split4ml.hls.to_keras import keras_model_from_graph
 
     L = keras.layers
     keras.utils.set_random_seed(0)

@@ -17,9 +17,9 @@ pytest.importorskip("hls4ml")
 from split4ml.build import build_plan  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
 from split4ml.lower import plan_pipeline  # noqa: E402
-from split4ml.models import residual_mlp  # noqa: E402
+from split4ml.networks import residual_mlp  # noqa: E402
 from split4ml.plan.api import resolve_plan  # noqa: E402
-from split4ml.plan.model import spec_from_dict  # noqa: E402
+from split4ml.plan.planfile import spec_from_dict  # noqa: E402
 from split4ml.verify import random_inputs, verify_pipeline  # noqa: E402
 
 #: stem (the first block's skip input) is read by b1_add on board 3: board 1 reads and forwards it, board 2

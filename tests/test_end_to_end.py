@@ -12,7 +12,7 @@ from cli_helpers import run_cli as run
 
 @pytest.mark.slow
 def test_six_layer_relu_mlp_three_stages_bit_exact(monkeypatch, capsys, tmp_path):
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     model = tmp_path / "deep.keras"
     keras_model = deep_mlp(seed=3)
@@ -144,7 +144,7 @@ def test_layer_bigger_than_a_board_is_split_and_bit_exact(monkeypatch, capsys, t
 @pytest.mark.slow
 def test_million_parameter_mlp_on_at_most_25_pynq_boards_bit_exact(monkeypatch, capsys, tmp_path):
     """16-500-500-500-500-500-5, ap_fixed<16,6>, Resource strategy, throughput objective (issue 3)."""
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     model = tmp_path / "big.keras"
     deep_mlp(widths=(500,) * 5, n_in=16, n_out=5, seed=0).save(model)

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "split4ml"
 #: Floors from the ground up: what each room holds, and so what it may use.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "hashing"),  # the exception family, file digests
-    ("fixed", "yamlio", "models"),  # fixed-point types, YAML reading, example networks
+    ("fixed", "yamlio", "networks"),  # fixed-point types, YAML reading, example networks
     ("boards", "settings"),  # board catalogue, hls4ml layer settings
     ("ir",),  # the Graph
     ("frontends", "stages"),  # model files -> Graph; Graph + stage choice -> per-board stages

@@ -13,7 +13,7 @@ from split4ml.errors import BuildError, DataError
 from split4ml.fixed import FixedType
 from split4ml.frontends.keras import graph_from_keras
 from split4ml.ir import Graph
-from split4ml.models import deep_mlp, small_cnn
+from split4ml.networks import deep_mlp, small_cnn
 from split4ml.settings import BuildSettings, LayerSettings
 from split4ml.stages import Stage, make_stages, whole_model_stage
 from split4ml.verify import STEP_COMPILE, STEP_SIMULATE, VerifyResult, random_inputs, verify_stages

@@ -16,7 +16,7 @@ from split4ml.frontends.keras import graph_from_keras
 from split4ml.ir import Graph
 from split4ml.lower import stages_pipeline
 from split4ml.plan.api import align_passthrough
-from split4ml.plan.model import ShardPlan, SplitSpec, StagePlan, Wire
+from split4ml.plan.planfile import ShardPlan, SplitSpec, StagePlan, Wire
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.stages import Node, Pipeline, Source, Stage, whole_model_stage
 from split4ml.verify import VerifyResult, random_inputs, verify_pipeline

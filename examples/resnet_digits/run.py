@@ -1,6 +1,6 @@
 """A ResNet-style MLP (two residual blocks) on 5 PYNQ-Z2 boards: train, plan, build, verify, run (emulated).
 
-The model (:func:`split4ml.models.residual_mlp`: 64 -> stem 16 -> two residual blocks of two Dense
+The model (:func:`split4ml.networks.residual_mlp`: 64 -> stem 16 -> two residual blocks of two Dense
 layers each, whose input is added back by an ``Add`` skip connection -> 10 -> softmax; 2,298
 parameters) is trained on scikit-learn's bundled 8x8 digits (1,438 to train, 359 held out; nothing
 is downloaded), then driven through the same ``split4ml`` commands a user types:
@@ -38,7 +38,7 @@ def prepare(out: Path, log: Any) -> tuple[Path, Path, dict[str, Any]]:
     """Train (or reuse) the model and write the held-out digits; model file, data file, facts."""
     import numpy as np
 
-    from split4ml.models import digits_split, train_residual_mlp
+    from split4ml.networks import digits_split, train_residual_mlp
 
     x_train, _, x_test, y_test = digits_split(seed=0)
     model_file = out / "residual_mlp.keras"

@@ -17,7 +17,7 @@ from typing import Any
 
 from .ir import Graph
 from .lower import plan_pipeline
-from .plan.model import Plan
+from .plan.planfile import Plan
 
 Progress = Callable[[str, int, int], None]
 

@@ -42,7 +42,7 @@ def train_mnist_fcnn(path: Path, x: np.ndarray, y: np.ndarray, epochs: int = 15,
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from .models import mnist_fcnn
+    from .networks import mnist_fcnn
 
     keras.utils.set_random_seed(seed)
     model = mnist_fcnn(seed=seed)

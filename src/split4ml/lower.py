@@ -8,7 +8,7 @@ split runs on the stage that merges it. Models with skip connections become one 
 stage (:func:`split4ml.stages.dag_stages`).
 
 It reads a plan through :class:`PlanLike` and :class:`StageLike`, the fields it needs of
-:class:`split4ml.plan.model.Plan` and :class:`split4ml.plan.model.StagePlan`, so it sits below the
+:class:`split4ml.plan.planfile.Plan` and :class:`split4ml.plan.planfile.StagePlan`, so it sits below the
 planner: reading or running a plan does not take in the solvers.
 """
 
@@ -38,7 +38,7 @@ from .stages import (
 
 
 class StageLike(Protocol):
-    """What lowering reads of one stage of a plan (:class:`split4ml.plan.model.StagePlan`)."""
+    """What lowering reads of one stage of a plan (:class:`split4ml.plan.planfile.StagePlan`)."""
 
     @property
     def index(self) -> int: ...
@@ -57,7 +57,7 @@ class StageLike(Protocol):
 
 
 class PlanLike(Protocol):
-    """What lowering reads of a plan (:class:`split4ml.plan.model.Plan`)."""
+    """What lowering reads of a plan (:class:`split4ml.plan.planfile.Plan`)."""
 
     @property
     def stages(self) -> Sequence[StageLike]: ...

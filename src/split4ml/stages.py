@@ -366,7 +366,7 @@ def link_bytes(graph: Graph, stage_layers: Sequence[Sequence[str]], settings: Ma
                build: BuildSettings) -> list[int]:
     """Bytes per sample on each link ``k`` (stage ``k`` -> ``k + 1``): the sum over its
     :func:`crossing_tensors` of ``elements * storage_bytes`` of the tensor's type (the producer's result
-    type, as :class:`~split4ml.plan.model.Wire` prices a wire)."""
+    type, as :class:`~split4ml.plan.planfile.Wire` prices a wire)."""
     return [sum(graph.layer(t).n_out * tensor_type(graph, t, settings, build).storage_bytes for t in link)
             for link in crossing_tensors(graph, stage_layers)]
 

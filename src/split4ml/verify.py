@@ -329,7 +329,7 @@ def verify_plan(plan: Any, graph: Any, x: np.ndarray, y: np.ndarray | None = Non
         if own is not None:
             float_model = own
         elif source is None:
-            from .hls.keras_model import keras_model_from_graph
+            from .hls.to_keras import keras_model_from_graph
 
             km = keras_model_from_graph(graph)
 

@@ -294,7 +294,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     """A 3-stage analytic plan of a small MLP, written as hls4ml projects (not compiled)."""
     from split4ml.build import build_plan
     from split4ml.frontends import load_model
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
     from split4ml.plan.api import make_plan
 
     root = tmp_path_factory.mktemp("calib")

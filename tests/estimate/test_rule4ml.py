@@ -246,7 +246,7 @@ def test_get_estimator_names():
 # ------------------------------------------------------------------------------------ the real rule4ml
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory) -> Path:
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     p = tmp_path_factory.mktemp("r4models") / "mlp.keras"
     deep_mlp(widths=(16, 16), n_in=8, n_out=4).save(p)

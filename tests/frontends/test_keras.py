@@ -20,7 +20,7 @@ from split4ml.frontends import framework_of, load_model, read_model  # noqa: E40
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
 from split4ml.frontends.source import name_config  # noqa: E402
 from split4ml.ir import Graph  # noqa: E402
-from split4ml.models import mnist_fcnn, small_cnn  # noqa: E402
+from split4ml.networks import mnist_fcnn, small_cnn  # noqa: E402
 
 
 def _check_chain(g: Graph) -> None:

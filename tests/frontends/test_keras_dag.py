@@ -14,7 +14,7 @@ layers = keras.layers
 from split4ml.errors import UnsupportedLayerError  # noqa: E402
 from split4ml.frontends import load_model  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
-from split4ml.models import residual_mlp  # noqa: E402
+from split4ml.networks import residual_mlp  # noqa: E402
 
 
 def _forward(g, x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from split4ml.fixed import FixedType
 from split4ml.frontends.keras import graph_from_keras
 from split4ml.hls.config import assert_no_auto_config, check_no_auto, layer_entries, model_config
 from split4ml.hls.project import convert_stage
-from split4ml.models import deep_mlp, small_cnn
+from split4ml.networks import deep_mlp, small_cnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.stages import make_stages
 

@@ -17,7 +17,7 @@ from split4ml.frontends.keras import graph_from_keras
 from split4ml.hls.csim import CsimModel, cache_key, compile_stage
 from split4ml.hls.project import convert_stage
 from split4ml.ir import Graph
-from split4ml.models import mnist_fcnn
+from split4ml.networks import mnist_fcnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.stages import Stage, make_stages
 from split4ml.verify import random_inputs

@@ -12,7 +12,7 @@ from split4ml.errors import BuildError
 from split4ml.fixed import FixedType
 from split4ml.frontends.keras import graph_from_keras
 from split4ml.hls.project import axi_type, backend_for, convert_stage, converter_kwargs, fix_axi_typedefs
-from split4ml.models import mnist_fcnn
+from split4ml.networks import mnist_fcnn
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.stages import make_stages
 

@@ -13,7 +13,7 @@ from split4ml.boards import get_board
 from split4ml.frontends.keras import graph_from_keras
 from split4ml.hls.project import convert_stage
 from split4ml.hls.scripts import write_build_scripts
-from split4ml.models import deep_mlp
+from split4ml.networks import deep_mlp
 from split4ml.settings import BuildSettings, LayerSettings
 from split4ml.stages import make_stages
 

@@ -126,7 +126,7 @@ def test_unknown_scheduler_is_refused_before_anything_is_written(tmp_path, big_s
 
 def test_cli_build_writes_the_scheduler_scripts(monkeypatch, capsys, tmp_path):
     from cli_helpers import run_cli
-    from split4ml.models import mnist_fcnn
+    from split4ml.networks import mnist_fcnn
 
     mnist_fcnn(seed=1).save(tmp_path / "m.keras")
     plan = tmp_path / "plan.yaml"

@@ -33,14 +33,14 @@ ZCU = get_board("zcu102")
 
 @pytest.fixture(scope="module")
 def deep():
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     return graph_from_keras(deep_mlp(seed=1))
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    from split4ml.models import mnist_fcnn
+    from split4ml.networks import mnist_fcnn
 
     return graph_from_keras(mnist_fcnn(seed=0))
 
@@ -122,7 +122,7 @@ def test_fixed_order_respects_the_sequence(deep):
 
 def test_mixed_plan_file_round_trips(tmp_path, deep):
     from split4ml.plan.api import resolve_plan
-    from split4ml.plan.model import read_plan_spec
+    from split4ml.plan.planfile import read_plan_spec
 
     cl = cluster_from_dict({"boards": [{"type": "pynq-z2", "count": 1}, {"type": "zcu102", "count": 1}],
                             "order": "fixed"})
@@ -225,7 +225,7 @@ def test_homogeneous_cluster_equals_board_option(deep):
 
 # ------------------------------------------------------------------ CLI
 def test_cli_plan_cluster_json(monkeypatch, capsys, tmp_path):
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     model = tmp_path / "deep.keras"
     deep_mlp(seed=1).save(model)

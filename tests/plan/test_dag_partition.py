@@ -331,7 +331,7 @@ def test_child_process_solve_equals_in_process() -> None:
 def resnet():
     pytest.importorskip("keras")
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import residual_mlp
+    from split4ml.networks import residual_mlp
 
     return residual_mlp(seed=3), graph_from_keras(residual_mlp(seed=3))
 
@@ -571,7 +571,7 @@ def test_a_plan_says_what_was_proven(tmp_path) -> None:
     pytest.importorskip("keras")
     from split4ml.boards import get_board
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import mnist_fcnn, residual_mlp
+    from split4ml.networks import mnist_fcnn, residual_mlp
     from split4ml.plan.api import make_plan
 
     pynq = get_board("pynq-z2")

@@ -16,9 +16,9 @@ from split4ml.errors import InfeasibleError, PlanError  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
 from split4ml.ir import Graph  # noqa: E402
 from split4ml.lower import plan_pipeline, plan_stages  # noqa: E402
-from split4ml.models import residual_mlp  # noqa: E402
+from split4ml.networks import residual_mlp  # noqa: E402
 from split4ml.plan.api import resolve_plan  # noqa: E402
-from split4ml.plan.model import read_plan_spec, spec_from_dict  # noqa: E402
+from split4ml.plan.planfile import read_plan_spec, spec_from_dict  # noqa: E402
 from split4ml.stages import crossing_tensors, link_bytes  # noqa: E402
 
 #: A skip tensor (stem) crosses board 1, which only runs b1_fc1 and forwards stem.

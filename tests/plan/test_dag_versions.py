@@ -148,7 +148,7 @@ def test_slow_small_version_lets_one_board_beat_two() -> None:
 def resnet_graph():
     pytest.importorskip("keras")
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import residual_mlp
+    from split4ml.networks import residual_mlp
 
     return graph_from_keras(residual_mlp(blocks=2, width=16, seed=0))
 

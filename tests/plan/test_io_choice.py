@@ -83,7 +83,7 @@ def test_io_stream_is_taken_where_io_parallel_fits_no_boards():
 
 def test_dense_models_are_planned_once_as_given():
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import mnist_fcnn
+    from split4ml.networks import mnist_fcnn
 
     dense = make_plan(graph_from_keras(mnist_fcnn(seed=1)), model="m.keras", board=PYNQ, choose_io_type=True)
     assert dense.io_type_chosen is None and dense.build.io_type == "io_parallel"

@@ -14,7 +14,7 @@ from split4ml.estimate.base import Cost
 from split4ml.fixed import FixedType
 from split4ml.ir import Graph, Layer
 from split4ml.lower import _slice_sources, plan_pipeline, stages_pipeline
-from split4ml.plan.model import ShardPlan, SplitSpec, StagePlan, Wire
+from split4ml.plan.planfile import ShardPlan, SplitSpec, StagePlan, Wire
 from split4ml.settings import BuildSettings, LayerPrecision, LayerSettings
 from split4ml.shard import partial_sum_type
 from split4ml.stages import Pipeline, Source

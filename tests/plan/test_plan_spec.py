@@ -3,7 +3,7 @@
 import pytest
 
 from split4ml.errors import PlanError
-from split4ml.plan.model import spec_from_dict
+from split4ml.plan.planfile import spec_from_dict
 
 
 def minimal(**extra):

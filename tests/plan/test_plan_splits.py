@@ -17,8 +17,8 @@ from split4ml.estimate.analytic import AnalyticEstimator
 from split4ml.ir import Graph, Layer
 from split4ml.plan.api import _split_policy, _split_stages, _unit_splits, make_plan
 from split4ml.plan.chain import Partition
-from split4ml.plan.model import Plan
 from split4ml.plan.partition import partition_chain
+from split4ml.plan.planfile import Plan
 from split4ml.plan.reuse import choose_settings
 from split4ml.plan.split_options import split_options
 from split4ml.settings import BuildSettings
@@ -212,7 +212,7 @@ def test_the_planner_chooses_the_batch(widths: list[int]) -> None:
     """Without --batch: frames of 1 for latency; otherwise the smallest batch at which the plan made at
     256 samples a frame stays within 2 % of its bottleneck, planned again (optimally) at that batch."""
     from split4ml.plan.api import BATCH_SLACK, MAX_AUTO_BATCH
-    from split4ml.plan.model import price_stages
+    from split4ml.plan.planfile import price_stages
 
     g = mlp(widths, seed=0)
     assert make_plan(g, model="m.keras", board=PYNQ, objective="latency").batch == 1

@@ -26,7 +26,7 @@ PYNQ = get_board("pynq-z2")
 
 def _graph(widths, n_in, n_out):
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
 
     return graph_from_keras(deep_mlp(widths, n_in, n_out, seed=0))
 

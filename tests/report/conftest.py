@@ -8,7 +8,7 @@ import pytest
 from report_helpers import mlp, plan_of
 
 from split4ml.ir import Graph
-from split4ml.plan.model import Plan
+from split4ml.plan.planfile import Plan
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import numpy as np
 
 from split4ml.ir import Graph, Layer
 from split4ml.plan.api import resolve_plan
-from split4ml.plan.model import Plan, spec_from_dict
+from split4ml.plan.planfile import Plan, spec_from_dict
 
 
 def mlp(widths: list[int], seed: int = 0, name: str = "mlp") -> Graph:

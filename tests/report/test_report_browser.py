@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from split4ml.ir import Graph
-from split4ml.plan.model import Plan
+from split4ml.plan.planfile import Plan
 from split4ml.report import write_report
 from split4ml.report.browser import check_page, find_chromium, screenshot
 

@@ -14,7 +14,7 @@ from split4ml import cli
 
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from split4ml.models import mnist_fcnn
+    from split4ml.networks import mnist_fcnn
 
     d = tmp_path_factory.mktemp("report-cli")
     mnist_fcnn(seed=1).save(d / "mnist_fcnn.keras")

@@ -16,7 +16,7 @@ from matplotlib.patches import FancyBboxPatch
 from report_helpers import mlp, plan_of
 
 from split4ml.boards import RESOURCES
-from split4ml.plan.model import Plan
+from split4ml.plan.planfile import Plan
 from split4ml.report import (
     board_timings,
     diagram_layout,

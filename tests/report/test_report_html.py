@@ -12,7 +12,7 @@ from report_helpers import mlp, plan_of
 
 from split4ml.errors import DataError
 from split4ml.ir import Graph
-from split4ml.plan.model import Plan
+from split4ml.plan.planfile import Plan
 from split4ml.report import (
     FIGURES,
     make_figures,

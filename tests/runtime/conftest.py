@@ -19,7 +19,7 @@ def mlp() -> tuple[Pipeline, list[Stage], Stage]:
     """32-64-64-32-32-16-16-10 + softmax cut into three boards (the same stages as tests/test_verify.py,
     so the session's C-simulation cache is shared)."""
     from split4ml.frontends.keras import graph_from_keras
-    from split4ml.models import deep_mlp
+    from split4ml.networks import deep_mlp
     from split4ml.stages import whole_model_stage
 
     graph = graph_from_keras(deep_mlp(widths=(64, 64, 32, 32, 16, 16), n_in=32, n_out=10, seed=1))

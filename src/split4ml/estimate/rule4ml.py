@@ -9,7 +9,7 @@ stage (``partition_chain(..., segment_cost=...)``).
 How a segment is priced:
 
 * The segment's layers are renamed ``l0, l1, ...`` (the cache key depends on content, not names),
-  rebuilt as a Keras model with :func:`split4ml.hls.keras_model.keras_model_from_graph` (layers
+  rebuilt as a Keras model with :func:`split4ml.hls.to_keras.keras_model_from_graph` (layers
   without weights get zeros: rule4ml reads shapes and parameter counts, never values) and given to
   ``MultiModelWrapper.predict`` with the board, the strategy, the precision and per-layer reuse
   factors (``layer_name`` entries), for hls4ml 1.1.0 and Vivado 2023.2 (the newest versions its
@@ -280,7 +280,7 @@ def keras_segment(request: Rule4mlRequest) -> Any:
     Layers that own no weights (pooling, Flatten, activations) are built explicitly with their
     input shape: rule4ml reads every layer's input shape from Keras' build record.
     """
-    from ..hls.keras_model import keras_model_from_graph
+    from ..hls.to_keras import keras_model_from_graph
     from ..stages import chain_graph
 
     layers = [lyr if lyr.weights or not _zero_weights(lyr) else lyr.with_(weights=_zero_weights(lyr))

@@ -25,7 +25,7 @@ from ..shard import channel_wise_after, split_stage_units
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
 from .metrics import DEFAULT_BATCH
-from .model import (
+from .planfile import (
     FIRST_KEY,
     OBJECTIVES,
     Optimality,
@@ -175,7 +175,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
              tail_settings: Mapping[str, LayerSettings] | None = None,
              model_options: Mapping[str, Any] | None = None, batch: int = DEFAULT_BATCH) -> Plan:
     """Price, check and package a partition as a :class:`Plan` (priced by
-    :func:`~split4ml.plan.model.price_stages` for frames of ``batch`` samples).
+    :func:`~split4ml.plan.planfile.price_stages` for frames of ``batch`` samples).
 
     ``model_options`` (framework, weights, entry, input_shape) are recorded so the plan reloads the
     model the same way (:func:`load_plan`).
@@ -356,7 +356,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     :data:`MAX_AUTO_BATCH` samples a frame and then given the smallest batch that keeps its bottleneck
     within :data:`BATCH_SLACK` (2 %) of that (:func:`_smallest_batch`), and planned again at that batch.
 
-    The plan's :attr:`~split4ml.plan.model.Plan.optimality` says what was proven: a chain is planned
+    The plan's :attr:`~split4ml.plan.planfile.Plan.optimality` says what was proven: a chain is planned
     by exact dynamic programmes (optimal over the candidate settings searched); a model with skip
     connections by CP-SAT, which may stop at ``time_limit_s`` (seconds, the joint and the two-step
     solves together) with the best plan found and a lower bound of the objective's first key.
@@ -382,7 +382,7 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
 def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
     """The better of the ``io_parallel`` plan (hls4ml's default) and the ``io_stream`` plan, by the
     objective's key; a tie keeps ``io_parallel``. A plan that takes ``io_stream`` says why
-    (:attr:`~split4ml.plan.model.Plan.io_type_chosen`).
+    (:attr:`~split4ml.plan.planfile.Plan.io_type_chosen`).
 
     In ``io_parallel`` a convolution holds its whole feature map in registers and each board's AXI
     wrapper reads its inputs, runs the model, then writes its outputs; in ``io_stream`` a convolution

@@ -1,6 +1,6 @@
 """Plans of models with skip connections (DAGs): check, price and package a stage assignment.
 
-A DAG plan is an ordinary :class:`~split4ml.plan.model.Plan` whose stages list any layers (not
+A DAG plan is an ordinary :class:`~split4ml.plan.planfile.Plan` whose stages list any layers (not
 only contiguous runs of a chain), as long as every edge goes from a stage to the same or a later
 one (:func:`split4ml.stages.dag_stage_of`). The optimiser (:mod:`split4ml.plan.dag`) and a
 hand-written plan file both end in :func:`assemble_dag`, called by
@@ -10,7 +10,7 @@ Pricing: stage ``k`` costs the estimate of its model layers on its board (the wi
 and unpack tensors copy values and cost nothing); it sends one wire, the packed tensors crossing
 link ``k`` (:func:`split4ml.stages.crossing_tensors`: a skip tensor is sent again by every board it
 passes through) and receives the one of link ``k - 1``; it is priced as a chain stage with those
-wires (:func:`split4ml.plan.model.price_stages`).
+wires (:func:`split4ml.plan.planfile.price_stages`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..settings import BuildSettings, LayerSettings
 from ..stages import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
 from .fit import check_stage_fit
 from .metrics import DEFAULT_BATCH
-from .model import Plan, SplitSpec, StagePlan, Wire, price_stages
+from .planfile import Plan, SplitSpec, StagePlan, Wire, price_stages
 
 
 def _wire(graph: Graph, tensors: Sequence[str], settings: Mapping[str, LayerSettings], build: BuildSettings,

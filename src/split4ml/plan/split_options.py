@@ -27,7 +27,7 @@ from ..estimate.base import Cost, Estimator
 from ..ir import COMPUTE_KINDS, Layer
 from ..settings import LayerSettings
 from .chain import SPLIT_KINDS, SplitOption
-from .model import SplitSpec
+from .planfile import SplitSpec
 from .reuse import fit_layer
 
 #: The largest number of parts the planner tries for one layer.

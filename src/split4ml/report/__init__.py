@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..ir import Graph
-from ..plan.model import Plan
+from ..plan.planfile import Plan
 from .diagram import DiagramBox, DiagramEdge, diagram_layout, wire_label
 from .html import ReportFigure, render_html
 from .inputs import read_run_json, read_verify_json

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan.model import Plan, Wire
+from ..plan.planfile import Plan, Wire
 from .timing import board_timings
 
 SOURCE = "source"

@@ -22,7 +22,7 @@ from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
 from ..boards import RESOURCES
-from ..plan.model import Plan
+from ..plan.planfile import Plan
 from .diagram import SINK, SOURCE, DiagramBox, DiagramEdge, diagram_layout, wire_label
 from .resources import RESOURCE_LABELS, resource_bars
 from .timing import COMPUTE, LINK, SEND, GanttSegment, board_timings, gantt_rows, gantt_segments

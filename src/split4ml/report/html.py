@@ -18,7 +18,7 @@ from .. import __version__
 from ..boards import RESOURCES, Board
 from ..ir import Graph
 from ..plan.metrics import FRAME_OVERHEAD_BYTES
-from ..plan.model import Plan, Wire
+from ..plan.planfile import Plan, Wire
 from .figures import COLORS
 from .resources import RESOURCE_LABELS, resource_bars
 from .timing import board_timings, input_bytes_sent, input_hop_us
@@ -165,7 +165,7 @@ def _header(plan: Plan, graph: Graph, plan_path: str | None) -> str:
     boards = ", ".join(sorted({b.name for b in _plan_boards(plan)}))
     src = f"plan <code>{_e(plan_path)}</code> · " if plan_path else ""
     return (f'<header><p class="sub"><span class="brand">split4ml</span> report</p><h1>{_e(graph.name)}</h1>'
-            f'<p class="sub">{src}model <code>{_e(plan.model)}</code> · {plan.n_boards} × {_e(boards)} · '
+            f'<p class="sub">{src}model <code>{_e(plan.planfile)}</code> · {plan.n_boards} × {_e(boards)} · '
             f"objective {_e(plan.objective)} · estimator {_e(plan.estimator)} · cap {plan.cap:.0%}</p></header>")
 
 

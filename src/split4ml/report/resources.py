@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..boards import RESOURCES
-from ..plan.model import Plan
+from ..plan.planfile import Plan
 
 #: Display names of the resources, in the order :data:`split4ml.boards.RESOURCES` lists them.
 RESOURCE_LABELS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}

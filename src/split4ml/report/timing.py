@@ -1,7 +1,7 @@
 """Per-board timing and the pipeline timeline (Gantt chart) of a plan, as plain numbers.
 
 Everything here reads the one performance model (:mod:`split4ml.plan.metrics`) through
-:func:`split4ml.plan.model.stage_loads`, as the plan's own figures do:
+:func:`split4ml.plan.planfile.stage_loads`, as the plan's own figures do:
 
 * a board's **interval** is the largest of its fabric interval (the AXI wrapper's reads and writes
   included), the link time of what it receives and sends (frame overhead shared by the batch), and
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ..boards import Board
 from ..estimate.base import Cost
 from ..plan.metrics import BoardLoad, frame_link_us
-from ..plan.model import Plan, stage_loads
+from ..plan.planfile import Plan, stage_loads
 
 #: Segment kinds of the timeline.
 COMPUTE = "compute"  # the board's fabric works on the sample (its fabric interval)

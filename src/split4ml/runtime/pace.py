@@ -46,7 +46,7 @@ from ..errors import RuntimeFault
 
 if TYPE_CHECKING:
     from ..plan.metrics import BoardLoad, Endpoint
-    from ..plan.model import Plan
+    from ..plan.planfile import Plan
     from ..stages import Pipeline
 
 #: How many times over a node's driver time must fit in its paced interval.
@@ -145,7 +145,7 @@ def read_pace(path: str | Path) -> PaceModel:
 def pace_from_loads(node_ids: Sequence[Sequence[str]], steps: Sequence[Sequence[BoardLoad]], source: Endpoint,
                     sink: Endpoint, *, batch: int, io_type: str) -> PaceModel:
     """The pace figures of a pipeline whose step ``k`` runs nodes ``node_ids[k]`` with loads ``steps[k]``
-    (:func:`split4ml.plan.model.stage_loads`), and the model's prediction for it."""
+    (:func:`split4ml.plan.planfile.stage_loads`), and the model's prediction for it."""
     from ..plan.metrics import group_metrics
 
     if [len(s) for s in node_ids] != [len(s) for s in steps]:
@@ -305,7 +305,7 @@ __all__ = ["MIN_FRAME_S", "NODE_OVERHEAD_S", "NodePace", "NodePacer", "PaceModel
 def pace_model(plan: Plan, pipeline: Pipeline, batch: int | None = None) -> PaceModel:
     """The model's figures for every node of ``pipeline`` (:func:`~split4ml.lower.plan_pipeline` of
     ``plan``), for a paced run with frames of ``batch`` samples (default: the plan's)."""
-    from ..plan.model import stage_loads
+    from ..plan.planfile import stage_loads
 
     steps, source, sink = stage_loads(plan.stages)
     return pace_from_loads([list(s) for s in pipeline.steps], steps, source, sink,

@@ -1,4 +1,4 @@
-"""Example Keras models used by the tests and the demo.
+"""Example networks (Keras models) used by the tests, the benchmarks and the demo.
 
 Every builder names all its layers explicitly (Keras' automatic names depend on how many layers
 the process created before) and seeds every initializer, so the same ``seed`` gives the same

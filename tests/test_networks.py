@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 
 from split4ml.errors import Split4mlError  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
-from split4ml.models import (  # noqa: E402
+from split4ml.networks import (  # noqa: E402
     deep_mlp,
     digits_split,
     mnist_fcnn,

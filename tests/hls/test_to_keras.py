@@ -7,9 +7,9 @@ import pytest
 
 from split4ml.errors import UnsupportedLayerError
 from split4ml.frontends.keras import graph_from_keras
-from split4ml.hls.keras_model import keras_model_from_graph
+from split4ml.hls.to_keras import keras_model_from_graph
 from split4ml.ir import Graph, Layer
-from split4ml.models import deep_mlp, small_cnn
+from split4ml.networks import deep_mlp, small_cnn
 
 
 def _mixed_model():
