@@ -196,15 +196,16 @@ def test_split_stages_keeps_a_merge_stage_only_where_assemble_cannot_derive_it()
     # group fc1, merge stage, plain fc2, group fc3, merge stage at the end
     part = Partition(bounds=(0, 1, 1, 2, 3, 3), stage_costs=(None,) * 5, metrics=metrics,
                      splits=(0, None, None, 0, None), tails=(False, True, False, False, True))
-    layers, splits, shard_sets, tails = _split_stages(part, units, options)
-    assert layers == [("fc1",), (), ("fc2",), ("fc3", "softmax")]
+    stages, tails = _split_stages(part, units, options, PYNQ)
+    assert [c.layers for c in stages] == [("fc1",), (), ("fc2",), ("fc3", "softmax")]
+    splits = [c.split for c in stages]
     assert splits[0] == ("input",) and splits[1:3] == [None, None] and splits[3] == ("input",)
-    assert shard_sets[0] == {"s": 1} and tails == {"t": 2}
+    assert stages[0].shard_settings == {"s": 1} and tails == {"t": 2} and all(c.board is PYNQ for c in stages)
     # merge stage before a split, and at the end: left to assemble
     part = Partition(bounds=(0, 1, 1, 2, 2), stage_costs=(None,) * 4, metrics=metrics,
                      splits=(0, None, 0, None), tails=(False, True, False, True))
-    layers, splits, _, _ = _split_stages(part, units[:2], options)
-    assert layers == [("fc1",), ("fc2",)] and splits == [("input",), ("input",)]
+    stages, _ = _split_stages(part, units[:2], options, PYNQ)
+    assert [c.layers for c in stages] == [("fc1",), ("fc2",)] and [c.split for c in stages] == [("input",), ("input",)]
 
 
 @pytest.mark.parametrize("widths", [[784, 16, 32, 10], [64, 256, 10]])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,15 @@ from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings,
 from ..shard import channel_wise_after, split_stage_units
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
-from .metrics import DEFAULT_BATCH
 from .planfile import (
     FIRST_KEY,
     OBJECTIVES,
     Optimality,
     Plan,
+    PlanHeader,
     PlanSpec,
     ShardPlan,
-    SplitSpec,
+    StageChoice,
     StagePlan,
     Wire,
     file_sha256,
@@ -46,6 +46,46 @@ from .planfile import (
 BATCH_SLACK = 0.02
 #: The largest batch (samples per frame) the planner chooses by itself (``--batch`` may ask for more).
 MAX_AUTO_BATCH = 256
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What :func:`make_plan` is asked to plan a graph with (its keywords, but the batch and the io
+    type choice, which it settles first); the planner's internal steps pass it whole."""
+
+    model: str | Path
+    board: Board
+    cap: float = 0.85
+    objective: str = "throughput"
+    max_boards: int | None = None
+    n_stages: int | None = None
+    reuse_factor: int | None = None
+    strategy: str | None = None
+    hls_config: Mapping[str, Any] | None = None
+    build: BuildSettings | None = None
+    estimator: str | Path | Estimator = "analytic"
+    board_files: tuple[str, ...] = ()
+    calibration: str | Path | Mapping[str, Any] | None = None
+    model_options: Mapping[str, Any] | None = None
+    cluster: Any = None
+    joint: bool = True
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A request made concrete for one solve: the plan's header (its build settings read from the
+    request's hls config), the estimator, every layer's starting settings (the smallest reuse factor
+    that fits a board alone), the layers whose settings the planner may change, the config's
+    per-layer overrides, and the global reuse factor and strategy asked for."""
+
+    header: PlanHeader
+    est: Estimator
+    settings: Mapping[str, LayerSettings]
+    free: list[str]
+    overrides: dict[str, dict[str, Any]]
+    reuse_factor: int | None
+    strategy: str | None
+
 
 #: Estimator names :func:`get_estimator` knows (``calibrated`` needs a calibration).
 ESTIMATORS = ("analytic", "rule4ml", "calibrated")
@@ -166,25 +206,19 @@ def _wire_type(settings: Mapping[str, LayerSettings], layer: Layer) -> FixedType
     return settings[layer.name].precision.result
 
 
-def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board, cap: float, objective: str,
-             estimator: Estimator, build: BuildSettings, stage_layers: Sequence[Sequence[str]],
-             stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
-             where: Sequence[str] | None = None, board_files: Sequence[str] = (),
-             base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
-             shard_settings: Sequence[Mapping[str, LayerSettings]] | None = None,
-             tail_settings: Mapping[str, LayerSettings] | None = None,
-             model_options: Mapping[str, Any] | None = None, batch: int = DEFAULT_BATCH) -> Plan:
-    """Price, check and package a partition as a :class:`Plan` (priced by
-    :func:`~split4ml.plan.planfile.price_stages` for frames of ``batch`` samples).
+def assemble(graph: Graph, header: PlanHeader, stages: Sequence[StageChoice], settings: Mapping[str, LayerSettings],
+             estimator: Estimator, tail_settings: Mapping[str, LayerSettings] | None = None) -> Plan:
+    """Price, check and package the stages a planner or a plan file chose as a :class:`Plan` (priced
+    by :func:`~split4ml.plan.planfile.price_stages` for frames of ``header.batch`` samples).
 
-    ``model_options`` (framework, weights, entry, input_shape) are recorded so the plan reloads the
-    model the same way (:func:`load_plan`).
+    ``header.model_options`` (framework, weights, entry, input_shape) are recorded so the plan reloads
+    the model the same way (:func:`load_plan`).
 
     Checks that stages cover the model's layers once each, in order; that no stage starts with an
-    activation separated from its producer; and that every board fits under ``cap``.
+    activation separated from its producer; and that every board fits under ``header.cap``.
 
-    ``splits[i]`` makes stage ``i`` a group of boards running shards of one unit
-    (:func:`split4ml.shard.shard_unit`; ``shard_settings[i]`` may fix the shards' reuse factors and
+    A stage with a ``split`` is a group of boards running shards of one unit
+    (:func:`split4ml.shard.shard_unit`; its ``shard_settings`` may fix the shards' reuse factors and
     strategies, by shard layer name). The split's tail (merge adder, or a softmax after a neuron
     split) runs first on the next stage; after the last stage, or before another split, it gets a
     merge board of its own. ``tail_settings`` may fix tail layers' settings.
@@ -192,11 +226,13 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
     if not graph.is_chain:  # skip connections: plan/dag_plan.py
         from .dag_plan import assemble_dag
 
-        return assemble_dag(graph, model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
-                            estimator=estimator, build=build, stage_layers=stage_layers, stage_boards=stage_boards,
-                            settings=settings, where=where, board_files=board_files, base_dir=base_dir,
-                            splits=splits, model_options=model_options, batch=batch)
-    where = list(where) if where is not None else [f"stages[{i}]" for i in range(len(stage_layers))]
+        return assemble_dag(graph, header, stages, settings, estimator)
+    cap, build = header.cap, header.build
+    stage_layers = [c.layers for c in stages]
+    stage_boards = [c.board for c in stages]
+    where = [c.where or f"stages[{i}]" for i, c in enumerate(stages)]
+    splits = [c.split for c in stages]
+    shard_settings = [dict(c.shard_settings) for c in stages]
     body = [lyr.name for lyr in graph.body]
     flat = [n for names in stage_layers for n in names]
     for i, names in enumerate(stage_layers):
@@ -224,11 +260,9 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         if unit_of[first.name] == unit_of[prev]:
             raise PlanError(f"{where[i]}.layers[0]: activation {first.name!r} must stay on the same board as "
                             f"{prev!r}, which produces its input; move it to {where[h]}")
-    splits = list(splits) if splits is not None else [None] * len(stage_layers)
-    shard_settings = list(shard_settings) if shard_settings is not None else [{} for _ in stage_layers]
     tail_settings = dict(tail_settings or {})
     units = graph.units()
-    stages: list[StagePlan] = []
+    planned: list[StagePlan] = []
     in_wire = Wire(build.input_precision, graph.input.output_shape)
     pending: Any = None  # the ShardedUnit of the split stage just before
     index = 0
@@ -243,7 +277,7 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
         cost = estimator.segment_cost(layers, sets, build.io_type, b)
         check_stage_fit(cost, b, cap, what, [lyr.name for lyr in layers])
         out_wire = Wire(_wire_type(sets, layers[-1]), layers[-1].output_shape)
-        stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings=sets, cost=cost, input=in_wire,
+        planned.append(StagePlan(index=index, board=b, layers=tuple(names), settings=sets, cost=cost, input=in_wire,
                                 output=out_wire, merge=pending.layer if pending is not None and tail else None,
                                 tail=tuple(lyr.name for lyr in tail)))
         in_wire, pending, index = out_wire, None, index + 1
@@ -284,15 +318,12 @@ def assemble(graph: Graph, *, model: str, model_sha256: str | None, board: Board
                                     output=Wire(piece.out_type, piece.out_shape)))
         biggest = max(shards, key=lambda sh: (sh.cost.max_utilization(sh.board), -sh.part))
         out_wire = Wire(su.concat_type, su.concat_shape)
-        stages.append(StagePlan(index=index, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
+        planned.append(StagePlan(index=index, board=b, layers=tuple(names), settings={n: settings[n] for n in names},
                                 cost=biggest.cost, input=in_wire, output=out_wire, split=sp, shards=tuple(shards)))
         in_wire, pending, index = out_wire, su, index + 1
     if pending is not None and pending.tail:
         plain_stage((), stage_boards[-1], f"merge of {pending.layer!r}")
-    return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
-                estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
-                metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
-                base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)
+    return header.plan(getattr(estimator, "name", "analytic"), planned)
 
 
 def _raise_reuse_floor(graph: Graph, settings: dict[str, LayerSettings], free: Sequence[str], io_type: str,
@@ -369,17 +400,17 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     the :func:`split4ml.frontends.load_model` keywords ``graph`` was loaded with (``framework``,
     ``weights``, ``entry``, ``input_shape``; ``None`` values are dropped); the plan records them.
     """
-    kw = dict(model=model, board=board, cap=cap, objective=objective, max_boards=max_boards, n_stages=n_stages,
-              reuse_factor=reuse_factor, strategy=strategy, hls_config=hls_config, build=build, estimator=estimator,
-              board_files=board_files, calibration=calibration, model_options=model_options, cluster=cluster,
-              joint=joint, time_limit_s=time_limit_s)
+    req = PlanRequest(model=model, board=board, cap=cap, objective=objective, max_boards=max_boards,
+                      n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy, hls_config=hls_config,
+                      build=build, estimator=estimator, board_files=tuple(board_files), calibration=calibration,
+                      model_options=model_options, cluster=cluster, joint=joint, time_limit_s=time_limit_s)
     if choose_io_type and graph.is_chain and any(lyr.kind in ("Conv1D", "Conv2D") for lyr in graph.body) \
             and "IOType" not in (hls_config or {}):
-        return _choose_io_type(graph, batch, kw)
-    return _plan_batches(graph, batch, kw)
+        return _choose_io_type(graph, batch, req)
+    return _plan_batches(graph, batch, req)
 
 
-def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
+def _choose_io_type(graph: Graph, batch: int | None, req: PlanRequest) -> Plan:
     """The better of the ``io_parallel`` plan (hls4ml's default) and the ``io_stream`` plan, by the
     objective's key; a tie keeps ``io_parallel``. A plan that takes ``io_stream`` says why
     (:attr:`~split4ml.plan.planfile.Plan.io_type_chosen`).
@@ -391,12 +422,12 @@ def _choose_io_type(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan
     ``verify`` compares a plan with the whole model converted in the plan's io type."""
     from .design import better, objective_key
 
-    base = kw["build"] or BuildSettings()
+    base = req.build or BuildSettings()
     plans: dict[str, Plan] = {}
     errors: dict[str, InfeasibleError] = {}
     for io in ("io_parallel", "io_stream"):
         try:
-            plans[io] = _plan_batches(graph, batch, {**kw, "build": replace(base, io_type=io)})
+            plans[io] = _plan_batches(graph, batch, replace(req, build=replace(base, io_type=io)))
         except InfeasibleError as exc:
             errors[io] = exc
     if not plans:
@@ -439,23 +470,22 @@ def _io_comparison(stream: Plan, parallel: Plan, objective: str) -> str:
     return f"{names[k]} than io_parallel{same} ({figures(stream)}; io_parallel: {figures(parallel)})"
 
 
-def _plan_batches(graph: Graph, batch: int | None, kw: dict[str, Any]) -> Plan:
+def _plan_batches(graph: Graph, batch: int | None, req: PlanRequest) -> Plan:
     """:func:`make_plan` with its io type settled: at ``batch``, or at the batch chosen for the objective."""
-    objective, time_limit_s = kw["objective"], kw["time_limit_s"]
     if batch is not None:
         if batch < 1:
             raise PlanError(f"--batch must be at least 1 sample per frame, got {batch}")
-        return _make_plan(graph, batch=batch, **kw)
-    if choice(objective, OBJECTIVES, "--objective") == "latency":
-        return _make_plan(graph, batch=1, **kw)
+        return _make_plan(graph, req, batch)
+    if choice(req.objective, OBJECTIVES, "--objective") == "latency":
+        return _make_plan(graph, req, 1)
     t0 = time.monotonic()
-    widest = _make_plan(graph, batch=MAX_AUTO_BATCH, **kw)
+    widest = _make_plan(graph, req, MAX_AUTO_BATCH)
     batch = _smallest_batch(widest)
-    left = time_limit_s - (time.monotonic() - t0)  # --time-limit bounds both solves together
+    left = req.time_limit_s - (time.monotonic() - t0)  # --time-limit bounds both solves together
     opt = widest.optimality
     if batch == widest.batch or left <= 0 or (opt is not None and opt.solver == "CP-SAT" and not opt.optimal):
         return widest
-    return _make_plan(graph, batch=batch, **{**kw, "time_limit_s": left})
+    return _make_plan(graph, replace(req, time_limit_s=left), batch)
 
 
 def _smallest_batch(plan: Plan) -> int:
@@ -478,49 +508,43 @@ def _smallest_batch(plan: Plan) -> int:
     return lo
 
 
-def _make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.85, objective: str = "throughput",
-              max_boards: int | None = None, n_stages: int | None = None, reuse_factor: int | None = None,
-              strategy: str | None = None, hls_config: Mapping[str, Any] | None = None,
-              build: BuildSettings | None = None, estimator: str | Path | Estimator = "analytic",
-              board_files: Sequence[str] = (), calibration: str | Path | Mapping[str, Any] | None = None,
-              model_options: Mapping[str, Any] | None = None, cluster: Any = None, joint: bool = True,
-              time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int = DEFAULT_BATCH) -> Plan:
-    """:func:`make_plan` at one ``batch``."""
+def _make_plan(graph: Graph, req: PlanRequest, batch: int) -> Plan:
+    """:func:`make_plan` at one ``batch``: the request's options checked and its starting settings
+    chosen (:class:`_Start`), then the chain or the DAG planner."""
     from .reuse import choose_settings
 
-    objective = choice(objective, OBJECTIVES, "--objective")
-    strategy = choice(strategy, STRATEGIES, "--strategy") if strategy is not None else None
-    if not 0 < cap <= 1:
-        raise PlanError(f"--cap must be in (0, 1], got {cap}")
-    build = build or BuildSettings()
+    objective = choice(req.objective, OBJECTIVES, "--objective")
+    strategy = choice(req.strategy, STRATEGIES, "--strategy") if req.strategy is not None else None
+    reuse_factor = req.reuse_factor
+    if not 0 < req.cap <= 1:
+        raise PlanError(f"--cap must be in (0, 1], got {req.cap}")
+    build = req.build or BuildSettings()
     overrides: dict[str, dict[str, Any]] = {}
-    if hls_config:
-        build, cfg_rf, cfg_strategy, overrides = parse_hls_config(hls_config, build)
+    if req.hls_config:
+        build, cfg_rf, cfg_strategy, overrides = parse_hls_config(req.hls_config, build)
         reuse_factor = reuse_factor if reuse_factor is not None else cfg_rf
         strategy = strategy if strategy is not None else cfg_strategy
     build = model_build(graph, build)
-    est = get_estimator(estimator, calibration)
-    settings = align_passthrough(graph, choose_settings(graph, board, cap, est, build, reuse_factor=reuse_factor,
-                                                        strategy=strategy, overrides=overrides))
-    units = graph.units()
+    est = get_estimator(req.estimator, req.calibration)
+    settings = align_passthrough(graph, choose_settings(graph, req.board, req.cap, est, build,
+                                                        reuse_factor=reuse_factor, strategy=strategy,
+                                                        overrides=overrides))
     free = [lyr.name for lyr in graph.body
             if lyr.kind in COMPUTE_KINDS and reuse_factor is None and "reuse_factor" not in overrides.get(lyr.name, {})]
+    model_str, sha = _model_record(req.model)
+    header = PlanHeader(model=model_str, model_sha256=sha, board=req.board, cap=req.cap, objective=objective,
+                        build=build, board_files=tuple(req.board_files),
+                        model_options=_recorded_options(req.model_options), batch=batch)
+    start = _Start(header=header, est=est, settings=settings, free=free, overrides=overrides,
+                   reuse_factor=reuse_factor, strategy=strategy)
     if not graph.is_chain:  # skip connections, merges: CP-SAT partition of the DAG (plan/dag.py) [E2]
-        if cluster is not None:
+        if req.cluster is not None:
             raise PlanError(f"--cluster: model {graph.name!r} has skip connections, and mixed board clusters are "
                             "planned for chains only so far; plan it on one board type with --board (and --boards)")
-        if not time_limit_s > 0:
-            raise PlanError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
-        return _make_dag_plan(graph, model=model, board=board, cap=cap, objective=objective, max_boards=max_boards,
-                              n_stages=n_stages, est=est, build=build, settings=settings, free=free,
-                              board_files=board_files, model_options=model_options, joint=joint,
-                              reuse_factor=reuse_factor, strategy=strategy, overrides=overrides,
-                              time_limit_s=time_limit_s, batch=batch)
-    return _exact(_make_chain_plan(graph, model=model, board=board, cap=cap, objective=objective,
-                                   max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor,
-                                   strategy=strategy, build=build, est=est, settings=settings, units=units, free=free,
-                                   overrides=overrides, board_files=board_files, model_options=model_options,
-                                   cluster=cluster, joint=joint, batch=batch))
+        if not req.time_limit_s > 0:
+            raise PlanError(f"--time-limit must be a positive number of seconds, got {req.time_limit_s}")
+        return _make_dag_plan(graph, req, start)
+    return _exact(_make_chain_plan(graph, req, start))
 
 
 def _exact(plan: Plan) -> Plan:
@@ -531,34 +555,33 @@ def _exact(plan: Plan) -> Plan:
     return replace(plan, optimality=Optimality(True, plan.first_key(), FIRST_KEY[plan.objective], "exact DP"))
 
 
-def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
-                     max_boards: int | None, n_stages: int | None, reuse_factor: int | None, strategy: str | None,
-                     build: BuildSettings, est: Estimator, settings: dict[str, LayerSettings],
-                     units: list[tuple[Layer, ...]], free: list[str], overrides: dict[str, dict[str, Any]],
-                     board_files: Sequence[str], model_options: Mapping[str, Any] | None, cluster: Any,
-                     joint: bool, batch: int) -> Plan:
+def _make_chain_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
     """:func:`make_plan` for a chain: the design-space planner and the split planner, the better plan."""
     from .partition import partition_chain
 
-    model_str, sha = _model_record(model)
+    header = start.header
+    board, cap, objective, build, batch = req.board, header.cap, header.objective, header.build, header.batch
+    max_boards, n_stages, cluster = req.max_boards, req.n_stages, req.cluster
+    est, settings, free, overrides = start.est, dict(start.settings), start.free, start.overrides
+    reuse_factor, strategy = start.reuse_factor, start.strategy
+    units = graph.units()
 
     # Design-space planner (plan/design.py): per-layer settings chosen jointly with the cuts and
     # boards. It returns None when some unit fits no board alone (the split planner below takes
     # over); with a board budget the split planner runs too, and the better plan wins.
     joint_plan: Plan | None = None
     joint_reasons: list[str] = []  # why the joint search proves nothing (see _unproven)
-    if joint or cluster is not None:
+    if req.joint or cluster is not None:
         from .design import plan_joint
 
         jp = plan_joint(graph, settings, est, build, board=board, cluster=cluster, cap=cap, objective=objective,
                         max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy,
                         overrides=overrides, batch=batch)
         if jp is not None:
-            joint_plan = annotate_estimates(assemble(
-                graph, model=model_str, model_sha256=sha, board=jp.stage_boards[0], cap=cap, objective=objective,
-                estimator=est, build=build, stage_layers=jp.stage_layers, stage_boards=jp.stage_boards,
-                settings=jp.settings, board_files=list(board_files) + list(getattr(cluster, "board_files", ())),
-                model_options=_recorded_options(model_options), batch=batch), graph, est)
+            jheader = replace(header, board=jp.stage_boards[0],
+                              board_files=(*header.board_files, *getattr(cluster, "board_files", ())))
+            choices = [StageChoice(tuple(names), b) for names, b in zip(jp.stage_layers, jp.stage_boards, strict=True)]
+            joint_plan = annotate_estimates(assemble(graph, jheader, choices, jp.settings, est), graph, est)
             joint_reasons += ["fronts rounded"] if jp.result.rounded else []
             joint_reasons += [f"versions capped on {len(jp.capped)} layers"] if jp.capped else []
             joint_plan = _unproven(joint_plan, joint_reasons)
@@ -614,12 +637,8 @@ def _make_chain_plan(graph: Graph, *, model: str | Path, board: Board, cap: floa
     if "optional" in policy:
         part = _optional_splits(part, lambda: partition(settings), offer, options, policy, units, settings, est,
                                 build.io_type, board, objective, max_boards)
-    stage_layers, splits, shard_sets, tail_sets = _split_stages(part, units, options)
-    plan = assemble(graph, model=model_str, model_sha256=sha,
-                    board=board, cap=cap, objective=objective, estimator=est, build=build,
-                    stage_layers=stage_layers, stage_boards=[board] * len(stage_layers), settings=settings,
-                    board_files=board_files, splits=splits, shard_settings=shard_sets, tail_settings=tail_sets,
-                    model_options=_recorded_options(model_options), batch=batch)
+    choices, tail_sets = _split_stages(part, units, options, board)
+    plan = assemble(graph, header, choices, settings, est, tail_settings=tail_sets)
     if joint_plan is not None:
         from .design import better, objective_key
 
@@ -639,12 +658,7 @@ def _unproven(plan: Plan, reasons: Sequence[str]) -> Plan:
                                                f"exact DP ({', '.join(reasons)})"))
 
 
-def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float, objective: str,
-                   max_boards: int | None, n_stages: int | None, est: Estimator, build: BuildSettings,
-                   settings: dict[str, LayerSettings], free: Sequence[str], board_files: Sequence[str],
-                   model_options: Mapping[str, Any] | None, joint: bool = True, reuse_factor: int | None = None,
-                   strategy: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                   time_limit_s: float = DEFAULT_TIME_LIMIT_S, batch: int = DEFAULT_BATCH) -> Plan:
+def _make_dag_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
     """:func:`make_plan` for a graph with skip connections: units priced by the (additive) estimator,
     stages chosen by :func:`split4ml.plan.dag.partition_graph`, the plan built by :func:`assemble` (its
     DAG path).
@@ -664,7 +678,10 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     from .dag import chosen_settings, graph_versions, partition_graph
     from .design import better, objective_key
 
-    model_str, sha = _model_record(model)
+    header = start.header
+    board, cap, objective, build, batch = req.board, header.cap, header.objective, header.build, header.batch
+    max_boards, n_stages, time_limit_s = req.max_boards, req.n_stages, req.time_limit_s
+    est, settings, free = start.est, dict(start.settings), start.free
     deadline = time.monotonic() + time_limit_s
     capped: list[str] = []
 
@@ -683,10 +700,7 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
         return replace(plan, optimality=Optimality(optimal, bound, FIRST_KEY[objective], "CP-SAT", time_limit_s))
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
-        plan = assemble(graph, model=model_str, model_sha256=sha, board=board, cap=cap, objective=objective,
-                        estimator=est, build=build, stage_layers=stage_layers,
-                        stage_boards=[board] * len(stage_layers), settings=dict(sets), board_files=board_files,
-                        model_options=_recorded_options(model_options), batch=batch)
+        plan = assemble(graph, header, [StageChoice(tuple(names), board) for names in stage_layers], dict(sets), est)
         return annotate_estimates(plan, graph, est)
 
     def partition(sets: Mapping[str, LayerSettings], versions: Any = None) -> Any:
@@ -697,9 +711,9 @@ def _make_dag_plan(graph: Graph, *, model: str | Path, board: Board, cap: float,
     joint_plan: Plan | None = None
     joint_part: Any = None
     joint_error: InfeasibleError | TimeLimitError | None = None
-    if joint and is_additive(est):
-        found = graph_versions(graph, settings, est, build, board, cap, reuse_factor=reuse_factor,
-                               strategy=strategy, overrides=overrides)
+    if req.joint and is_additive(est):
+        found = graph_versions(graph, settings, est, build, board, cap, reuse_factor=start.reuse_factor,
+                               strategy=start.strategy, overrides=start.overrides)
         versions, capped = found if found is not None else (None, [])
         if versions is not None:
             try:
@@ -869,37 +883,31 @@ def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]]
             return part
 
 
-def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence[Sequence[Any]],
-                  ) -> tuple[list[tuple[str, ...]], list[SplitSpec | None], list[dict[str, LayerSettings]],
-                             dict[str, LayerSettings]]:
-    """``assemble``'s arguments for a partition: layers, split, shard settings of every stage, and
-    the settings of every tail layer.
+def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence[Sequence[Any]], board: Board,
+                  ) -> tuple[list[StageChoice], dict[str, LayerSettings]]:
+    """``assemble``'s stages for a partition (layers, split and shard settings of every stage on
+    ``board``), and the settings of every tail layer.
 
     A merge stage (the tail of a split alone on a board) is left to ``assemble``, which adds one
     after the last stage and before a split; elsewhere it is kept as a stage without layers.
     """
-    stage_layers: list[tuple[str, ...]] = []
-    splits: list[SplitSpec | None] = []
-    shard_sets: list[dict[str, LayerSettings]] = []
+    stages: list[StageChoice] = []
     tail_sets: dict[str, LayerSettings] = {}
     ranges = part.ranges
     for s, (a, b) in enumerate(ranges):
         g = part.splits[s]
+        names = tuple(lyr.name for u in units[a:b] for lyr in u)
         if g is not None:
             choice = options[a][g].label  # a group covers units [a, b): its own, and the channel-wise ones on its shards
-            stage_layers.append(tuple(lyr.name for u in units[a:b] for lyr in u))
-            splits.append(choice.spec)
-            shard_sets.append(dict(choice.shard_settings))
+            stages.append(StageChoice(names, board, split=choice.spec, shard_settings=dict(choice.shard_settings)))
             tail_sets.update(choice.tail_settings)
             continue
         if a == b:  # a merge stage
             last = s == len(ranges) - 1
             if last or part.splits[s + 1] is not None:
                 continue
-        stage_layers.append(tuple(lyr.name for u in units[a:b] for lyr in u))
-        splits.append(None)
-        shard_sets.append({})
-    return stage_layers, splits, shard_sets, tail_sets
+        stages.append(StageChoice(names, board))
+    return stages, tail_sets
 
 
 def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
@@ -968,13 +976,12 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     if w_sha and weights and Path(weights).is_file() and file_sha256(weights) != w_sha:
         raise PlanError(f"model_options.weights_sha256: {weights} has changed since this plan was made; re-plan "
                         "it, or delete the weights_sha256 line if the change is intended")
-    plan = assemble(graph, model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
-                    objective=spec.objective, estimator=est, build=build,
-                    stage_layers=[tuple(ls.name for ls in st.layers) for st, _ in kept],
-                    stage_boards=[b for _, b in kept], settings=settings, where=[st.where for st, _ in kept],
-                    board_files=spec.board_files, base_dir=spec.base_dir, splits=[st.split for st, _ in kept],
-                    shard_settings=shard_sets, tail_settings=tail_sets, model_options=spec.model_options,
-                    batch=spec.batch)
+    header = PlanHeader(model=spec.model, model_sha256=spec.model_sha256, board=board, cap=spec.cap,
+                        objective=spec.objective, build=build, board_files=tuple(spec.board_files),
+                        base_dir=spec.base_dir, model_options=dict(spec.model_options or {}), batch=spec.batch)
+    choices = [StageChoice(tuple(ls.name for ls in st.layers), b, split=st.split, shard_settings=sh, where=st.where)
+               for (st, b), sh in zip(kept, shard_sets, strict=True)]
+    plan = assemble(graph, header, choices, settings, est, tail_settings=tail_sets)
     return annotate_estimates(plan, graph, est)
 
 

@@ -16,18 +16,14 @@ wires (:func:`split4ml.plan.planfile.price_stages`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-from ..boards import Board
 from ..errors import PlanError
 from ..estimate.base import Estimator
 from ..ir import Graph
 from ..settings import BuildSettings, LayerSettings
 from ..stages import check_dag_io_type, dag_stage_of, link_wire, stage_tensors
 from .fit import check_stage_fit
-from .metrics import DEFAULT_BATCH
-from .planfile import Plan, SplitSpec, StagePlan, Wire, price_stages
+from .planfile import Plan, PlanHeader, StageChoice, StagePlan, Wire
 
 
 def _wire(graph: Graph, tensors: Sequence[str], settings: Mapping[str, LayerSettings], build: BuildSettings,
@@ -36,14 +32,10 @@ def _wire(graph: Graph, tensors: Sequence[str], settings: Mapping[str, LayerSett
     return Wire(wtype, shape, tensors=tuple(tensors))
 
 
-def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: Board, cap: float, objective: str,
-                 estimator: Estimator, build: BuildSettings, stage_layers: Sequence[Sequence[str]],
-                 stage_boards: Sequence[Board], settings: Mapping[str, LayerSettings],
-                 where: Sequence[str] | None = None, board_files: Sequence[str] = (),
-                 base_dir: Path = Path("."), splits: Sequence[SplitSpec | None] | None = None,
-                 model_options: Mapping[str, Any] | None = None, batch: int = DEFAULT_BATCH) -> Plan:
-    """Price, check and package the DAG stage assignment ``stage_layers`` (one list of layer names per
-    board, in pipeline order) as a :class:`Plan`.
+def assemble_dag(graph: Graph, header: PlanHeader, stages: Sequence[StageChoice],
+                 settings: Mapping[str, LayerSettings], estimator: Estimator) -> Plan:
+    """Price, check and package the DAG stage assignment ``stages`` (the layers of each board, in
+    pipeline order) as a :class:`Plan`.
 
     Each stage's layers are stored in graph order; its ``input``/``output`` wires name the tensors
     they carry. Every board must fit under ``cap``.
@@ -54,10 +46,11 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
             tensors of different types on one link, or io_stream (io_parallel only).
         InfeasibleError: a board that does not fit (naming the stage, board and layers).
     """
-    where = list(where) if where is not None else [f"stages[{i}]" for i in range(len(stage_layers))]
-    if len(stage_layers) != len(stage_boards):
-        raise PlanError(f"{len(stage_layers)} stages but {len(stage_boards)} boards")
-    for i, sp in enumerate(splits or ()):
+    cap, build = header.cap, header.build
+    stage_layers = [c.layers for c in stages]
+    stage_boards = [c.board for c in stages]
+    where = [c.where or f"stages[{i}]" for i, c in enumerate(stages)]
+    for i, sp in enumerate(c.split for c in stages):
         if sp is not None:
             raise PlanError(f"{where[i]}.split: splitting a layer is not supported yet in models with skip "
                             f"connections (model {graph.name!r}); remove 'split' and give the layer a board of its "
@@ -65,7 +58,7 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
     check_dag_io_type(graph, build)
     dag_stage_of(graph, stage_layers)  # its errors name stages[i], as plan files do
     io = stage_tensors(graph, stage_layers)
-    stages: list[StagePlan] = []
+    planned: list[StagePlan] = []
     for i, (names, b, (received, sent)) in enumerate(zip(stage_layers, stage_boards, io, strict=True)):
         chosen = set(names)
         layers = [lyr for lyr in graph.body if lyr.name in chosen]
@@ -74,9 +67,6 @@ def assemble_dag(graph: Graph, *, model: str, model_sha256: str | None, board: B
         check_stage_fit(cost, b, cap, where[i], [lyr.name for lyr in layers], can_split=False)
         in_wire = _wire(graph, received, settings, build, f"{where[i]}.input")
         out_wire = _wire(graph, sent, settings, build, f"{where[i]}.output")
-        stages.append(StagePlan(index=i, board=b, layers=tuple(lyr.name for lyr in layers), settings=sets, cost=cost,
+        planned.append(StagePlan(index=i, board=b, layers=tuple(lyr.name for lyr in layers), settings=sets, cost=cost,
                                 input=in_wire, output=out_wire))
-    return Plan(model=model, model_sha256=model_sha256, board=board, cap=cap, objective=objective,
-                estimator=getattr(estimator, "name", "analytic"), build=build, stages=tuple(stages),
-                metrics=price_stages(stages, batch, build.io_type), board_files=tuple(board_files),
-                base_dir=base_dir, model_options=dict(model_options or {}), batch=batch)
+    return header.plan(getattr(estimator, "name", "analytic"), planned)

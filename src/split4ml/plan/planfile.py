@@ -457,6 +457,43 @@ FIRST_KEY = {"throughput": "bottleneck_us", "latency": "latency_us", "boards": "
 
 
 @dataclass(frozen=True)
+class StageChoice:
+    """One stage as a planner or a plan file chooses it, before :func:`split4ml.plan.api.assemble`
+    checks and prices it: its layers and board, and for a split stage the split and the shards'
+    settings. ``where`` names it in errors (a plan file's ``stages[i]``)."""
+
+    layers: tuple[str, ...]
+    board: Board
+    split: SplitSpec | None = None
+    shard_settings: Mapping[str, LayerSettings] = field(default_factory=dict)
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class PlanHeader:
+    """What a plan records besides its stages: the model file and how it is loaded, the board type,
+    the cap, the objective, the hls4ml build settings and the batch its figures are for."""
+
+    model: str
+    model_sha256: str | None
+    board: Board
+    cap: float
+    objective: str
+    build: BuildSettings
+    board_files: tuple[str, ...] = ()
+    base_dir: Path = Path(".")
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    batch: int = DEFAULT_BATCH
+
+    def plan(self, estimator: str, stages: Sequence[StagePlan]) -> Plan:
+        """The plan of ``stages`` under this header, priced (:func:`price_stages`)."""
+        return Plan(model=self.model, model_sha256=self.model_sha256, board=self.board, cap=self.cap,
+                    objective=self.objective, estimator=estimator, build=self.build, stages=tuple(stages),
+                    metrics=price_stages(stages, self.batch, self.build.io_type), board_files=tuple(self.board_files),
+                    base_dir=self.base_dir, model_options=dict(self.model_options), batch=self.batch)
+
+
+@dataclass(frozen=True)
 class Optimality:
     """What the planner proved about the plan it returns.
 
