@@ -197,3 +197,25 @@ def test_a_hand_written_plan_with_pooled_shards_is_bit_exact(monkeypatch, capsys
     plan.write_text(plan.read_text().replace("{layer: c1, kind: neuron, parts: 2}", "{layer: c1, kind: input, parts: 2}"))
     rc, _, err = run_cli(monkeypatch, capsys, "check", str(plan))
     assert rc == 2 and "stages[0]" in err and "Traceback" not in err
+
+
+def test_a_flatten_after_a_merge_is_a_computing_stage_with_io_stream(monkeypatch, capsys, tmp_path):
+    """With io_stream a board holding only a Flatten is refused, but a stage that first runs the merge of
+    the split before it (its tail) computes something, and may hold just the Flatten after it."""
+    from cli_helpers import run_cli
+
+    x = keras.Input((10, 4), name="x")
+    h = keras.layers.Conv1D(6, 3, activation="relu", name="c1")(x)
+    keras.Model(x, keras.layers.Dense(3, name="d")(keras.layers.Flatten(name="f")(h)), name="m").save(
+        tmp_path / "m.keras")
+    head = "split4ml_plan: 1\nmodel: m.keras\nboard: pynq-z2\nhls: {io_type: io_stream}\nstages:\n"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(head + "  - layers: [c1]\n    split: {layer: c1, kind: input, parts: 2}\n"
+                    "  - layers: [f]\n    merge: c1\n  - layers: [d]\n")
+    rc, out, err = run_cli(monkeypatch, capsys, "check", str(plan), "--json")
+    assert rc == 0, err
+    assert json.loads(out)["stages"][1]["merge"] == "c1"
+    plan.write_text(head + "  - layers: [c1]\n  - layers: [f]\n  - layers: [d]\n")
+    rc, _, err = run_cli(monkeypatch, capsys, "check", str(plan))
+    flat = " ".join(err.split())
+    assert rc == 2 and "stages[1]: the stage holds only ['f']" in flat and "Traceback" not in err

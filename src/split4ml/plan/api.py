@@ -274,6 +274,10 @@ def assemble(graph: Graph, header: PlanHeader, stages: Sequence[StageChoice], se
                 **{n: tail_settings[n] for n in (lyr.name for lyr in tail) if n in tail_settings},
                 **{n: settings[n] for n in names}}
         layers = [*tail, *(graph.layer(n) for n in names)]
+        if layers and all(relabels_stream((lyr,), build.io_type, graph.outputs) for lyr in layers):
+            raise PlanError(f"{what}: the stage holds only {[lyr.name for lyr in layers]}, which hls4ml computes in "
+                            f"place with {build.io_type} (a re-labelling of the stream, no logic), so no board can "
+                            "run it alone; move those layers to the stage before or after it")
         cost = estimator.segment_cost(layers, sets, build.io_type, b)
         check_stage_fit(cost, b, cap, what, [lyr.name for lyr in layers])
         out_wire = Wire(_wire_type(sets, layers[-1]), layers[-1].output_shape)
@@ -953,11 +957,6 @@ def resolve_plan(spec: PlanSpec, graph: Graph) -> Plan:
     tail_sets: dict[str, LayerSettings] = {}
     for st, b in kept:
         layers = [graph.layer(ls.name) for ls in st.layers]
-        if st.split is None and layers and all(relabels_stream((lyr,), build.io_type, graph.outputs)
-                                               for lyr in layers):
-            raise PlanError(f"{st.where}: the stage holds only {[lyr.name for lyr in layers]}, which hls4ml computes "
-                            f"in place with {build.io_type} (a re-labelling of the stream, no logic), so no board can "
-                            "run it alone; move those layers to the stage before or after it")
         free = [ls.name for ls in st.layers if ls.name not in overrides or "reuse_factor" not in overrides[ls.name]]
         if st.split is None and spec.reuse_factor is None:
             settings.update(fit_stage(layers, settings, free, b, spec.cap, est, build.io_type))
