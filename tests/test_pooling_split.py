@@ -29,6 +29,22 @@ def _conv1d_model(path):
     keras.Model(x, h, name="pooled").save(path)
 
 
+def _issue_convnet(path, batch_norm: bool = False):
+    """The issue's conv model (12x12x3, Conv2D 128 3x3, MaxPooling2D 2, Conv2D 384 3x3, Dense 32, Dense 4)
+    with a pooling after its 384-filter convolution, and optionally a batch normalization before that
+    pooling (a ReLU sits between the convolution and it, so hls4ml keeps it a layer of its own)."""
+    x = keras.Input((12, 12, 3), name="x")
+    h = keras.layers.Conv2D(128, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling2D(2, name="p1")(h)
+    h = keras.layers.Conv2D(384, 3, activation="relu", name="c2")(h)
+    if batch_norm:
+        h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.MaxPooling2D(2, name="p2")(h)
+    h = keras.layers.Dense(4, name="d2")(keras.layers.Dense(32, activation="relu", name="d1")(
+        keras.layers.Flatten(name="f")(h)))
+    keras.Model(x, h, name="convbn" if batch_norm else "convpool").save(path)
+
+
 def test_shards_carry_the_pooling_on_their_slice(tmp_path):
     from split4ml.boards import get_board
     from split4ml.estimate.analytic import AnalyticEstimator
@@ -59,14 +75,7 @@ def test_the_planner_puts_the_pooling_on_the_shards(tmp_path):
     from split4ml.plan.api import make_plan
     from split4ml.settings import BuildSettings
 
-    x = keras.Input((12, 12, 3), name="x")
-    h = keras.layers.Conv2D(128, 3, activation="relu", name="c1")(x)
-    h = keras.layers.MaxPooling2D(2, name="p1")(h)
-    h = keras.layers.Conv2D(384, 3, activation="relu", name="c2")(h)
-    h = keras.layers.MaxPooling2D(2, name="p2")(h)
-    h = keras.layers.Dense(4, name="d2")(keras.layers.Dense(32, activation="relu", name="d1")(
-        keras.layers.Flatten(name="f")(h)))
-    keras.Model(x, h, name="convpool").save(tmp_path / "m.keras")
+    _issue_convnet(tmp_path / "m.keras")
     g = load_model(tmp_path / "m.keras")
     plan = make_plan(g, model=tmp_path / "m.keras", board=get_board("pynq-z2"),
                      build=BuildSettings(io_type="io_stream"))
@@ -135,15 +144,7 @@ def test_the_planner_puts_the_batch_normalization_on_the_shards(tmp_path):
     from split4ml.plan.api import make_plan
     from split4ml.settings import BuildSettings
 
-    x = keras.Input((12, 12, 3), name="x")
-    h = keras.layers.Conv2D(128, 3, activation="relu", name="c1")(x)
-    h = keras.layers.MaxPooling2D(2, name="p1")(h)
-    h = keras.layers.Conv2D(384, 3, activation="relu", name="c2")(h)
-    h = keras.layers.BatchNormalization(name="bn2")(h)
-    h = keras.layers.MaxPooling2D(2, name="p2")(h)
-    h = keras.layers.Dense(4, name="d2")(keras.layers.Dense(32, activation="relu", name="d1")(
-        keras.layers.Flatten(name="f")(h)))
-    keras.Model(x, h, name="convbn").save(tmp_path / "m.keras")
+    _issue_convnet(tmp_path / "m.keras", batch_norm=True)
     g = load_model(tmp_path / "m.keras")
     plan = make_plan(g, model=tmp_path / "m.keras", board=get_board("pynq-z2"),
                      build=BuildSettings(io_type="io_stream"))

@@ -163,6 +163,21 @@ def _random_instance(rng: np.random.Generator) -> Instance:
     return Instance(units, float(rng.integers(1, 2000)), bytes_out, cap, board, shell)
 
 
+def _solve_or_refuse(inst: Instance, rows: list, objective: str, max_boards: int | None, n_stages: int | None,
+                     **kw: object) -> None:
+    """Check the partition against the brute force ``rows``, or that it is refused where ``rows`` hold no
+    partition within the limits."""
+    allowed = [r for r in rows if (max_boards is None or len(r[0]) - 1 <= max_boards)
+               and (n_stages is None or len(r[0]) - 1 == n_stages)]
+    kwargs = dict(objective=objective, max_boards=max_boards, n_stages=n_stages, shell=inst.shell, **kw)
+    if not allowed:
+        with pytest.raises(InfeasibleError):
+            partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
+        return
+    res = partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
+    _check(res, inst, objective, rows, max_boards, n_stages)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_matches_brute_force(seed: int) -> None:
     rng = np.random.default_rng(1000 + seed)
@@ -175,16 +190,7 @@ def test_matches_brute_force(seed: int) -> None:
         modes += [(k, None) for k in range(1, n + 1)] + [(None, k) for k in range(1, n + 2)]
         for objective in OBJECTIVES:
             for max_boards, n_stages in modes:
-                allowed = [r for r in rows if (max_boards is None or len(r[0]) - 1 <= max_boards)
-                           and (n_stages is None or len(r[0]) - 1 == n_stages)]
-                kwargs = dict(objective=objective, max_boards=max_boards, n_stages=n_stages, unit_names=names,
-                              shell=inst.shell)
-                if not allowed:
-                    with pytest.raises(InfeasibleError):
-                        partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
-                    continue
-                res = partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
-                _check(res, inst, objective, rows, max_boards, n_stages)
+                _solve_or_refuse(inst, rows, objective, max_boards, n_stages, unit_names=names)
 
 
 @pytest.mark.parametrize("config", ["free-link-ties", "hop-vs-shell"])
@@ -332,14 +338,7 @@ def test_in_place_units_never_make_a_stage_alone(seed: int) -> None:
                 if not any(all(flags[i:j]) for i, j in zip(r[0][:-1], r[0][1:], strict=True))]
         for objective in OBJECTIVES:
             for n_stages in (None, *range(1, n + 1)):
-                allowed = [r for r in rows if n_stages is None or len(r[0]) - 1 == n_stages]
-                kwargs = dict(objective=objective, n_stages=n_stages, shell=inst.shell, in_place=flags)
-                if not allowed:
-                    with pytest.raises(InfeasibleError):
-                        partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
-                    continue
-                res = partition_chain(inst.units, inst.bytes_in, inst.bytes_out, inst.board, inst.cap, **kwargs)
-                _check(res, inst, objective, rows, None, n_stages)
+                _solve_or_refuse(inst, rows, objective, None, n_stages, in_place=flags)
     with pytest.raises(InfeasibleError, match=r"only 2 units.*1 flatten\(s\) hls4ml computes in place.*at most 2 stages"):
         partition_chain([_dense(1), Cost(), _dense(1)], 8.0, [8.0] * 3, TINY, 1.0, n_stages=3,
                         in_place=[False, True, False], io_type="io_stream")

@@ -249,16 +249,23 @@ def test_matches_brute_force(seed: int) -> None:
         modes += [(max_b - 1, s) for s in (1, 2, 3) if max_b > 1 and s <= max_b - 1]
         for objective in OBJECTIVES:
             for max_boards, n_stages in modes:
-                allowed = [r for r in rows.values() if (max_boards is None or r[2] <= max_boards)
-                           and (n_stages is None or r[3] == n_stages)]
-                if not allowed:
-                    with pytest.raises(InfeasibleError):
-                        _solve(inst, objective=objective, max_boards=max_boards, n_stages=n_stages)
-                    continue
-                res = _solve(inst, objective=objective, max_boards=max_boards, n_stages=n_stages)
-                _check(res, inst, objective, rows, max_boards, n_stages)
-                checked += 1
+                checked += _solve_or_refuse(inst, rows, objective, max_boards, n_stages)
     assert checked > 0
+
+
+def _solve_or_refuse(inst: Inst, rows: dict, objective: str, max_boards: int | None, n_stages: int | None,
+                     **kw: object) -> int:
+    """1 after checking the solver's partition against the brute force ``rows``; 0 after checking that it
+    refuses where ``rows`` hold no sequence within the limits."""
+    allowed = [r for r in rows.values() if (max_boards is None or r[2] <= max_boards)
+               and (n_stages is None or r[3] == n_stages)]
+    if not allowed:
+        with pytest.raises(InfeasibleError):
+            _solve(inst, objective=objective, max_boards=max_boards, n_stages=n_stages, **kw)
+        return 0
+    res = _solve(inst, objective=objective, max_boards=max_boards, n_stages=n_stages, **kw)
+    _check(res, inst, objective, rows, max_boards, n_stages)
+    return 1
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -278,14 +285,7 @@ def test_in_place_units_join_a_computing_step(seed: int) -> None:
                 if not any(st[0] == "plain" and st[3] is None and all(flags[st[1]:st[2]]) for st in k)}
         for objective in OBJECTIVES:
             for n_stages in (None, 1, 2, 3, 4):
-                allowed = [r for r in rows.values() if n_stages is None or r[3] == n_stages]
-                if not allowed:
-                    with pytest.raises(InfeasibleError):
-                        _solve(inst, objective=objective, n_stages=n_stages, in_place=flags)
-                    continue
-                res = _solve(inst, objective=objective, n_stages=n_stages, in_place=flags)
-                _check(res, inst, objective, rows, None, n_stages)
-                checked += 1
+                checked += _solve_or_refuse(inst, rows, objective, None, n_stages, in_place=flags)
     assert checked > 0
 
 
