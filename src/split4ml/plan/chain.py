@@ -40,8 +40,6 @@ _RES_LABEL = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram18": "BRAM18"}
 _INF = math.inf
 
 
-
-
 @dataclass(frozen=True)
 class SplitOption:
     """One way to run a unit as a *split group*: ``k`` boards in parallel, one shard of the unit each.
