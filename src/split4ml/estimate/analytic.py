@@ -211,6 +211,8 @@ POOL_AVG_LUT_PER_BIT = 1.0
 
 #: Layers whose weight statistics one estimator remembers (the memo keeps those layers alive).
 WEIGHT_STATS_CACHE_SIZE = 4096
+#: Memoised layer costs an estimator keeps (cleared when full).
+LAYER_COST_CACHE_SIZE = 65536
 
 _ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 #: Activations hls4ml computes with comparisons and shifts (priced like ReLU): a quantized model's
@@ -414,10 +416,25 @@ class AnalyticEstimator(AdditiveEstimator):
         self.report = report
         # (id(layer), weight type) -> (layer kept alive so its id is not reused, stats)
         self._stats: dict[tuple[int, FixedType], tuple[Layer, WeightStats]] = {}
+        # (id(layer), settings, io type, board) -> (layer kept alive, cost): the planner prices the same
+        # layer under the same settings many times (every version, stage, split option and batch)
+        self._costs: dict[tuple[int, LayerSettings, str, Board], tuple[Layer, Cost]] = {}
 
     # ------------------------------------------------------------------ public API
     def layer_cost(self, layer: Layer, settings: LayerSettings, io_type: str, board: Board) -> Cost:
-        """Cost of one layer (its fused activation included) on ``board`` under ``settings``."""
+        """Cost of one layer (its fused activation included) on ``board`` under ``settings`` (memoised:
+        a layer's cost depends on nothing else)."""
+        key = (id(layer), settings, io_type, board)
+        hit = self._costs.get(key)
+        if hit is not None and hit[0] is layer:
+            return hit[1]
+        cost = self._layer_cost(layer, settings, io_type, board)
+        if len(self._costs) >= LAYER_COST_CACHE_SIZE:
+            self._costs.clear()
+        self._costs[key] = (layer, cost)
+        return cost
+
+    def _layer_cost(self, layer: Layer, settings: LayerSettings, io_type: str, board: Board) -> Cost:
         kind = layer.kind
         if kind in ("Dense", "Conv1D", "Conv2D"):
             if layer.params.get("merge_parts"):

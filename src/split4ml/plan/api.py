@@ -404,9 +404,10 @@ def make_plan(graph: Graph, *, model: str | Path, board: Board, cap: float = 0.8
     the :func:`split4ml.frontends.load_model` keywords ``graph`` was loaded with (``framework``,
     ``weights``, ``entry``, ``input_shape``; ``None`` values are dropped); the plan records them.
     """
+    # one estimator for every solve (both io types, both batches), so its memoised costs serve them all
     req = PlanRequest(model=model, board=board, cap=cap, objective=objective, max_boards=max_boards,
                       n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy, hls_config=hls_config,
-                      build=build, estimator=estimator, board_files=tuple(board_files), calibration=calibration,
+                      build=build, estimator=get_estimator(estimator, calibration), board_files=tuple(board_files),
                       model_options=model_options, cluster=cluster, joint=joint, time_limit_s=time_limit_s)
     if choose_io_type and graph.is_chain and any(lyr.kind in ("Conv1D", "Conv2D") for lyr in graph.body) \
             and "IOType" not in (hls_config or {}):
