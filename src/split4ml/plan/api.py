@@ -6,7 +6,6 @@ priced by exactly the same code.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from ..ir import COMPUTE_KINDS, Graph, Layer
 from ..lower import stages_pipeline
 from ..settings import STRATEGIES, BuildSettings, LayerPrecision, LayerSettings, choice, parse_hls_config
 from ..shard import channel_wise_after, split_stage_units
+from .chain import chain_cuts
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
 from .planfile import (
@@ -616,16 +616,11 @@ def _make_chain_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
 
     def partition(sets: Mapping[str, LayerSettings]) -> Any:
         unit_costs = [layers_cost(est, unit, sets, build.io_type, board) for unit in units]
-        bytes_out = [math.prod(u[-1].output_shape) * _wire_type(sets, u[-1]).storage_bytes for u in units]
-        bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
-        return partition_chain(unit_costs, bytes_in, bytes_out, board, cap, objective=objective,
-                               max_boards=max_boards, n_stages=n_stages, unit_names=[u[0].name for u in units],
-                               shell=est.shell_cost(board), options=options,
+        cuts = chain_cuts(graph, units, sets, build)
+        return partition_chain(unit_costs, cuts.bytes_in, cuts.bytes_out, board, cap, objective=objective,
+                               max_boards=max_boards, n_stages=n_stages, shell=est.shell_cost(board), options=options,
                                segment_cost=segment_cost_callable(est, units, sets, build.io_type, board),
-                               values_in=math.prod(graph.input.output_shape),
-                               values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
-                               io_type=build.io_type,
-                               in_place=[relabels_stream(u, build.io_type, graph.outputs) for u in units])
+                               batch=batch, io_type=build.io_type, **cuts.solver_args())
 
     try:
         part = partition(settings)

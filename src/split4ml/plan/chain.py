@@ -9,7 +9,7 @@ from these; both import this module, and neither imports the other's solver.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,9 @@ import numpy as np
 from ..boards import RESOURCES, Board
 from ..errors import PlanError
 from ..estimate.base import Cost
-from ..settings import OBJECTIVES
+from ..estimate.hls_rules import relabels_stream
+from ..ir import Graph, Layer
+from ..settings import OBJECTIVES, BuildSettings, LayerSettings
 from ..shard import SPLIT_KINDS
 from .metrics import (
     DEFAULT_BATCH,
@@ -149,6 +151,40 @@ class Partition:
     def ranges(self) -> tuple[tuple[int, int], ...]:
         """``(start, end)`` unit indices of each stage, end exclusive."""
         return tuple(zip(self.bounds[:-1], self.bounds[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class ChainCuts:
+    """The tensors between a chain's units, as every chain solver prices them (:class:`ChainPrice`):
+    the units' names, the bytes and values per sample of the model input and of each unit's output (a
+    unit sends its last layer's result type), and which units hls4ml computes in place."""
+
+    names: tuple[str, ...]
+    bytes_in: float
+    bytes_out: tuple[float, ...]
+    values_in: float
+    values_out: tuple[float, ...]
+    in_place: tuple[bool, ...]
+
+    def solver_args(self) -> dict[str, Any]:
+        """The keywords :func:`~split4ml.plan.partition.partition_chain` and
+        :func:`~split4ml.plan.joint.solve_joint` take for them (besides ``bytes_in`` and ``bytes_out``)."""
+        return {"unit_names": list(self.names), "values_in": self.values_in, "values_out": list(self.values_out),
+                "in_place": list(self.in_place)}
+
+
+def chain_cuts(graph: Graph, units: Sequence[Sequence[Layer]], settings: Mapping[str, LayerSettings],
+               build: BuildSettings) -> ChainCuts:
+    """:class:`ChainCuts` of ``graph``'s ``units`` under ``settings`` (the one place they are worked out)."""
+    shape_in = graph.input.output_shape
+    return ChainCuts(
+        names=tuple(u[0].name for u in units),
+        bytes_in=float(math.prod(shape_in) * build.input_precision.storage_bytes),
+        bytes_out=tuple(float(math.prod(u[-1].output_shape) * settings[u[-1].name].precision.result.storage_bytes)
+                        for u in units),
+        values_in=float(math.prod(shape_in)),
+        values_out=tuple(float(math.prod(u[-1].output_shape)) for u in units),
+        in_place=tuple(relabels_stream(u, build.io_type, graph.outputs) for u in units))
 
 
 def shell_cost(board: Board) -> Cost:

@@ -9,7 +9,6 @@ fixed (such a unit has one version); a strategy the user fixed limits the versio
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,9 @@ from typing import Any
 from ..boards import Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Estimator
-from ..estimate.hls_rules import relabels_stream
 from ..ir import COMPUTE_KINDS, Graph
 from ..settings import BuildSettings, LayerSettings
-from .chain import REL_TOL
+from .chain import REL_TOL, chain_cuts
 from .cluster import Cluster, homogeneous
 from .joint import JointResult, solve_joint
 from .metrics import DEFAULT_BATCH
@@ -84,16 +82,12 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
                 "planner may split the layer across boards")
         versions.append(vs)
     versions, capped = limit_versions(versions, types, [est.shell_cost(b) for b in types], cap, version_budget)
-    bytes_out = [math.prod(u[-1].output_shape) * settings[u[-1].name].precision.result.storage_bytes for u in units]
-    bytes_in = math.prod(graph.input.output_shape) * build.input_precision.storage_bytes
+    cuts = chain_cuts(graph, units, settings, build)
     pool = cl.pool(shells=[est.shell_cost(b) for b in types])
     try:
-        res = solve_joint([[v.costs for v in vs] for vs in versions], float(bytes_in), bytes_out, pool, cap,
-                          objective=objective, max_boards=max_boards, n_stages=n_stages,
-                          unit_names=[u[0].name for u in units], values_in=math.prod(graph.input.output_shape),
-                          values_out=[math.prod(u[-1].output_shape) for u in units], batch=batch,
-                          io_type=build.io_type,
-                          in_place=[relabels_stream(u, build.io_type, graph.outputs) for u in units])
+        res = solve_joint([[v.costs for v in vs] for vs in versions], cuts.bytes_in, list(cuts.bytes_out), pool, cap,
+                          objective=objective, max_boards=max_boards, n_stages=n_stages, batch=batch,
+                          io_type=build.io_type, **cuts.solver_args())
     except InfeasibleError as exc:
         if cluster is not None:
             raise PlanError(f"{cl.source}: boards ({cl.describe()}): {exc}") from exc
