@@ -60,7 +60,7 @@ import numpy as np
 from ..boards import RESOURCES, Board
 from ..errors import InfeasibleError, PlanError
 from ..estimate.base import Cost
-from .chain import ChainPrice, _tie, check_options
+from .chain import ABS_TOL_US, REL_TOL, ChainPrice, _tie, check_options
 from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_metrics
 
 _INF = math.inf
@@ -707,7 +707,9 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
             lo = hi / 2 if hi > solver.lower_bound() else 0.0
             for _ in range(200):
                 mid = (lo + hi) / 2
-                if not lo < mid < hi:
+                # a quarter of the tie tolerance is enough: the plan is then taken at _tie(hi), which
+                # admits every plan that ties with the optimum (30-odd passes, not 50-odd to the last bit)
+                if not lo < mid < hi or hi - lo <= 0.25 * (REL_TOL * hi + ABS_TOL_US):
                     break
                 if ok(mid):
                     hi = mid
