@@ -165,7 +165,7 @@ def _header(plan: Plan, graph: Graph, plan_path: str | None) -> str:
     boards = ", ".join(sorted({b.name for b in _plan_boards(plan)}))
     src = f"plan <code>{_e(plan_path)}</code> · " if plan_path else ""
     return (f'<header><p class="sub"><span class="brand">split4ml</span> report</p><h1>{_e(graph.name)}</h1>'
-            f'<p class="sub">{src}model <code>{_e(plan.planfile)}</code> · {plan.n_boards} × {_e(boards)} · '
+            f'<p class="sub">{src}model <code>{_e(plan.model)}</code> · {plan.n_boards} × {_e(boards)} · '
             f"objective {_e(plan.objective)} · estimator {_e(plan.estimator)} · cap {plan.cap:.0%}</p></header>")
 
 
