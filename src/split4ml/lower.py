@@ -9,7 +9,8 @@ stage (:func:`split4ml.stages.dag_stages`).
 
 It reads a plan through :class:`PlanLike` and :class:`StageLike`, the fields it needs of
 :class:`split4ml.plan.planfile.Plan` and :class:`split4ml.plan.planfile.StagePlan`, so it sits below the
-planner: reading or running a plan does not take in the solvers.
+planner: building, verifying or running a loaded plan does not take in the solvers (reading a plan
+file still goes through :func:`split4ml.plan.api.load_plan`, which fills in the settings it leaves out).
 """
 
 from __future__ import annotations
