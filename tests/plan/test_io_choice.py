@@ -104,3 +104,19 @@ def test_a_chosen_io_stream_plan_verifies_and_runs_bit_exact(monkeypatch, capsys
     p = json.loads(out)
     assert p["io_type"] == "io_stream" and p["io_type_chosen"].startswith("io_stream: with io_parallel")
     verify_and_run(monkeypatch, capsys, plan, n_boards=2, verify_samples=40)
+
+
+def test_the_reason_names_the_unit_that_fits_no_board():
+    """A batch normalization of a 30x16 map needs 480 multipliers in io_parallel (it takes no reuse factor
+    and cannot be split alone), so io_parallel fits no boards: the reason names it."""
+    from split4ml.frontends.keras import graph_from_keras
+
+    x = keras.Input((32, 4), name="x")
+    h = keras.layers.Conv1D(16, 3, activation="relu", name="c1")(x)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.MaxPooling1D(2, name="p1")(h)
+    model = keras.Model(x, keras.layers.Dense(5, name="d")(keras.layers.Flatten(name="f")(h)), name="bn")
+    chosen = make_plan(graph_from_keras(model), model="bn.keras", board=PYNQ, choose_io_type=True)
+    assert chosen.build.io_type == "io_stream"
+    assert chosen.io_type_chosen == ("io_stream: with io_parallel the model fits no number of boards "
+                                     "(no partition fits: 'bn1' fits no board alone)")

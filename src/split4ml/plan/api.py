@@ -6,6 +6,7 @@ priced by exactly the same code.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -442,14 +443,25 @@ def _choose_io_type(graph: Graph, batch: int | None, req: PlanRequest) -> Plan:
         return plans["io_parallel"]
     stream = plans["io_stream"]
     if "io_parallel" in errors:
-        why = str(errors["io_parallel"]).split(": ", 1)[0]  # the first clause names the layer
-        return replace(stream, io_type_chosen=f"io_stream: with io_parallel the model fits no number of boards ({why})")
+        return replace(stream, io_type_chosen="io_stream: with io_parallel the model fits no number of boards "
+                                              f"({_infeasible_why(errors['io_parallel'])})")
     parallel = plans["io_parallel"]
     objective = stream.objective
     if not better(objective_key(stream.metrics, stream.n_boards, objective),
                   objective_key(parallel.metrics, parallel.n_boards, objective)):
         return parallel
     return replace(stream, io_type_chosen=f"io_stream: {_io_comparison(stream, parallel, objective)}")
+
+
+def _infeasible_why(exc: InfeasibleError) -> str:
+    """The gist of why a model fits no boards: the first clause of the planner's message, and the units
+    it names as fitting no board alone when that clause does not name them."""
+    text = str(exc)
+    why = text.split(": ", 1)[0]
+    names = list(dict.fromkeys(re.findall(r"unit '([^']+)' needs", text)))
+    if names and not any(f"'{n}'" in why for n in names):
+        why += f": {', '.join(repr(n) for n in names)} fit{'s' if len(names) == 1 else ''} no board alone"
+    return why
 
 
 def _io_comparison(stream: Plan, parallel: Plan, objective: str) -> str:
