@@ -184,6 +184,13 @@ def test_cli_run_of_an_input_split_plan_with_restart(tmp_path, monkeypatch, caps
     rc, out, _ = run("run", str(plan), "--emulate", "--samples", "400", "--batch", "4", "--json", "--pace")
     d = json.loads(out)
     assert rc == 0 and d["bit_exact"], d
+    if abs(d["pace_ratio"] - 1) > 0.15 and d["pace_overruns"] > 0:
+        # the C-simulations overran their paced intervals (a machine busy with other work): the model is
+        # only claimed where the emulation keeps pace, so run it once more at half the speed
+        rc, out, _ = run("run", str(plan), "--emulate", "--samples", "400", "--batch", "4", "--json", "--pace",
+                         str(2 * d["pace"]))
+        d = json.loads(out)
+        assert rc == 0 and d["bit_exact"], d
     assert d["pace"] > 0 and d["predicted_throughput_per_s"] > 0 and abs(d["pace_ratio"] - 1) <= 0.15, d
     rc, _, err = run("run", str(plan), "--pace", "3", "--samples", "5")
     assert rc == 2 and "--emulate" in err
