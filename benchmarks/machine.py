@@ -1,9 +1,25 @@
-"""What machine a benchmark ran on, for the figures it prints."""
+"""What machine a benchmark ran on, and where a benchmark writes the results tables of the docs.
+
+Every results table of the documentation (``docs/results/*.md``, included by ``docs/results.md``)
+is written by the benchmark that measured it, run with ``--results``: the table, the figures the text
+quotes, and a last line naming the command, the machine, the date and the machine's load. Beside it,
+``docs/results/NAME.json`` keeps the measured figures, which ``benchmarks/headline.py`` turns into the
+README's results table. Nothing in those files is typed by hand: to change one, rerun its benchmark.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import os
 import platform
+import shlex
+import sys
 from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+GENERATED = "<!-- Written by {script} --results. Do not edit by hand: rerun the benchmark. -->"
 
 
 def cpu_model() -> str:
@@ -15,3 +31,66 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def memory_gib() -> float | None:
+    """The machine's memory in GiB, from /proc/meminfo (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """The machine a benchmark runs on, with its 1-minute load average now."""
+    mem = memory_gib()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": None if mem is None else round(mem, 1),
+            "python": platform.python_version(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
+def describe(m: dict[str, Any]) -> str:
+    """One line for a machine dict from :func:`machine`."""
+    mem = f", {m['memory_gib']:.0f} GiB" if m.get("memory_gib") else ""
+    return f"{m['cpu']}, {m['cores']} cores{mem}, Python {m['python']}"
+
+
+def command_line(argv: list[str] | None = None, *, hide: dict[str, str] | None = None) -> str:
+    """The command that ran this benchmark, as a user would type it from the repository's root.
+
+    ``hide`` maps an argument to what the docs show in its place (a local path, say).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    shown = f"benchmarks/{script.name}" if script.parent.name == "benchmarks" else str(script)
+    rest = [(hide or {}).get(a) or shlex.quote(a) for a in argv[1:]]
+    return " ".join(["python", shown, *rest])
+
+
+def write_results(name: str, markdown: str, data: dict[str, Any], *, started: dict[str, Any],
+                  seconds: float, command: str | None = None) -> Path:
+    """Write ``docs/results/NAME.md`` (for the docs) and ``NAME.json`` (the figures) for one benchmark.
+
+    ``started`` is :func:`machine` taken when the benchmark began, so the load average is the one the
+    measurements met; ``seconds`` is the benchmark's wall time.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    command = command or command_line()
+    script = command.split()[1] if command.startswith("python ") else command.split()[0]
+    today = _dt.date.today().isoformat()
+    footer = (f"*Written by `{command}` on {today}: {describe(started)}; load average {started['load_avg_1min']:.2f} "
+              f"when it started; {seconds:,.0f} s.*")
+    md = RESULTS_DIR / f"{name}.md"
+    md.write_text(f"{GENERATED.format(script=script)}\n\n{markdown.strip()}\n\n{footer}\n")
+    record = {"benchmark": script, "command": command, "date": today, "machine": started,
+              "seconds": round(seconds, 1), **data}
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"wrote {md} and {md.with_suffix('.json').name}", file=sys.stderr)
+    return md
+
+
+def read_results(name: str) -> dict[str, Any]:
+    """The figures a benchmark wrote with :func:`write_results`."""
+    return json.loads((RESULTS_DIR / f"{name}.json").read_text())

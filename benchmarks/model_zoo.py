@@ -29,14 +29,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import command_line, describe, machine, write_results  # noqa: E402  (benchmarks/machine.py)
 
 STEPS = ("hls4ml", "inspect", "plan", "verify")
 
@@ -201,7 +200,10 @@ def main() -> None:
                          "ran out of time: both wait on the same conversion)")
     ap.add_argument("--only", nargs="*", default=None, help="model file names to run (default: all)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--results", action="store_true",
+                    help="also write docs/results/model_zoo.md and .json (the docs' table; a full run only)")
     args = ap.parse_args()
+    started = machine()
     files = model_files(args.collection)
     if args.only:
         files = [f for f in files if f.name in set(args.only)]
@@ -240,24 +242,34 @@ def main() -> None:
         "verify_bit_exact": sum(bool(r["verify"]) for r in converts),
         "split4ml_reads_not_hls4ml": sum(1 for r in rows if r["inspect"] and not r["hls4ml"]),
         "seconds": round(time.perf_counter() - t_all, 1),
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": describe(started),
     }
     if args.json:
         print(json.dumps({"rows": rows, "summary": summary}, indent=2))
-        return
-    print()
-    print("| model | hls4ml converts | inspect | plan (2 x PYNQ-Z2) | verify bit-exact | boards | widest wire (B) |")
-    print("|---|---|---|---|---|---|---|")
+    else:
+        print()
+        print(render(rows, summary))
+    if args.results:
+        if args.only:
+            sys.exit("--results writes the docs' table of the whole collection: run it without --only")
+        write_results("model_zoo", render(rows, summary), {"rows": rows, "summary": summary}, started=started,
+                      seconds=summary["seconds"], command=command_line(hide={str(args.collection): "PATH"}))
+
+
+def render(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The docs' table of the collection, and its one-line summary."""
+    yn = {True: "yes", False: "no", None: "-"}
+    out = ["| model | hls4ml converts | inspect | plan (2 x PYNQ-Z2) | verify bit-exact | boards | widest wire (B) |",
+           "|---|---|---|---|---|---|---|"]
     for r in rows:
-        yn = {True: "yes", False: "no", None: "-"}
         short = r["why"] if len(r["why"]) <= 110 else r["why"][:107].rstrip() + "..."
         why = f" ({short})" if r["why"] and not r["verify"] else ""
-        print(f"| {r['model']} | {yn[r['hls4ml']]} | {yn[r['inspect']]} | {yn[r['plan']]} | "
-              f"{yn[bool(r['verify'])]}{why} | {r['boards'] or '-'} | {r['widest_wire'] or '-'} |")
-    print()
-    print(f"{summary['hls4ml_converts']} of {summary['models']} files convert in hls4ml; of those split4ml reads "
-          f"{summary['inspect']}, plans {summary['plan']} and verifies {summary['verify_bit_exact']} bit-exact "
-          f"({summary['seconds']:.0f} s on {summary['machine']}).")
+        out.append(f"| {r['model']} | {yn[r['hls4ml']]} | {yn[r['inspect']]} | {yn[r['plan']]} | "
+                   f"{yn[bool(r['verify'])]}{why} | {r['boards'] or '-'} | {r['widest_wire'] or '-'} |")
+    out += ["", f"**{summary['hls4ml_converts']} of {summary['models']} files convert in hls4ml; of those split4ml "
+            f"reads {summary['inspect']}, plans {summary['plan']} and verifies {summary['verify_bit_exact']} "
+            f"bit-exact.**"]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
