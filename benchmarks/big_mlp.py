@@ -7,7 +7,7 @@ them across boards. Prints the plan (boards, steps, splits, bottleneck) beside t
 the board count: the summed estimate of every board of the plan (board shells included) divided by
 one board's capped capacity, per resource; the largest of these.
 
-    python benchmarks/big_mlp.py [--boards 25] [--cap 0.85] [--objective throughput] [--seed 0]
+    python benchmarks/big_mlp.py [--boards 25] [--cap 0.85] [--objective throughput] [--seed 0] [--verify 200]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import platform
 import time
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, machine, write_results  # benchmarks/machine.py
 
 from split4ml.boards import RESOURCES, get_board
 from split4ml.estimate.base import Cost
@@ -36,7 +36,11 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=0.85, help="resource cap per board")
     ap.add_argument("--objective", default="throughput", choices=["throughput", "latency", "boards"])
     ap.add_argument("--seed", type=int, default=0, help="seed of the model's weights")
+    ap.add_argument("--verify", type=int, default=0, metavar="SAMPLES",
+                    help="also verify the plan bit for bit on this many random samples (one hls4ml compile a board)")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/big_mlp.md and .json")
     args = ap.parse_args()
+    started, t_all = machine(), time.perf_counter()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from split4ml.frontends.keras import graph_from_keras
@@ -59,18 +63,21 @@ def main() -> None:
     print(f"{'step':>4} {'layers':<16} {'split':<14} {'boards':>6} {'reuse':>7} {'interval_us':>12} "
           f"{'max util':>9}")
     m = plan.metrics
+    steps = []
     for st in plan.stages:
         if st.split is not None:
             split = f"{st.split.kind} x{st.split.parts}"
             rfs = sorted({sh.settings[sh.layers[0]].reuse_factor for sh in st.shards})
-            reuse = "/".join(str(r) for r in rfs)
         else:
             split = "-" if st.merge is None else f"merge {st.merge}"
             rfs = sorted({st.settings[n].reuse_factor for n in st.layers if graph.layer(n).kind in COMPUTE_KINDS})
-            reuse = "/".join(str(r) for r in rfs) or "-"
-        names = ",".join(st.tail) + ("+" if st.tail and st.layers else "") + ",".join(st.layers)
-        print(f"{st.index:>4} {names:<16} {split:<14} {st.n_boards:>6} {reuse:>7} "
-              f"{m.stage_interval_us[st.index]:>12.2f} {max(st.utilization().values()):>9.0%}")
+        steps.append({"step": st.index, "layers": [*st.tail, *st.layers], "split": split, "boards": st.n_boards,
+                      "reuse": rfs, "interval_us": m.stage_interval_us[st.index],
+                      "max_util": max(st.utilization().values())})
+    for r in steps:
+        reuse = "/".join(str(x) for x in r["reuse"]) or "-"
+        print(f"{r['step']:>4} {','.join(r['layers']):<16} {r['split']:<14} {r['boards']:>6} {reuse:>7} "
+              f"{r['interval_us']:>12.2f} {r['max_util']:>9.0%}")
     print()
     print(f"boards: {plan.n_boards} (pipeline steps: {plan.n_stages})")
     print(f"bottleneck: step {m.bottleneck_stage}, {m.bottleneck_us:.2f} us = {m.bottleneck_ii_cycles:,.0f} cycles "
@@ -82,15 +89,62 @@ def main() -> None:
             total = total + c
     ratios = {r: float(getattr(total, r)) / board.capped(r, args.cap) for r in RESOURCES}
     worst = max(ratios, key=lambda r: ratios[r])
+    bound = math.ceil(ratios[worst] - 1e-9)
     print("lower bound on boards (summed estimate of all boards / one board's capped capacity):")
     print("  " + "; ".join(f"{_LABEL[r]} {getattr(total, r):,.0f} / {board.capped(r, args.cap):,.0f} = "
                            f"{ratios[r]:.2f}" for r in RESOURCES))
-    print(f"  -> at least {math.ceil(ratios[worst] - 1e-9)} boards ({_LABEL[worst]}: {ratios[worst]:.2f}); "
-          f"the plan uses {plan.n_boards}")
+    print(f"  -> at least {bound} boards ({_LABEL[worst]}: {ratios[worst]:.2f}); the plan uses {plan.n_boards}")
     bottleneck_step = plan.stages[m.bottleneck_stage]
     what = (f"{bottleneck_step.split.kind} x{bottleneck_step.split.parts} of {bottleneck_step.split.layer}"
             if bottleneck_step.split is not None else ",".join(bottleneck_step.layers))
     print(f"bottleneck step {m.bottleneck_stage}: {what}")
+    verified = None
+    if args.verify:
+        from split4ml.verify import random_inputs, verify_plan
+
+        t1 = time.perf_counter()
+        res = verify_plan(plan, graph, random_inputs(plan.build.input_precision, graph.input.output_shape,
+                                                     args.verify, seed=0))
+        verified = {"bit_exact": res.bit_exact, "samples": res.samples, "mismatched_samples": res.mismatched_samples,
+                    "max_abs_diff": res.max_abs_diff, "seconds": time.perf_counter() - t1}
+        print(f"verify: {'bit-exact' if res.bit_exact else 'NOT bit-exact'} on {res.samples} random samples "
+              f"({res.mismatched_samples} mismatched), {verified['seconds']:.0f} s")
+    if args.results:
+        figures = {"verify": verified, "parameters": graph.n_params, "boards": plan.n_boards, "steps": steps,
+                   "bottleneck_us": m.bottleneck_us, "throughput_per_s": m.throughput_per_s,
+                   "latency_us": m.latency_us, "batch": plan.batch, "planning_seconds": elapsed,
+                   "lower_bound_boards": bound,
+                   "ratios": {r: {"total": float(getattr(total, r)), "capped": board.capped(r, args.cap),
+                                  "ratio": ratios[r]} for r in RESOURCES}}
+        write_results("big_mlp", render(figures, board.name, args), figures, started=started,
+                      seconds=time.perf_counter() - t_all)
+
+
+def render(f: dict, board: str, args: argparse.Namespace) -> str:
+    """The docs' table of the plan and the figures the text quotes."""
+    out = ["| step | layers | split | boards | reuse factor | interval (µs) | fullest board |",
+           "|---|---|---|---|---|---|---|"]
+    for r in f["steps"]:
+        split = r["split"].replace(" x", " × ") if r["split"] != "-" else "–"
+        out.append(f"| {r['step']} | {', '.join(r['layers'])} | {split} | {r['boards']} | "
+                   f"{'/'.join(str(x) for x in r['reuse']) or '–'} | {r['interval_us']:.2f} | {r['max_util']:.0%} |")
+    worst = max(f["ratios"], key=lambda k: f["ratios"][k]["ratio"])
+    others = ", ".join(f"{_LABEL[k]} {v['ratio']:.1f}" for k, v in f["ratios"].items() if k != worst)
+    w = f["ratios"][worst]
+    out += ["", f"- **{f['boards']} boards** in {len(f['steps'])} pipeline steps on at most {args.boards} "
+            f"{board} boards (cap {args.cap:.0%}, objective {args.objective}): bottleneck {f['bottleneck_us']:.2f} µs "
+            f"with frames of {f['batch']} samples, about {f['throughput_per_s']:,.0f} samples/s; latency "
+            f"{f['latency_us'] / 1000:,.2f} ms.",
+            f"- **Lower bound** (summed estimate of every board divided by one board's capped capacity): "
+            f"{_LABEL[worst]} {w['total']:,.0f} / {w['capped']:,.0f} = {w['ratio']:.1f}, so at least "
+            f"**{f['lower_bound_boards']} boards** ({others}).",
+            f"- Planning took {f['planning_seconds']:.1f} s."]
+    v = f.get("verify")
+    if v:
+        out.append(f"- `split4ml verify` of this plan on {v['samples']} random samples: "
+                   f"{'**bit-exact**' if v['bit_exact'] else '**not bit-exact**'} ({v['mismatched_samples']} "
+                   f"mismatched; {f['boards'] + 1} hls4ml C-simulations compiled and run in {v['seconds']:.0f} s).")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from split4ml.plan.dag import import_cpsat_first  # noqa: E402
 
 import_cpsat_first()  # OR-Tools before TensorFlow (google/or-tools#3230)
 
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model, machine, md_table, seconds_text, write_results  # noqa: E402  (benchmarks/machine.py)
 
 from split4ml.boards import get_board  # noqa: E402
 from split4ml.frontends.keras import graph_from_keras  # noqa: E402
@@ -42,12 +42,17 @@ def main() -> None:
     ap.add_argument("--boards", type=int, nargs="+", default=[0], help="board limits to try (0: none)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--two-step", action="store_true", help="per-layer reuse factors first (joint=False)")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/dag_planner.md and .json")
     args = ap.parse_args()
+    started = machine()
+    t_all = time.perf_counter()
+    rows: list[dict] = []
     board = get_board("pynq-z2")
     est = get_estimator("analytic")
     print(f"# {cpu_model()}, Python {platform.python_version()}")
     for blocks in args.blocks:
         graph = graph_from_keras(residual_mlp(blocks=blocks, width=args.width, seed=0))
+        n_units, n_layers = len(graph.units()), len(graph.body)
         print(f"\nresidual_mlp blocks={blocks} width={args.width}: {len(graph.units())} units, "
               f"{len(graph.body)} layers")
         for limit in args.boards:
@@ -74,6 +79,24 @@ def main() -> None:
                       f"optimiser {best * 1000:.0f} ms ({part.n_solves} CP-SAT solves, "
                       f"{'optimal' if part.optimal else 'NOT proven optimal'}), make_plan {plan_s:.1f} s")
                 print(f"      {stages}")
+                rows.append({"blocks": blocks, "units": n_units, "layers": n_layers, "max_boards": max_boards,
+                             "objective": objective, "boards": len(plan.stages), "batch": plan.batch,
+                             "bottleneck_us": m.bottleneck_us, "latency_us": m.latency_us,
+                             "optimiser_s": best, "cpsat_solves": part.n_solves, "optimal": part.optimal,
+                             "make_plan_s": plan_s, "stages": [list(st.layers) for st in plan.stages]})
+    if args.results:
+        way = "two-step (`--two-step`)" if args.two_step else "joint"
+        table = md_table(
+            ["blocks (units / layers)", "boards allowed", "objective", "boards", "bottleneck (µs)", "latency (µs)",
+             "optimiser", "proven optimal", "`make_plan`"],
+            [[f"{r['blocks']} ({r['units']} / {r['layers']})", r["max_boards"] or "any", r["objective"], r["boards"],
+              f"{r['bottleneck_us']:.3f}", f"{r['latency_us']:,.1f}", seconds_text(r["optimiser_s"]),
+              "yes" if r["optimal"] else "**no**", seconds_text(r["make_plan_s"])] for r in rows])
+        text = (f"{table}\n\n{way} planning of `residual_mlp` (width {args.width}) on PYNQ-Z2 boards. *Optimiser*: "
+                f"the CP-SAT partitioner alone, best of {args.repeat}; *`make_plan`*: the whole default path, once.")
+        write_results("dag_planner" + ("_two_step" if args.two_step else ""), text,
+                      {"rows": rows, "width": args.width, "two_step": args.two_step}, started=started,
+                      seconds=time.perf_counter() - t_all)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, machine, write_results  # benchmarks/machine.py
 
 from split4ml.boards import get_board
 from split4ml.errors import Split4mlError
@@ -108,7 +108,9 @@ def timed(fn: Any) -> tuple[Any, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/design_space.md and .json")
     args = ap.parse_args(argv)
+    started, t_all = machine(), time.perf_counter()
     pynq = get_board("pynq-z2")
     rows: list[dict[str, Any]] = []
     for name, g in models():
@@ -140,34 +142,43 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 mixed.append({"model": name, "objective": objective, "boards_on_hand": label,
                               "stage_boards": [st.board.name for st in p.stages], **row(p, sec)})
+    if args.results:
+        write_results("design_space", render(rows, mixed), {"rows": rows, "mixed": mixed}, started=started,
+                      seconds=time.perf_counter() - t_all)
     if args.json:
         print(json.dumps({"rows": rows, "mixed": mixed}, indent=1))
         return 0
     print(f"machine: {platform.node()} | CPU: {cpu_model()} | {os.cpu_count()} cores | Python "
           f"{platform.python_version()} | numpy {np.__version__}")
     print(f"boards: pynq-z2, cap {CAP}, analytic estimator, io_parallel, ap_fixed<16,6>\n")
-    print("| model | objective | planner | setting | bottleneck (us) | samples/s | boards | latency (us) | plan (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(render(rows, mixed))
+    return 0
+
+
+def render(rows: list[dict[str, Any]], mixed: list[dict[str, Any]]) -> str:
+    """The two tables: the three planners on PYNQ-Z2 boards, then the mixed cluster."""
+    out = ["| model | objective | planner | setting | bottleneck (µs) | samples/s | boards | latency (µs) | plan (s) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        obj = r["objective"] + (f", --boards {r['max_boards']}" if r["max_boards"] else "")
+        obj = r["objective"] + (f", `--boards {r['max_boards']}`" if r["max_boards"] else "")
         if "error" in r:
-            print(f"| {r['model']} | {obj} | {r['planner']} | - | infeasible | | | | |")
-            continue
-        if r["planner"] == "global" and r.get("setting") is None:
-            print(f"| {r['model']} | {obj} | global | none fits | infeasible | | | | |")
-            continue
-        print(f"| {r['model']} | {obj} | {r['planner']} | {r.get('setting', 'per layer')} | {r['bottleneck_us']:.2f} | "
-              f"{r['throughput_per_s']:,.0f} | {r['boards']} | {r['latency_us']:,.1f} | {r['plan_s']:.2f} |")
-    print("\n| model | objective | boards on hand | stage boards | bottleneck (us) | boards | latency (us) | plan (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+            out.append(f"| {r['model']} | {obj} | {r['planner']} | – | infeasible | | | | |")
+        elif r["planner"] == "global" and r.get("setting") is None:
+            out.append(f"| {r['model']} | {obj} | global | none fits | infeasible | | | | |")
+        else:
+            out.append(f"| {r['model']} | {obj} | {r['planner']} | {r.get('setting', 'per layer')} | "
+                       f"{r['bottleneck_us']:.2f} | {r['throughput_per_s']:,.0f} | {r['boards']} | "
+                       f"{r['latency_us']:,.1f} | {r['plan_s']:.2f} |")
+    out += ["", "| model | objective | boards on hand | stage boards | bottleneck (µs) | boards | latency (µs) | plan (s) |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in mixed:
         if "error" in r:
-            print(f"| {r['model']} | {r['objective']} | {r['boards_on_hand']} | infeasible | | | | |")
+            out.append(f"| {r['model']} | {r['objective']} | {r['boards_on_hand']} | infeasible | | | | |")
             continue
         used = ", ".join(f"{r['stage_boards'].count(b)} x {b}" for b in dict.fromkeys(r["stage_boards"]))
-        print(f"| {r['model']} | {r['objective']} | {r['boards_on_hand']} | {used} | {r['bottleneck_us']:.2f} | "
-              f"{r['boards']} | {r['latency_us']:,.1f} | {r['plan_s']:.2f} |")
-    return 0
+        out.append(f"| {r['model']} | {r['objective']} | {r['boards_on_hand']} | {used} | {r['bottleneck_us']:.2f} | "
+                   f"{r['boards']} | {r['latency_us']:,.1f} | {r['plan_s']:.2f} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

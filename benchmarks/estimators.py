@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, machine, write_results  # benchmarks/machine.py
 
 from split4ml.boards import Board, Link
 from split4ml.estimate.analytic import AnalyticEstimator
@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the within-source halves")
     ap.add_argument("--mode", default="power", choices=["power", "scale"], help="calibration model")
     ap.add_argument("--markdown", action="store_true", help="also print the README table")
+    ap.add_argument("--results", action="store_true",
+                    help="also write that table to docs/results/estimators.md and .json (every estimator, all rows)")
     args = ap.parse_args(argv)
+    started, t_all = machine(), time.perf_counter()
 
     import pandas as pd  # benchmark-only dependency (installed with the hls4ml stack)
 
@@ -474,12 +477,18 @@ def main(argv: list[str] | None = None) -> int:
                                {m: [p for st in r4_pairs for p in r4_pairs[st][m]] for m in METRICS}))
         md.append(markdown_row("analytic, the same rows", {m: [p for st in an_pairs for p in an_pairs[st][m]]
                                                             for m in METRICS}))
+    table = "\n".join(["| estimator, rows (n) | LUT | FF | DSP | BRAM18 | latency |", "|---|---|---|---|---|---|", *md])
     if args.markdown:
         print("\nREADME table (each cell: median APE · mean APE · R²):\n")
-        print("| estimator, rows (n) | LUT | FF | DSP | BRAM18 | latency |")
-        print("|---|---|---|---|---|---|")
-        for line in md:
-            print(line)
+        print(table)
+    if args.results:
+        if args.estimator != "all" or args.max_rows is not None or args.csv != DEFAULT_CSV:
+            sys.exit("--results writes the docs' table: run it with the defaults of --estimator, --max-rows and --csv")
+        text = (f"{table}\n\n{len(df):,} published synthesis results, {len(rows):,} scored "
+                f"({sum(skipped.values())} skipped); each cell: median absolute percentage error · mean absolute "
+                "percentage error · R².")
+        write_results("estimators", text, {"rows": len(df), "scored": len(rows), "skipped": dict(skipped),
+                                           "table": md}, started=started, seconds=time.perf_counter() - t_all)
     return 0
 
 

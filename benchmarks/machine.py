@@ -4,12 +4,14 @@ Every results table of the documentation (``docs/results/*.md``, included by ``d
 is written by the benchmark that measured it, run with ``--results``: the table, the figures the text
 quotes, and a last line naming the command, the machine, the date and the machine's load. Beside it,
 ``docs/results/NAME.json`` keeps the measured figures, which ``benchmarks/headline.py`` turns into the
-README's results table. Nothing in those files is typed by hand: to change one, rerun its benchmark.
+README's results table. Nothing in those files is typed by hand: to change one, rerun its benchmark
+(the JSON records the Markdown's SHA-256, and the test suite checks that the two still match).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -70,27 +72,55 @@ def command_line(argv: list[str] | None = None, *, hide: dict[str, str] | None =
 
 
 def write_results(name: str, markdown: str, data: dict[str, Any], *, started: dict[str, Any],
-                  seconds: float, command: str | None = None) -> Path:
+                  seconds: float, command: str | None = None, date: str | None = None) -> Path:
     """Write ``docs/results/NAME.md`` (for the docs) and ``NAME.json`` (the figures) for one benchmark.
 
     ``started`` is :func:`machine` taken when the benchmark began, so the load average is the one the
-    measurements met; ``seconds`` is the benchmark's wall time.
+    measurements met; ``seconds`` is the benchmark's wall time. ``date`` is today unless the figures
+    are an earlier run's, re-rendered (:func:`rerender`).
     """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    script = f"benchmarks/{Path(sys.argv[0]).name}"
     command = command or command_line()
-    script = command.split()[1] if command.startswith("python ") else command.split()[0]
-    today = _dt.date.today().isoformat()
-    footer = (f"*Written by `{command}` on {today}: {describe(started)}; load average {started['load_avg_1min']:.2f} "
-              f"when it started; {seconds:,.0f} s.*")
+    via = "" if script in command else f" (run by `{script} --results`)"
+    date = date or _dt.date.today().isoformat()
+    footer = (f"*Measured by `{command}`{via} on {date}: {describe(started)}; load average "
+              f"{started['load_avg_1min']:.2f} when it started; {seconds:,.0f} s.*")
     md = RESULTS_DIR / f"{name}.md"
-    md.write_text(f"{GENERATED.format(script=script)}\n\n{markdown.strip()}\n\n{footer}\n")
-    record = {"benchmark": script, "command": command, "date": today, "machine": started,
-              "seconds": round(seconds, 1), **data}
+    text = f"{GENERATED.format(script=script)}\n\n{markdown.strip()}\n\n{footer}\n"
+    md.write_text(text)
+    record = {**data, "benchmark": script, "command": command, "date": date, "machine": started,
+              "seconds": round(seconds, 1), "markdown_sha256": hashlib.sha256(text.encode()).hexdigest()}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(f"wrote {md} and {md.with_suffix('.json').name}", file=sys.stderr)
     return md
 
 
+def rerender(name: str, markdown: str) -> Path:
+    """Rewrite ``docs/results/NAME.md`` from the figures already recorded in ``NAME.json``.
+
+    For a change of how a table is shown, not of what was measured: the command, machine, date and
+    figures stay the recorded run's.
+    """
+    rec = read_results(name)
+    data = {k: v for k, v in rec.items()
+            if k not in ("benchmark", "command", "date", "machine", "seconds", "markdown_sha256")}
+    return write_results(name, markdown, data, started=rec["machine"], seconds=rec["seconds"],
+                         command=rec["command"], date=rec["date"])
+
+
 def read_results(name: str) -> dict[str, Any]:
     """The figures a benchmark wrote with :func:`write_results`."""
     return json.loads((RESULTS_DIR / f"{name}.json").read_text())
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (cells already formatted as the docs show them)."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def seconds_text(s: float) -> str:
+    """A duration as the docs show it: ms below a second, s above."""
+    return f"{s * 1000:,.0f} ms" if s < 1 else f"{s:,.1f} s"

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import command_line, describe, machine, write_results  # noqa: E402  (benchmarks/machine.py)
+from machine import command_line, describe, machine, read_results, rerender, write_results  # noqa: E402  (benchmarks/machine.py)
 
 STEPS = ("hls4ml", "inspect", "plan", "verify")
 
@@ -192,7 +192,7 @@ def run_step(step: str, path: Path, samples: int, timeout: float) -> tuple[bool 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("collection", type=Path, help="a checkout of fastmachinelearning/example-models")
+    ap.add_argument("collection", type=Path, nargs="?", help="a checkout of fastmachinelearning/example-models")
     ap.add_argument("--samples", type=int, default=100, help="random samples verified per model")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds for split4ml's steps of one model")
     ap.add_argument("--hls4ml-timeout", type=float, default=300.0,
@@ -202,7 +202,15 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--results", action="store_true",
                     help="also write docs/results/model_zoo.md and .json (the docs' table; a full run only)")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite docs/results/model_zoo.md from the figures recorded in model_zoo.json")
     args = ap.parse_args()
+    if args.render:
+        rec = read_results("model_zoo")
+        rerender("model_zoo", render(rec["rows"], rec["summary"]))
+        return
+    if args.collection is None:
+        ap.error("give the path of a checkout of the example-model collection")
     started = machine()
     files = model_files(args.collection)
     if args.only:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, machine, md_table, write_results  # benchmarks/machine.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -75,6 +75,12 @@ def _plans(out: Path, log: Any) -> list[tuple[str, Path, int | None]]:
             ("residual", residual, None)]
 
 
+CASE_TEXT = {"demo": "the demo (MNIST FCNN)", "demo, 2 samples a frame": "the demo, 2 samples a frame",
+             "split5": "fc1 \\| fc2 split 3 ways by neurons \\| fc3 + softmax",
+             "residual": "the residual example (two `Add` skips)"}
+BOUND_TEXT = {"fabric": "fabric", "link": "link", "frame": "per-frame cost"}
+
+
 def run_case(name: str, plan_file: Path, batch: int | None, frames: int) -> dict[str, Any]:
     from split4ml.lower import plan_pipeline
     from split4ml.plan.api import load_plan
@@ -107,16 +113,31 @@ def main() -> int:
     ap.add_argument("-o", "--out", type=Path, default=Path("build/pace_agreement"))
     ap.add_argument("--frames", type=int, default=60, help="frames per run")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/pace_agreement.md and .json")
     args = ap.parse_args()
+    started, t_all = machine(), time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     rows = [run_case(name, path, batch, args.frames) for name, path, batch in _plans(args.out, log)]
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
+    box = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
     ok = all(r["bit_exact"] and abs(r["ratio"] - 1) <= TOLERANCE for r in rows)
+    if args.results:
+        table = md_table(
+            ["plan", "boards", "batch", "bound", "model (boards)", "pace", "predicted", "measured", "ratio",
+             "late frames", "bit-exact"],
+            [[CASE_TEXT.get(r["case"], r["case"]), r["boards"], r["batch"], BOUND_TEXT[r["bottleneck"]],
+              f"{r['model_throughput_per_s']:,.0f} /s", f"{r['pace']:g}x", f"{r['predicted_throughput_per_s']:,.1f} /s",
+              f"{r['measured_throughput_per_s']:,.1f} /s", f"{r['ratio']:.1%}", r["pace_overruns"],
+              "yes" if r["bit_exact"] else "**no**"] for r in rows])
+        text = (f"{table}\n\n{args.frames} frames per run. *Late frames*: frames whose C-simulation outran the "
+                f"paced fabric interval. {'Every' if ok else '**Not every**'} case is within {TOLERANCE:.0%} of "
+                "the model and bit-exact.")
+        write_results("pace_agreement", text, {"cases": rows, "ok": ok, "frames": args.frames}, started=started,
+                      seconds=time.perf_counter() - t_all)
     if args.json:
-        print(json.dumps({"machine": machine, "cases": rows, "ok": ok}, indent=1))
+        print(json.dumps({"machine": box, "cases": rows, "ok": ok}, indent=1))
     else:
-        print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
+        print(f"machine: {box['cpu']}, {box['cores']} cores, Python {box['python']}")
         print(f"{'case':<26}{'boards':>7}{'batch':>6}  {'bound':<7}{'model /s':>11}{'pace':>7}"
               f"{'predicted /s':>14}{'measured /s':>13}{'ratio':>8}{'late':>6}  bit-exact")
         for r in rows:

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, machine, md_table, seconds_text, write_results  # benchmarks/machine.py
 
 from split4ml.boards import get_board
 from split4ml.estimate.base import Cost
@@ -93,6 +93,7 @@ def default_path(args: argparse.Namespace) -> None:
           f"{'exactly' if args.exact else 'at most'} {args.boards} boards; default path (make_plan, joint)")
     print(f"{'objective':<11} {'boards':>6} {'batch':>6} {'bottleneck_us':>14} {'latency_us':>12} {'best_s':>8} "
           f"{'mean_s':>8}  proven")
+    started, t_all, rows = machine(), time.perf_counter(), []
     for objective in OBJECTIVES:
         times = []
         for _ in range(args.repeat):
@@ -106,6 +107,22 @@ def default_path(args: argparse.Namespace) -> None:
         proven = "optimal" if opt is not None and opt.optimal else f"no ({opt.solver if opt else '?'})"
         print(f"{objective:<11} {plan.n_boards:>6} {plan.batch:>6} {m.bottleneck_us:>14.3f} {m.latency_us:>12.1f} "
               f"{min(times):>8.3f} {sum(times) / len(times):>8.3f}  {proven}")
+        why = "" if opt is None or opt.optimal else opt.solver
+        rows.append({"objective": objective, "boards": plan.n_boards, "batch": plan.batch,
+                     "bottleneck_us": m.bottleneck_us, "latency_us": m.latency_us, "best_s": min(times),
+                     "mean_s": sum(times) / len(times), "optimal": bool(opt and opt.optimal), "why_not": why})
+    if args.results:
+        table = md_table(["objective", "boards", "batch", "bottleneck", "latency", "time (best)", "proven optimal"],
+                         [[r["objective"], r["boards"], r["batch"], f"{r['bottleneck_us']:.3f} µs",
+                           f"{r['latency_us']:,.1f} µs", seconds_text(r["best_s"]),
+                           "yes" if r["optimal"] else f"no{': ' + r['why_not'] if r['why_not'] else ''}"]
+                          for r in rows])
+        text = (f"{table}\n\nA seeded random MLP of {args.units} Dense ReLU layers (widths {args.widths}, seed "
+                f"{args.seed}) planned by `make_plan` on {'exactly' if args.exact else 'at most'} {args.boards} "
+                f"{board.name} boards (cap {args.cap:.0%}); best of {args.repeat} cold runs per objective.")
+        write_results(f"planner_scaling_{args.units}", text,
+                      {"rows": rows, "units": args.units, "widths": widths, "boards": args.boards, "exact": args.exact},
+                      started=started, seconds=time.perf_counter() - t_all)
 
 
 def main() -> None:
@@ -113,36 +130,56 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=100, help="number of units in the chain")
     ap.add_argument("--boards", type=int, default=64, help="at most (or, with --exact, exactly) this many boards")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per objective (best and mean are shown)")
-    ap.add_argument("--board", default="pynq-z2", help="board name from the catalogue")
+    ap.add_argument("--board", default="pynq-z2",
+                    help="board name from the catalogue (--partitioner: several, comma-separated)")
     ap.add_argument("--cap", type=float, default=0.85, help="resource cap per board")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random chain")
     ap.add_argument("--exact", action="store_true", help="use exactly --boards stages instead of at most")
     ap.add_argument("--widths", default="16,32,64,128,256", help="default path: the layer widths to draw from")
     ap.add_argument("--partitioner", action="store_true",
                     help="time the chain partitioner alone (settings fixed) instead of the default path")
+    ap.add_argument("--results", action="store_true",
+                    help="also write docs/results/planner_scaling_UNITS.md and .json (--partitioner: "
+                         "planner_scaling_partitioner, at most and exactly --boards)")
     args = ap.parse_args()
     if not args.partitioner:
         default_path(args)
         return
 
-    board = get_board(args.board)
+    started, t_all, rows = machine(), time.perf_counter(), []
     costs, bytes_in, bytes_out, names = random_chain(args.units, args.seed)
     print(f"machine: {platform.node()} | CPU: {cpu_model()} | Python {platform.python_version()} "
           f"| numpy {np.__version__}")
-    print(f"chain: {args.units} Dense-like units (seed {args.seed}), {sum(c.dsp for c in costs):,.0f} DSP in total; "
-          f"board {board.name}, cap {args.cap}, {'exactly' if args.exact else 'at most'} {args.boards} boards")
-    print(f"{'objective':<11} {'stages':>6} {'bottleneck_us':>14} {'latency_us':>12} {'best_s':>8} {'mean_s':>8}")
-    for objective in OBJECTIVES:
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            part = partition_chain(costs, bytes_in, bytes_out, board, args.cap, objective=objective,
-                                   max_boards=None if args.exact else args.boards,
-                                   n_stages=args.boards if args.exact else None, unit_names=names)
-            times.append(time.perf_counter() - t0)
-        m = part.metrics
-        print(f"{objective:<11} {part.n_stages:>6} {m.bottleneck_us:>14.3f} {m.latency_us:>12.1f} "
-              f"{min(times):>8.3f} {sum(times) / len(times):>8.3f}")
+    for board_name in args.board.split(","):
+        board = get_board(board_name)
+        for exact in ((False, True) if args.results else (args.exact,)):
+            print(f"chain: {args.units} Dense-like units (seed {args.seed}), {sum(c.dsp for c in costs):,.0f} DSP in "
+                  f"total; board {board.name}, cap {args.cap}, {'exactly' if exact else 'at most'} {args.boards} boards")
+            print(f"{'objective':<11} {'stages':>6} {'bottleneck_us':>14} {'latency_us':>12} {'best_s':>8} {'mean_s':>8}")
+            row = {"board": board.name, "exact": exact, "stages": {}, "best_s": {}}
+            for objective in OBJECTIVES:
+                times = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    part = partition_chain(costs, bytes_in, bytes_out, board, args.cap, objective=objective,
+                                           max_boards=None if exact else args.boards,
+                                           n_stages=args.boards if exact else None, unit_names=names)
+                    times.append(time.perf_counter() - t0)
+                m = part.metrics
+                print(f"{objective:<11} {part.n_stages:>6} {m.bottleneck_us:>14.3f} {m.latency_us:>12.1f} "
+                      f"{min(times):>8.3f} {sum(times) / len(times):>8.3f}")
+                row["stages"][objective], row["best_s"][objective] = part.n_stages, min(times)
+            rows.append(row)
+    if args.results:
+        table = md_table(
+            ["board", "boards allowed", "stages used (" + " / ".join(OBJECTIVES) + ")", "time per objective (best)"],
+            [[r["board"], f"{'exactly' if r['exact'] else 'at most'} {args.boards}",
+              " / ".join(str(r["stages"][o]) for o in OBJECTIVES),
+              " / ".join(seconds_text(r["best_s"][o]) for o in OBJECTIVES)] for r in rows])
+        text = (f"{table}\n\nThe chain partitioner alone, every unit's settings fixed: a seeded chain of {args.units} "
+                f"Dense-like units (seed {args.seed}), cap {args.cap:.0%}; best of {args.repeat} runs per objective.")
+        write_results("planner_scaling_partitioner", text, {"rows": rows, "units": args.units, "boards": args.boards},
+                      started=started, seconds=time.perf_counter() - t_all)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, md_table, write_results  # benchmarks/machine.py
+from machine import machine as this_machine  # benchmarks/machine.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -240,7 +241,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print only JSON")
     ap.add_argument("--hops-only", action="store_true", help="only the per-hop latency (plain and CURVE)")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/runtime.md and .json")
     args = ap.parse_args()
+    started, t_all = this_machine(), time.perf_counter()
 
     machine = {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
                "python": platform.python_version(), "load_avg_1min": os.getloadavg()[0]}
@@ -249,6 +252,11 @@ def main() -> None:
     hops_curve = bench_hops(args.hops, curve=True)
     machine["load_avg_1min_after"] = os.getloadavg()[0]
     result = {"machine": machine, "pipeline": pipe, "hops": hops, "hops_curve": hops_curve}
+    if args.results:
+        if pipe is None:
+            sys.exit("--results writes the docs' tables: run it without --hops-only")
+        write_results("runtime", render(args, pipe, hops, hops_curve), result, started=started,
+                      seconds=time.perf_counter() - t_all)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -262,6 +270,36 @@ def main() -> None:
         print(f"{r['payload_bytes']:>8} {r['frame_bytes']:>8} {r['hop_us_p50']:>15.1f} {r['hop_us_p99']:>15.1f} "
               f"{c['hop_us_p50']:>15.1f} {c['hop_us_p99']:>15.1f}")
     sys.stdout.flush()
+
+
+def render(args: argparse.Namespace, pipe: dict[str, Any], hops: list[dict[str, Any]],
+           hops_curve: list[dict[str, Any]]) -> str:
+    """The docs' tables: the emulated pipeline against the whole model, and the per-hop latency."""
+    lat, ss = pipe["latency_us"], pipe["single_sample_latency_us"]
+    runs = " / ".join(f"{v:,.0f}" for v in pipe["pipeline_runs_per_s"])
+    first = md_table(["", ""], [
+        ["model", f"{pipe['model']}; C-sim per sample and stage " +
+         " / ".join(f"{v:,.0f}" for v in pipe["stage_csim_us_per_sample"]) + " µs"],
+        ["whole model, hls4ml C-sim `predict`", f"{pipe['whole_csim_hls4ml_per_s']:,.0f} samples/s "
+         f"(`CsimModel.predict`, the same library: {pipe['whole_csim_split4ml_per_s']:,.0f})"],
+        [f"emulated pipeline, `split4ml run --emulate` ({args.stages} node processes, batch {args.batch})",
+         f"**{pipe['pipeline_per_s']:,.0f} samples/s** (runs {runs}), {pipe['speedup_vs_hls4ml']:.2f}x the whole "
+         f"model; bit-exact: {'yes' if pipe['bit_exact'] else '**no**'}"],
+        ["its latency at full load", f"p50 {lat['p50'] / 1000:,.0f} ms, p99 {lat['p99'] / 1000:,.0f} ms"],
+        ["its latency with one sample in flight", f"p50 {ss['p50'] / 1000:,.1f} ms, p99 {ss['p99'] / 1000:,.1f} ms"],
+        ["busy fraction per stage", " / ".join(f"{s['busy_fraction']:.0%}" for s in pipe["stages"])],
+    ])
+    sizes = [_size_text(r["payload_bytes"]) for r in hops]
+    second = md_table(["payload", *sizes], [
+        ["plain p50 / p99", *(f"{r['hop_us_p50']:,.0f} / {r['hop_us_p99']:,.0f} µs" for r in hops)],
+        ["CURVE p50 / p99", *(f"{r['hop_us_p50']:,.0f} / {r['hop_us_p99']:,.0f} µs" for r in hops_curve)],
+    ])
+    return (f"{first}\n\nBest of {args.repeat} interleaved runs, {args.samples:,} samples each.\n\n"
+            f"Per hop ({args.hops:,} frames per size; plain, and with both links CURVE-encrypted):\n\n{second}")
+
+
+def _size_text(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
 
 
 def print_pipeline(args: argparse.Namespace, pipe: dict[str, Any]) -> None:

@@ -55,7 +55,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, write_results  # benchmarks/machine.py
+from machine import machine as this_machine  # benchmarks/machine.py
 
 from split4ml.boards import Board, get_board
 from split4ml.estimate.analytic import AnalyticEstimator
@@ -326,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe", type=float, default=2.0, help="seconds of enumeration before projecting its time")
     ap.add_argument("--seed", type=int, default=0, help="seed of the chains")
     ap.add_argument("--json", action="store_true", help="print JSON only")
+    ap.add_argument("--results", action="store_true", help="also write docs/results/vs_enumeration.md and .json")
     args = ap.parse_args(argv)
+    started, t_all = this_machine(), time.perf_counter()
 
     board = get_board(args.board)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -348,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{n} layers] {base.note}; C({n - 1}, {detail['k'] - 1}) = {detail['combinations']:,} "
                   f"combinations, {detail['generated']:,} generated in {detail['seconds']:.1f} s"
                   + (" (timed out)" if detail["timed_out"] else ""), file=sys.stderr, flush=True)
+    if args.results:
+        write_results("vs_enumeration", markdown_table(rows, args.timeout),
+                      {"board": board.name, "cap": args.cap, "timeout_s": args.timeout, "rows": rows},
+                      started=started, seconds=time.perf_counter() - t_all)
     if args.json:
         print(json.dumps({"machine": machine, "board": board.name, "cap": args.cap, "timeout_s": args.timeout,
                           "rows": rows}, indent=2, default=float))
