@@ -384,3 +384,38 @@ def test_shard_unit_does_not_touch_its_inputs() -> None:
     np.testing.assert_array_equal(fc.weights["kernel"], before)
     assert fc.name == "fc" and fc.params["use_bias"] is True
     assert math.prod(su.shards[0].layer.weights["kernel"].shape) == 3 * 4
+
+
+def test_pricing_the_same_split_again_reuses_its_arrays_and_costs() -> None:
+    """The planner cuts a layer the same ways for every option, version and batch it prices: the cut
+    kernels are made once (read-only, so no shard can change another's), the merge's stacked
+    identities only when read, and the estimator's memo hits for the rebuilt shards."""
+    from split4ml.boards import get_board
+    from split4ml.estimate.analytic import AnalyticEstimator
+
+    fc = _dense(n_in=40, n_out=24)
+    sets = _settings("fc", rf=2)
+    for kind in ("neuron", "input"):
+        a, b = (shard_unit([fc], "fc", kind, 3, sets) for _ in range(2))
+        for pa, pb in zip(a.shards, b.shards, strict=True):
+            assert pa.layer is not pb.layer and pa.layer.weights["kernel"] is pb.layer.weights["kernel"]
+            assert not pa.layer.weights["kernel"].flags.writeable
+            with pytest.raises(ValueError):
+                pa.layer.weights["kernel"][0] = 1.0
+    merge = shard_unit([fc], "fc", "input", 4, sets).tail[0]
+    assert merge.weights._made == {}  # not made by building the split
+    est, board = AnalyticEstimator(), get_board("pynq-z2")
+    cost = est.layer_cost(merge, sets["fc"], "io_parallel", board)
+    assert merge.weights._made == {} and cost.dsp == 0
+    assert hls_rules.mult_size(merge) == (96, 24) and merge.weights._made == {}
+    assert merge.weights["kernel"].shape == (96, 24) and set(merge.weights._made) == {"kernel"}
+    first = shard_unit([fc], "fc", "neuron", 3, sets).shards[0].layer
+    again = shard_unit([fc], "fc", "neuron", 3, sets).shards[0].layer
+    c1 = est.layer_cost(first, sets["fc"], "io_parallel", board)
+    calls = []
+    real = est._layer_cost
+    est._layer_cost = lambda *args: calls.append(args) or real(*args)  # type: ignore[method-assign]
+    assert est.layer_cost(again, sets["fc"], "io_parallel", board) == c1 and calls == []
+    other = _dense(n_in=40, n_out=24, seed=5)  # same shapes, other weights: priced anew
+    est.layer_cost(shard_unit([other], "fc", "neuron", 3, sets).shards[0].layer, sets["fc"], "io_parallel", board)
+    assert len(calls) == 1

@@ -49,7 +49,7 @@ Dense and Conv layers may carry a fused activation in :attr:`Layer.activation` (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -73,7 +73,38 @@ LAYER_KINDS = ("Input", *COMPUTE_KINDS, *POOL_KINDS, "Flatten", "BatchNormalizat
                *WIRE_KINDS, "Quantizer", "ApplyAlpha", "Op")
 
 
+class LazyArrays(Mapping[str, np.ndarray]):
+    """Read-only layer weights whose arrays are made on first read, then kept.
+
+    For weights that follow from a layer's shape and are large, such as the stacked identities of an
+    input split's merge: the planner builds such layers for every split option it prices, and reads
+    only their shapes.
+    """
+
+    def __init__(self, makers: Mapping[str, Callable[[], np.ndarray]]) -> None:
+        self._makers = dict(makers)
+        self._made: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._made:
+            arr = np.asarray(self._makers[key]())
+            arr.setflags(write=False)
+            self._made[key] = arr
+        return self._made[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as the plain arrays
+        return (dict, (dict(self.items()),))
+
+
 def _frozen(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if isinstance(m, LazyArrays):
+        return m
     return MappingProxyType(dict(m or {}))
 
 

@@ -43,7 +43,7 @@ front end ever refuses one, change the functions below (e.g. to ``fc1_s_n0``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,7 +52,7 @@ import numpy as np
 from .errors import PlanError
 from .estimate import hls_rules
 from .fixed import FixedType
-from .ir import COMPUTE_KINDS, POOL_KINDS, Layer
+from .ir import COMPUTE_KINDS, POOL_KINDS, Layer, LazyArrays
 from .settings import LayerPrecision, LayerSettings
 
 SPLIT_KINDS = ("neuron", "input")
@@ -208,6 +208,35 @@ class ShardedUnit:
 
 
 # ------------------------------------------------------------------------------- implementation
+#: (id(base array), what was taken) -> (base, the derived array). The planner prices every split option
+#: of a layer, for every version and batch, and each pricing cuts the same kernel the same ways: one
+#: copy per cut serves them all (and lets the estimator's per-kernel statistics hit). The arrays are
+#: read-only, so a shard cannot change another's weights.
+_DERIVED: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+_DERIVED_MAX_BYTES = 256 * 2**20
+_derived_bytes = 0
+
+
+def _derived(base: Any, what: tuple[Any, ...], make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``make(base)``, made once per base array and ``what``, read-only."""
+    global _derived_bytes
+    arr = np.asarray(base)
+    key = (id(arr), *what)
+    hit = _DERIVED.get(key)
+    if hit is not None and hit[0] is arr:
+        return hit[1]
+    out = np.ascontiguousarray(make(arr))
+    if out is arr or np.shares_memory(out, arr):
+        out = out.copy()
+    out.setflags(write=False)
+    if _derived_bytes + out.nbytes > _DERIVED_MAX_BYTES:
+        _DERIVED.clear()
+        _derived_bytes = 0
+    _DERIVED[key] = (arr, out)
+    _derived_bytes += out.nbytes
+    return out
+
+
 def _slice_shape(shape: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
     return (*shape[:-1], b - a)
 
@@ -217,9 +246,9 @@ def _channel_slice(arr: Any, shape: tuple[int, ...], a: int, b: int) -> np.ndarr
     or one per value of the tensor; None for any other layout."""
     w = np.asarray(arr)
     if w.size == shape[-1]:
-        return np.ascontiguousarray(w.reshape(-1)[a:b])
+        return _derived(w, ("flat", a, b), lambda x: x.reshape(-1)[a:b])
     if w.size == math.prod(shape):
-        return np.ascontiguousarray(w.reshape(shape)[..., a:b].reshape(-1))
+        return _derived(w, ("channels", shape, a, b), lambda x: x.reshape(shape)[..., a:b].reshape(-1))
     return None
 
 
@@ -354,9 +383,9 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
     shards: list[ShardPiece] = []
     for i, (a, b) in enumerate(slices):
         name = shard_name(target.name, "neuron", i)
-        weights = {"kernel": np.ascontiguousarray(kernel[..., a:b])}
+        weights = {"kernel": _derived(kernel, ("out", a, b), lambda x, a=a, b=b: x[..., a:b])}
         if bias is not None and target.params.get("use_bias", True):
-            weights["bias"] = np.ascontiguousarray(np.asarray(bias)[a:b])
+            weights["bias"] = _derived(bias, ("flat", a, b), lambda x, a=a, b=b: x[a:b])
         params = {**target.params, count: b - a}
         lyr = target.with_(name=name, output_shape=_slice_shape(target.output_shape, a, b), params=params,
                            weights=weights, activation="linear" if fused_tail else target.activation, hls_nodes=())
@@ -396,27 +425,33 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
 
 
 def _merge_layer(target: Layer, k: int, inputs: tuple[str, ...]) -> Layer:
-    """The merge layer of an input split: k stacked identities, the layer's bias and activation."""
+    """The merge layer of an input split: k stacked identities, the layer's bias and activation.
+
+    Its kernel is made only when read (building or verifying a board): the planner builds a merge
+    for every input split it prices and needs only its shape.
+    """
     n = target.output_shape[-1]
     dtype = np.asarray(_kernel(target)).dtype
-    eye = np.tile(np.eye(n, dtype=dtype), (k, 1))  # (k*n, n): row j*n + c -> column c
     bias = target.weights.get("bias")
     use_bias = bool(target.params.get("use_bias", True)) and bias is not None
     in_shape = (*target.output_shape[:-1], k * n)
+    ndim = 0 if target.kind == "Dense" else 1 if target.kind == "Conv1D" else 2
+
+    def kernel() -> np.ndarray:
+        eye = np.tile(np.eye(n, dtype=dtype), (k, 1))  # (k*n, n): row j*n + c -> column c
+        return eye.reshape((1,) * ndim + eye.shape)
+
     if target.kind == "Dense":
-        kernel = eye
         params = {"units": n, "use_bias": use_bias, "merge_parts": k}
     else:
-        ndim = 1 if target.kind == "Conv1D" else 2
-        kernel = eye.reshape((1,) * ndim + eye.shape)
         params = {"filters": n, "kernel_size": (1,) * ndim, "strides": (1,) * ndim, "padding": "valid",
                   "use_bias": use_bias, "merge_parts": k}
-    weights = {"kernel": kernel}
+    makers: dict[str, Callable[[], np.ndarray]] = {"kernel": kernel}
     if use_bias:
-        weights["bias"] = np.asarray(bias)
+        makers["bias"] = lambda: np.asarray(bias)
     return Layer(name=merge_name(target.name), kind=target.kind, input_shape=in_shape,
                  output_shape=target.output_shape, inputs=inputs, activation=target.activation, params=params,
-                 weights=weights)
+                 weights=LazyArrays(makers))
 
 
 def _input(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str, LayerSettings],
@@ -439,7 +474,8 @@ def _input(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str, 
         name = shard_name(target.name, "input", i)
         params = {**target.params, "use_bias": False}
         lyr = target.with_(name=name, input_shape=_slice_shape(target.input_shape, a, b), params=params,
-                           weights={"kernel": np.ascontiguousarray(kernel[..., a:b, :])}, activation="linear",
+                           weights={"kernel": _derived(kernel, ("in", a, b), lambda x, a=a, b=b: x[..., a:b, :])},
+                           activation="linear",
                            hls_nodes=())
         derived = _choose_rf(lyr, replace(base, precision=shard_prec), io_type)
         st = _apply_override(name, derived, overrides.get(name), lyr, io_type)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -347,6 +348,19 @@ def measured_weight_stats(kernel: np.ndarray, wtype: FixedType) -> WeightStats:
     )
 
 
+def _cost_key(layer: Layer) -> tuple[Any, Any]:
+    """What a layer's cost depends on (its kind, shapes, activation, parameters and kernel; not its
+    name), as a hashable key, and the object whose ``id`` the key holds, to keep alive beside it."""
+    kernel = None if layer.params.get("merge_parts") else layer.weights.get("kernel")
+    try:
+        params = tuple(sorted(layer.params.items()))
+        hash(params)
+    except TypeError:  # a parameter that is not hashable: this layer object only
+        return ("layer", id(layer)), layer
+    return ((layer.kind, layer.input_shape, layer.input_shapes, layer.output_shape, layer.activation, params,
+             None if kernel is None else id(kernel)), kernel)
+
+
 @dataclass
 class _Acc:
     """Mutable running total used inside one ``layer_cost`` call (not part of the API)."""
@@ -414,24 +428,27 @@ class AnalyticEstimator(AdditiveEstimator):
             raise Split4mlError(f"analytic estimator: report model {report!r} is not one of "
                                 f"{', '.join(REPORT_MODELS)}")
         self.report = report
-        # (id(layer), weight type) -> (layer kept alive so its id is not reused, stats)
-        self._stats: dict[tuple[int, FixedType], tuple[Layer, WeightStats]] = {}
-        # (id(layer), settings, io type, board) -> (layer kept alive, cost): the planner prices the same
-        # layer under the same settings many times (every version, stage, split option and batch)
-        self._costs: dict[tuple[int, LayerSettings, str, Board], tuple[Layer, Cost]] = {}
+        # (id(kernel), weight type) -> (kernel kept alive so its id is not reused, stats): shards cut the
+        # same way share one kernel array (split4ml.shard), whichever layer object holds it
+        self._stats: dict[tuple[int, FixedType], tuple[np.ndarray, WeightStats]] = {}
+        # (what the cost depends on, settings, io type, board) -> (the kernel kept alive, cost): the
+        # planner prices the same layer under the same settings many times (every version, stage, split
+        # option and batch), and rebuilds the same shards for each split option it prices
+        self._costs: dict[tuple[Any, LayerSettings, str, Board], tuple[Any, Cost]] = {}
 
     # ------------------------------------------------------------------ public API
     def layer_cost(self, layer: Layer, settings: LayerSettings, io_type: str, board: Board) -> Cost:
         """Cost of one layer (its fused activation included) on ``board`` under ``settings`` (memoised:
         a layer's cost depends on nothing else)."""
-        key = (id(layer), settings, io_type, board)
+        what, alive = _cost_key(layer)
+        key = (what, settings, io_type, board)
         hit = self._costs.get(key)
-        if hit is not None and hit[0] is layer:
+        if hit is not None and hit[0] is alive:
             return hit[1]
         cost = self._layer_cost(layer, settings, io_type, board)
         if len(self._costs) >= LAYER_COST_CACHE_SIZE:
             self._costs.clear()
-        self._costs[key] = (layer, cost)
+        self._costs[key] = (alive, cost)
         return cost
 
     def _layer_cost(self, layer: Layer, settings: LayerSettings, io_type: str, board: Board) -> Cost:
@@ -526,14 +543,14 @@ class AnalyticEstimator(AdditiveEstimator):
         kernel = layer.weights.get("kernel")
         if kernel is None:
             return uniform_weight_stats(wtype.width)
-        key = (id(layer), wtype)
+        key = (id(kernel), wtype)
         hit = self._stats.get(key)
-        if hit is not None and hit[0] is layer:
+        if hit is not None and hit[0] is kernel:
             return hit[1]
         stats = measured_weight_stats(kernel, wtype)
         if len(self._stats) >= WEIGHT_STATS_CACHE_SIZE:
             self._stats.clear()
-        self._stats[key] = (layer, stats)
+        self._stats[key] = (kernel, stats)
         return stats
 
     # ------------------------------------------------------------------ matrix multiplication

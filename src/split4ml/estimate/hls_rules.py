@@ -65,7 +65,8 @@ def mult_size(layer: Layer) -> tuple[int, int]:
     """
     kind = layer.kind
     if kind == "Dense":
-        kernel = layer.weights.get("kernel")
+        # an input split's merge: its (lazily made) kernel is (inputs, units), as the fallback says
+        kernel = None if layer.params.get("merge_parts") else layer.weights.get("kernel")
         if kernel is not None and getattr(kernel, "ndim", 0) == 2:
             return int(kernel.shape[0]), int(kernel.shape[1])
         n_out = int(layer.params.get("units", layer.output_shape[-1]))
