@@ -46,11 +46,28 @@ def memory_gib() -> float | None:
     return None
 
 
+def commit() -> str | None:
+    """The split4ml commit the benchmark runs (``+changes`` when ``src/`` or ``benchmarks/`` differ from
+    it); None outside a git checkout."""
+    import subprocess
+
+    root = RESULTS_DIR.parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"], cwd=root,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
-    """The machine a benchmark runs on, with its 1-minute load average now."""
+    """The machine a benchmark runs on, with its 1-minute load average now and the code's commit."""
     mem = memory_gib()
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": None if mem is None else round(mem, 1),
-            "python": platform.python_version(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+            "python": platform.python_version(), "load_avg_1min": round(os.getloadavg()[0], 2),
+            "commit": commit()}
 
 
 def describe(m: dict[str, Any]) -> str:
@@ -84,7 +101,8 @@ def write_results(name: str, markdown: str, data: dict[str, Any], *, started: di
     command = command or command_line()
     via = "" if script in command else f" (run by `{script} --results`)"
     date = date or _dt.date.today().isoformat()
-    footer = (f"*Measured by `{command}`{via} on {date}: {describe(started)}; load average "
+    at = f" at commit {started['commit']}" if started.get("commit") else ""
+    footer = (f"*Measured by `{command}`{via}{at} on {date}: {describe(started)}; load average "
               f"{started['load_avg_1min']:.2f} when it started; {seconds:,.0f} s.*")
     md = RESULTS_DIR / f"{name}.md"
     text = f"{GENERATED.format(script=script)}\n\n{markdown.strip()}\n\n{footer}\n"
