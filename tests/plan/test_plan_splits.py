@@ -232,3 +232,36 @@ def test_the_planner_chooses_the_batch(widths: list[int]) -> None:
     assert best <= plan.metrics.bottleneck_us * (1 + 1e-9) <= repriced(b) * (1 + 1e-9)
     with pytest.raises(PlanError, match="--batch"):
         make_plan(g, model="m.keras", board=PYNQ, batch=0)
+
+
+def test_throughput_offers_no_split_once_the_bottleneck_is_the_floor_no_split_can_lower(monkeypatch) -> None:
+    """Every board pays its per-frame cost: when that is the bottleneck, the planner prices no optional
+    split (the slow part of planning a short chain on many boards), and finds the plan that offering
+    every bottleneck unit its splits finds."""
+    import split4ml.plan.api as api
+    import split4ml.plan.split_options as so
+
+    g = mlp([16, 64, 64, 64, 10], seed=3)
+    calls: list[str] = []
+    real = so.split_options
+
+    def counting(unit, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        calls.append(unit[0].name)
+        return real(unit, *args, **kwargs)
+
+    monkeypatch.setattr(so, "split_options", counting)
+    plan = make_plan(g, model="m.keras", board=PYNQ, max_boards=16, batch=8)  # 200 us a frame: 25 us a sample
+    m = plan.metrics
+    assert m.bottleneck_us == pytest.approx(m.frame_bound_us) and calls == []
+    monkeypatch.setattr(api, "_interval_floor", lambda part, board: 0.0)  # offer as before
+    offered = make_plan(g, model="m.keras", board=PYNQ, max_boards=16, batch=8)
+    assert calls  # the splits were priced ...
+    assert (offered.n_boards, offered.metrics.bottleneck_us, offered.metrics.latency_us) == pytest.approx(
+        (plan.n_boards, m.bottleneck_us, m.latency_us))  # ... and bought nothing
+
+
+def test_throughput_still_offers_splits_where_the_fabric_is_the_bottleneck() -> None:
+    g = mlp([64, 256, 10], seed=0)
+    plan = make_plan(g, model="m.keras", board=PYNQ, max_boards=8, batch=256)
+    assert plan.metrics.bottleneck_us > plan.metrics.frame_bound_us * 1.01
+    assert any(st.split is not None for st in plan.stages)

@@ -25,6 +25,7 @@ from ..shard import channel_wise_after, split_stage_units
 from .chain import chain_cuts
 from .dag import DEFAULT_TIME_LIMIT_S
 from .fit import check_stage_fit
+from .metrics import per_frame_us
 from .planfile import (
     FIRST_KEY,
     OBJECTIVES,
@@ -869,7 +870,8 @@ def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]]
     the bottleneck step holds no unit left to offer (or is itself a split); latency offers them
     once to the units whose compute latency exceeds one hop's fixed cost (less could not pay for the
     hop a split may add). Parts are bounded by the boards the current plan leaves free, plus the
-    unit's own. The partition is exact over the options offered.
+    unit's own. The partition is exact over the options offered. Throughput stops offering once the
+    bottleneck is the pipeline's floor (:func:`_interval_floor`), which no split can lower.
     """
     offered: set[int] = set()
     while True:
@@ -878,6 +880,8 @@ def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]]
             return part
         if objective == "throughput":
             m = part.metrics
+            if m.bottleneck_us <= _interval_floor(part, board) * (1 + 1e-9):
+                return part
             top = [s for s, v in enumerate(m.stage_interval_us) if v >= m.bottleneck_us * (1 - 1e-9)]
             cand = {u for s in top if part.splits[s] is None for u in range(part.bounds[s], part.bounds[s + 1])}
         else:
@@ -893,6 +897,21 @@ def _optional_splits(part: Any, solve: Any, offer: Any, options: list[list[Any]]
         part = solve()
         if objective != "throughput":
             return part
+
+
+def _interval_floor(part: Any, board: Board) -> float:
+    """An interval no plan of this chain on ``board`` boards can beat at the partition's batch, us.
+
+    Every board pays its per-frame cost once a frame; the host sends the model input at least once
+    (a split first step receives more copies, or more frames) and receives the output at least once.
+    """
+    m = part.metrics
+    floor = per_frame_us(board, m.batch)
+    if part.splits[0] is None:
+        floor = max(floor, m.source_us)
+    if part.splits[-1] is None:
+        floor = max(floor, m.sink_us)
+    return floor
 
 
 def _split_stages(part: Any, units: Sequence[Sequence[Layer]], options: Sequence[Sequence[Any]], board: Board,
