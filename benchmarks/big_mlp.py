@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import platform
+import shutil
 import time
 
 import numpy as np
@@ -100,11 +101,17 @@ def main() -> None:
     print(f"bottleneck step {m.bottleneck_stage}: {what}")
     verified = None
     if args.verify:
+        import tempfile
+
+        from split4ml.hls.csim import CACHE_ENV
         from split4ml.verify import random_inputs, verify_plan
+
+        os.environ[CACHE_ENV] = cache = tempfile.mkdtemp(prefix="split4ml-bench-cache-")  # compile every board
 
         t1 = time.perf_counter()
         res = verify_plan(plan, graph, random_inputs(plan.build.input_precision, graph.input.output_shape,
                                                      args.verify, seed=0))
+        shutil.rmtree(cache, ignore_errors=True)
         verified = {"bit_exact": res.bit_exact, "samples": res.samples, "mismatched_samples": res.mismatched_samples,
                     "max_abs_diff": res.max_abs_diff, "seconds": time.perf_counter() - t1}
         print(f"verify: {'bit-exact' if res.bit_exact else 'NOT bit-exact'} on {res.samples} random samples "
