@@ -26,8 +26,11 @@ def _exact(v: dict[str, Any], unit: str) -> str:
 
 def _bound(p: dict[str, Any]) -> str:
     bounds = {"fabric": p["fabric_bound_us"], "link": p["link_bound_us"], "frame": p["frame_bound_us"]}
-    return {"fabric": "bound by the fabric", "link": "bound by a link",
-            "frame": "bound by the boards' per-frame cost"}[max(bounds, key=lambda k: bounds[k])]
+    which = max(bounds, key=lambda k: bounds[k])
+    if which == "link" and p["source_us"] >= p["link_bound_us"] * (1 - 1e-9):
+        return "bound by the input's link from the host"
+    return {"fabric": "bound by the fabric", "link": "bound by a link between boards",
+            "frame": "bound by the boards' per-frame cost"}[which]
 
 
 def rows() -> list[tuple[str, str, str]]:
@@ -57,7 +60,8 @@ def rows() -> list[tuple[str, str, str]]:
         s = ex[name]
         p = s["plan"]
         splits = [st["shards"][0]["parts"] for st in p["stages"] if st["shards"]]
-        how = f", {len(splits)} layer(s) split" if splits else ""
+        how = (f", {len(splits)} layer{'s' if len(splits) > 1 else ''} split "
+               f"{'/'.join(str(k) for k in splits)} ways" if splits else "")
         out.append((case, f"{p['n_boards']} boards{how}, {p['bottleneck_us']:.2f} µs ({_bound(p)})",
                     f"{_exact(s['verify'], 'held-out samples')}; emulated run "
                     f"{'bit-exact' if s['run']['bit_exact'] else 'NOT bit-exact'}"))
