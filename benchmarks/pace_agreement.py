@@ -100,7 +100,15 @@ def run_case(name: str, plan_file: Path, batch: int | None, frames: int) -> dict
     t = time.perf_counter()
     rep = run_pipeline(pipeline, x, whole, RunOptions(batch=b, pace=pm, timeout_s=600.0))
     d = rep.as_dict()
-    return {"case": name, "plan": str(plan_file.name), "boards": plan.n_boards, "batch": b, "samples": n,
+    first = None
+    if d["pace_overruns"]:
+        # a C-simulation outran its paced fabric: the emulation did not keep pace, so the model is not
+        # being checked. Run once more at half the speed, as the test suite does, and keep both.
+        first = {k: d[k] for k in ("pace", "pace_ratio", "pace_overruns")}
+        rep = run_pipeline(pipeline, x, whole, RunOptions(batch=b, pace=pm.with_factor(2 * d["pace"]),
+                                                          timeout_s=600.0))
+        d = rep.as_dict()
+    return {"first_run": first, "case": name, "plan": str(plan_file.name), "boards": plan.n_boards, "batch": b, "samples": n,
             "bottleneck": max(bounds, key=lambda k: bounds[k]), "model_bottleneck_us": pm.bottleneck_us,
             "model_throughput_per_s": 1e6 / pm.bottleneck_us, "pace": d["pace"],
             "predicted_throughput_per_s": d["predicted_throughput_per_s"],
@@ -127,10 +135,14 @@ def main() -> int:
              "late frames", "bit-exact"],
             [[CASE_TEXT.get(r["case"], r["case"]), r["boards"], r["batch"], BOUND_TEXT[r["bottleneck"]],
               f"{r['model_throughput_per_s']:,.0f} /s", f"{r['pace']:g}x", f"{r['predicted_throughput_per_s']:,.1f} /s",
-              f"{r['measured_throughput_per_s']:,.1f} /s", f"{r['ratio']:.1%}", r["pace_overruns"],
+              f"{r['measured_throughput_per_s']:,.1f} /s", f"{r['ratio']:.1%}",
+              f"{r['pace_overruns']}" + ("" if r["first_run"] is None else
+                                         f" (first run at {r['first_run']['pace']:g}x: {r['first_run']['pace_overruns']}"
+                                         f" late, {r['first_run']['pace_ratio']:.1%})"),
               "yes" if r["bit_exact"] else "**no**"] for r in rows])
         text = (f"{table}\n\n{args.frames} frames per run. *Late frames*: frames whose C-simulation outran the "
-                f"paced fabric interval. {'Every' if ok else '**Not every**'} case is within {TOLERANCE:.0%} of "
+                "paced fabric interval; a run with late frames is repeated once at half the speed (twice the "
+                f"factor), and the table shows the repeat. {'Every' if ok else '**Not every**'} case is within {TOLERANCE:.0%} of "
                 "the model and bit-exact.")
         write_results("pace_agreement", text, {"cases": rows, "ok": ok, "frames": args.frames}, started=started,
                       seconds=time.perf_counter() - t_all)
