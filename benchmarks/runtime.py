@@ -278,7 +278,7 @@ def render(args: argparse.Namespace, pipe: dict[str, Any], hops: list[dict[str, 
     lat, ss = pipe["latency_us"], pipe["single_sample_latency_us"]
     runs = " / ".join(f"{v:,.0f}" for v in pipe["pipeline_runs_per_s"])
     first = md_table(["", ""], [
-        ["model", f"{pipe['model']}; C-sim per sample and stage " +
+        ["model", f"{pipe['model']}; C-sim per sample and stage ".replace("|", "\\|") +
          " / ".join(f"{v:,.0f}" for v in pipe["stage_csim_us_per_sample"]) + " µs"],
         ["whole model, hls4ml C-sim `predict`", f"{pipe['whole_csim_hls4ml_per_s']:,.0f} samples/s "
          f"(`CsimModel.predict`, the same library: {pipe['whole_csim_split4ml_per_s']:,.0f})"],
