@@ -385,7 +385,7 @@ def _neuron(unit: Sequence[Layer], target: Layer, k: int, settings: Mapping[str,
         name = shard_name(target.name, "neuron", i)
         weights = {"kernel": _derived(kernel, ("out", a, b), lambda x, a=a, b=b: x[..., a:b])}
         if bias is not None and target.params.get("use_bias", True):
-            weights["bias"] = _derived(bias, ("flat", a, b), lambda x, a=a, b=b: x[a:b])
+            weights["bias"] = _derived(bias, ("bias", a, b), lambda x, a=a, b=b: x[a:b])
         params = {**target.params, count: b - a}
         lyr = target.with_(name=name, output_shape=_slice_shape(target.output_shape, a, b), params=params,
                            weights=weights, activation="linear" if fused_tail else target.activation, hls_nodes=())
