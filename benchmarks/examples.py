@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import machine, md_table, write_results  # benchmarks/machine.py
+from machine import binding_bound, machine, md_table, write_results  # benchmarks/machine.py
 
 from split4ml.hls.csim import CACHE_ENV
 
@@ -47,9 +47,7 @@ def run_json(cmd: list[str], cwd: Path) -> dict[str, Any]:
 
 def bound_text(p: dict[str, Any]) -> str:
     """What sets the plan's bottleneck: the fabric, a link, or the boards' per-frame cost."""
-    bounds = {"the fabric": p["fabric_bound_us"], "a link": p["link_bound_us"],
-              "the boards' per-frame cost": p["frame_bound_us"]}
-    return max(bounds, key=lambda k: bounds[k])
+    return {"fabric": "the fabric", "link": "a link", "frame": "the boards' per-frame cost"}[binding_bound(p)]
 
 
 def stage_text(st: dict[str, Any]) -> str:

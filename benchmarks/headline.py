@@ -13,9 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from machine import RESULTS_DIR, read_results  # benchmarks/machine.py
+from machine import ROOT, binding_bound, read_results  # benchmarks/machine.py
 
-ROOT = RESULTS_DIR.parent.parent
 START = "<!-- headline: written by benchmarks/headline.py from docs/results/*.json; do not edit by hand -->"
 END = "<!-- /headline -->"
 
@@ -25,8 +24,7 @@ def _exact(v: dict[str, Any], unit: str) -> str:
 
 
 def _bound(p: dict[str, Any]) -> str:
-    bounds = {"fabric": p["fabric_bound_us"], "link": p["link_bound_us"], "frame": p["frame_bound_us"]}
-    which = max(bounds, key=lambda k: bounds[k])
+    which = binding_bound(p)
     if which == "link" and p["source_us"] >= p["link_bound_us"] * (1 - 1e-9):
         return "bound by the input's link from the host"
     return {"fabric": "bound by the fabric", "link": "bound by a link between boards",

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "docs" / "results"
 GENERATED = "<!-- Written by {script} --results. Do not edit by hand: rerun the benchmark. -->"
 
 
@@ -51,11 +52,10 @@ def commit() -> str | None:
     it); None outside a git checkout."""
     import subprocess
 
-    root = RESULTS_DIR.parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"], cwd=ROOT,
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -130,6 +130,13 @@ def rerender(name: str, markdown: str) -> Path:
 def read_results(name: str) -> dict[str, Any]:
     """The figures a benchmark wrote with :func:`write_results`."""
     return json.loads((RESULTS_DIR / f"{name}.json").read_text())
+
+
+def binding_bound(plan: dict[str, Any]) -> str:
+    """Which bound sets a plan's bottleneck (from its ``--json``): ``fabric``, ``link`` or ``frame``
+    (the boards' per-frame cost); the first of them on a tie."""
+    bounds = {"fabric": plan["fabric_bound_us"], "link": plan["link_bound_us"], "frame": plan["frame_bound_us"]}
+    return max(bounds, key=lambda k: bounds[k])
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:

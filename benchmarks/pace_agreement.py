@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, machine, md_table, write_results  # benchmarks/machine.py
+from machine import describe, machine, md_table, write_results  # benchmarks/machine.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -127,7 +126,6 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     rows = [run_case(name, path, batch, args.frames) for name, path, batch in _plans(args.out, log)]
-    box = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
     ok = all(r["bit_exact"] and abs(r["ratio"] - 1) <= TOLERANCE for r in rows)
     if args.results:
         table = md_table(
@@ -147,9 +145,9 @@ def main() -> int:
         write_results("pace_agreement", text, {"cases": rows, "ok": ok, "frames": args.frames}, started=started,
                       seconds=time.perf_counter() - t_all)
     if args.json:
-        print(json.dumps({"machine": box, "cases": rows, "ok": ok}, indent=1))
+        print(json.dumps({"machine": started, "cases": rows, "ok": ok}, indent=1))
     else:
-        print(f"machine: {box['cpu']}, {box['cores']} cores, Python {box['python']}")
+        print(f"machine: {describe(started)}")
         print(f"{'case':<26}{'boards':>7}{'batch':>6}  {'bound':<7}{'model /s':>11}{'pace':>7}"
               f"{'predicted /s':>14}{'measured /s':>13}{'ratio':>8}{'late':>6}  bit-exact")
         for r in rows:
