@@ -226,7 +226,7 @@ def _derived(base: Any, what: tuple[Any, ...], make: Callable[[np.ndarray], np.n
     if hit is not None and hit[0] is arr:
         return hit[1]
     out = np.ascontiguousarray(make(arr))
-    if out is arr or np.shares_memory(out, arr):
+    if np.may_share_memory(out, arr):  # a view of the model's weights: keep a copy of its own
         out = out.copy()
     out.setflags(write=False)
     if _derived_bytes + out.nbytes > _DERIVED_MAX_BYTES:
