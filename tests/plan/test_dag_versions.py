@@ -207,3 +207,40 @@ def test_versions_solved_in_a_child_process_give_the_same_plan() -> None:
     here = partition_dag(versions, tensors, TINY, 0.85, max_boards=3, isolate=False)
     there = partition_dag(versions, tensors, TINY, 0.85, max_boards=3, isolate=True)
     assert (here.stage_of, here.version_of, here.metrics) == (there.stage_of, there.version_of, there.metrics)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_a_start_plan_changes_the_search_not_the_optimum(objective: str) -> None:
+    """``start`` (the two-step plan make_plan hands the joint search): every feasible plan given as
+    the start, the worst included, still ends at the brute-force optimum; a start that breaks a rule
+    is not used (and the optimum is still found)."""
+    rng = random.Random(f"start-{objective}")
+    checked = 0
+    for case in range(10):
+        n_units = rng.randrange(3, 6)
+        base, tensors = _random_dag(rng, n_units)
+        versions = _versions(rng, base, [rng.choice([1, 2, 3]) for _ in range(n_units)])
+        rows = _brute_versions(versions, tensors, TINY, 0.85, 3)
+        if not rows:
+            continue
+        best = _best_keys(_keys_rows(rows), objective)
+        worst = max(rows, key=lambda r: (r[3], r[2], r[4]))  # largest bottleneck, then boards, then latency
+        bad = ([0] * n_units, [len(vs) for vs in versions])  # version indices out of range
+        backwards = (list(range(n_units))[::-1], [0] * n_units)  # links would go back
+        for start in (worst[:2], rng.choice(rows)[:2], bad, backwards):
+            part = partition_dag(versions, tensors, TINY, 0.85, objective=objective, max_boards=3, start=start)
+            assert part.optimal, f"case {case}"
+            _assert_keys(_keys_of(part, objective), best)
+        checked += 1
+    assert checked >= 4
+
+
+def test_start_versions_maps_a_cost_to_a_version_at_least_as_good() -> None:
+    v = [Cost(lut=100, ff=100, dsp=8, bram18=0, latency_cycles=10),
+         Cost(lut=100, ff=100, dsp=4, bram18=0, latency_cycles=12),
+         Cost(lut=90, ff=90, dsp=4, bram18=0, latency_cycles=11)]
+    # the two-step cost equals version 1; version 2 is at least as good everywhere and faster
+    assert dag.start_versions([Cost(lut=100, ff=100, dsp=4, bram18=0, latency_cycles=12)], [v]) == [2]
+    assert dag.start_versions([Cost(lut=100, ff=100, dsp=8, bram18=0, latency_cycles=10)], [v]) == [0]
+    # nothing is at least as good in every figure
+    assert dag.start_versions([Cost(lut=100, ff=100, dsp=2, bram18=0, latency_cycles=30)], [v]) is None

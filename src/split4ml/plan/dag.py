@@ -587,7 +587,7 @@ class _Problem:
         its proxy term, and a rounded-down constant is at most one proxy unit below the exact one."""
         raw = self.proxy_bound.get(goal)
         if raw is None:
-            return None
+            return self.fixed_interval if goal == "bottleneck" else None
         if goal == "n":
             return float(math.ceil(raw - 1e-6))
         link = self.board.link
@@ -602,7 +602,7 @@ class _Problem:
             return min(1.0, rates[key] / weights[key]) if weights[key] else 1.0
 
         if goal == "bottleneck":
-            return max(0.0, (min(ratio("b"), ratio("f")) * raw - 1.0) / TIME_SCALE)
+            return max(self.fixed_interval, (min(ratio("b"), ratio("f")) * raw - 1.0) / TIME_SCALE)
         f = min(ratio("b"), ratio("x"), ratio("n"))
         return self.lat_in + max(0.0, f * raw) / TIME_SCALE
 
@@ -652,14 +652,24 @@ class _Problem:
         self.optimal = False  # pragma: no cover - each round strictly improves; a safety stop
         return best, sol
 
-    def min_bottleneck(self, **kw: Any) -> tuple[float, Sol] | None:
-        """Exact smallest bottleneck under the constraints ``kw`` (no ``interval_max``), and a plan."""
+    def min_bottleneck(self, start: Sol | None = None, **kw: Any) -> tuple[float, Sol] | None:
+        """Exact smallest bottleneck under the constraints ``kw`` (no ``interval_max``), and a plan.
+
+        With ``start`` (a plan that meets ``kw``) the search starts from it instead of the proxy
+        objective's first solve: each solve then only asks for a strictly smaller bottleneck, which the
+        exact interval constraints prune hard. A plan at :attr:`fixed_interval` (the per-frame cost and
+        the source's link, which every plan pays) is optimal without a solve."""
         hint = kw.pop("hint", None)
-        sol = self.solve(goal="bottleneck", hint=hint, **kw)
-        if sol is None:
-            return None
+        if start is not None:
+            sol = start
+        else:
+            sol = self.solve(goal="bottleneck", hint=hint, **kw)
+            if sol is None:
+                return None
         best = self.exact(sol)[1]
         for _ in range(_MAX_REFINE):
+            if best <= self.fixed_interval:  # the floor of every plan: nothing is strictly below it
+                return best, sol
             better = self.solve(goal="bottleneck", interval_max=best, strict=True, hint=sol, **kw)
             if better is None:
                 return best, sol
@@ -670,6 +680,47 @@ class _Problem:
             best, sol = value, better
         self.optimal = False  # pragma: no cover - each round strictly improves; a safety stop
         return best, sol
+
+
+def _check_start(start: tuple[Sequence[int], Sequence[int]] | None, versions: Sequence[Sequence[Cost]],
+                 tensors: Sequence[Tensor], board: Board, cap: float, shell: Cost, n_lo: int,
+                 n_hi: int) -> Sol | None:
+    """``start`` as a solution of the problem, or None when there is none or it breaks a rule of the
+    model: its shape, the stages used (``0 .. n-1``, ``n_lo <= n <= n_hi``), links forward only, every
+    stage under the cap, one wire type per link."""
+    if start is None:
+        return None
+    stage_of, ver = [int(k) for k in start[0]], [int(v) for v in start[1]]
+    if len(stage_of) != len(versions) or len(ver) != len(versions):
+        return None
+    if any(not 0 <= v < len(vs) for v, vs in zip(ver, versions, strict=True)) or min(stage_of) != 0:
+        return None
+    n = max(stage_of) + 1
+    if set(stage_of) != set(range(n)) or not n_lo <= n <= n_hi:
+        return None
+    if any(t.producer >= 0 and stage_of[t.producer] > stage_of[v] for t in tensors for v in t.consumers):
+        return None
+    costs, _, _ = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, shell)
+    if not all(c.fits(board, cap) for c in costs):
+        return None
+    _, which = link_loads(stage_of, tensors)
+    if any(len({tensors[i].type for i in w if tensors[i].type}) > 1 for w in which):
+        return None
+    return stage_of, ver
+
+
+def start_versions(costs: Sequence[Cost], versions: Sequence[Sequence[Cost]]) -> list[int] | None:
+    """For a plan priced with ``costs`` (one per unit, e.g. the two-step settings), a version of every
+    unit that is at least as good in every resource and in latency (the least-latency such version),
+    so the same stages keep fitting and no interval grows; None when some unit has none."""
+    figures = (*RESOURCES, "latency_cycles")
+    out = []
+    for c, vs in zip(costs, versions, strict=True):
+        ok = [v for v, x in enumerate(vs) if all(float(getattr(x, f)) <= float(getattr(c, f)) for f in figures)]
+        if not ok:
+            return None
+        out.append(min(ok, key=lambda v: (float(vs[v].latency_cycles), v)))
+    return out
 
 
 def _validate(unit_costs: Sequence[Cost], tensors: Sequence[Tensor], objective: str, cap: float,
@@ -699,7 +750,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
                   objective: str = "throughput", max_boards: int | None = None, n_stages: int | None = None,
                   unit_names: Sequence[str] | None = None, shell: Cost | None = None,
                   time_limit_s: float = DEFAULT_TIME_LIMIT_S, workers: int = 1,
-                  isolate: bool | None = None, batch: int = DEFAULT_BATCH) -> DagPartition:
+                  isolate: bool | None = None, batch: int = DEFAULT_BATCH,
+                  start: tuple[Sequence[int], Sequence[int]] | None = None) -> DagPartition:
     """Assign the units of a DAG to pipeline stages on ``board`` s, optimally for ``objective``.
 
     Args:
@@ -720,6 +772,12 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
             imported TensorFlow before it (google/or-tools#3230: the two link different protobuf/absl
             builds), so by default (``None``) the solve runs in a child process exactly when that
             happened (:func:`cpsat_in_process_safe`); ``SPLIT4ML_CPSAT_ISOLATE=1``/``0`` forces it.
+        start: a known plan, ``(stage of every unit, version of every unit)``, e.g. the two-step plan
+            (:func:`start_versions`): every solve is hinted with it, and the throughput and boards
+            objectives search from it for a strictly better bottleneck (:meth:`_Problem.min_bottleneck`).
+            It changes how fast the optimum is found and proven, not the optimum. A start that breaks a
+            rule (a stage over the cap, a link that goes back, two wire types on a link, the board
+            limits) is not used.
 
     Raises:
         InfeasibleError: a unit does not fit one board alone (named, with the resources over the
@@ -732,7 +790,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
         return _solve_in_child(dict(unit_costs=list(unit_costs), tensors=list(tensors), board=board, cap=cap,
                                     objective=objective, max_boards=max_boards, n_stages=n_stages,
                                     unit_names=None if unit_names is None else list(unit_names), shell=shell,
-                                    time_limit_s=time_limit_s, workers=workers, batch=batch))
+                                    time_limit_s=time_limit_s, workers=workers, batch=batch,
+                                    start=None if start is None else (list(start[0]), list(start[1]))))
     started = time.monotonic()
     versions = [[c] if isinstance(c, Cost) else list(c) for c in unit_costs]
     if any(not vs for vs in versions):
@@ -768,7 +827,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     prob = problem(K)
 
     lo, hi = (n_stages, n_stages) if n_stages is not None else (1, limit)
-    first = prob.solve(n_lo=lo, n_hi=hi, goal="n")
+    incumbent = _check_start(start, versions, tensors, board, cap, sh, lo, hi)
+    first = prob.solve(n_lo=lo, n_hi=hi, goal="n", hint=incumbent)
     if first is None:
         if not prob.optimal:
             raise TimeLimitError(f"no plan found within the time limit ({time_limit_s:g} s); raise it (--time-limit)")
@@ -792,7 +852,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     # valid plan (then ``optimal`` is False).
     sol = first
     if objective == "throughput":
-        found = prob.min_bottleneck(n_lo=lo, n_hi=hi)
+        found = prob.min_bottleneck(n_lo=lo, n_hi=hi, start=incumbent)
         if found is not None:
             thr = _tie(found[0])
             sol = prob.solve(n_lo=lo, n_hi=hi, interval_max=thr, goal="n", hint=found[1]) or found[1]
@@ -800,7 +860,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     elif objective == "boards":
         n = n_min
         small = problem(n) if n < K else prob  # n boards need only n slots
-        found = small.min_bottleneck(n_lo=n, n_hi=n)
+        found = small.min_bottleneck(n_lo=n, n_hi=n, start=incumbent if incumbent and max(incumbent[0]) + 1 == n else None)
         if found is not None:
             sol = least_latency(small, n, _tie(found[0]), found[1])
     else:
@@ -810,7 +870,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
                     default=n_min)
         small = problem(cap_n) if cap_n < K else prob
         lo_n, hi_n = max(lo, n_min), min(hi, cap_n)
-        found = small.min_latency(n_lo=lo_n, n_hi=hi_n, hint=first)
+        found = small.min_latency(n_lo=lo_n, n_hi=hi_n, hint=incumbent if incumbent and max(incumbent[0]) + 1 <= cap_n else first)
         if found is not None:
             thr = _tie(found[0])
             sol = small.solve(n_lo=lo_n, n_hi=hi_n, latency_max=thr, goal="n", hint=found[1]) or found[1]
@@ -946,7 +1006,9 @@ def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimat
                     build: BuildSettings, board: Board, cap: float, objective: str = "throughput",
                     max_boards: int | None = None, n_stages: int | None = None,
                     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-                    versions: Sequence[Sequence[Any]] | None = None, batch: int = DEFAULT_BATCH) -> tuple[DagPartition, list[tuple[str, ...]]]:
+                    versions: Sequence[Sequence[Any]] | None = None, batch: int = DEFAULT_BATCH,
+                    start: tuple[DagPartition, Mapping[str, LayerSettings]] | None = None,
+                    ) -> tuple[DagPartition, list[tuple[str, ...]]]:
     """:func:`partition_dag` of a model with skip connections under ``settings``; also returns the layer
     names of every stage, in graph order (what :func:`split4ml.plan.api.assemble` takes).
 
@@ -954,6 +1016,10 @@ def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimat
     from :func:`graph_versions`) every unit's version is chosen jointly with the stages; the settings
     of the versions chosen are :func:`chosen_settings`. Versions change reuse factors and strategies,
     never precisions, so the tensors between units are those of ``settings``.
+
+    ``start``: a partition of the same graph and the settings it was made under (the two-step plan),
+    which the joint search starts from (``partition_dag``'s ``start``): each unit takes the version
+    :func:`start_versions` maps its cost to. Ignored without ``versions``.
 
     Raises:
         PlanError: the estimator is not additive (it prices whole boards, e.g. rule4ml).
@@ -966,13 +1032,17 @@ def partition_graph(graph: Graph, settings: Mapping[str, LayerSettings], estimat
                         f"planning model {graph.name!r} (skip connections) needs an additive estimator: use "
                         "--estimator analytic, or a linear calibration of it")
     units, costs, tensors = graph_problem(graph, settings, estimator, build, board)
+    known: tuple[list[int], list[int]] | None = None
     if versions is not None:
         if len(versions) != len(units):
             raise ValueError(f"{len(versions)} version lists for {len(units)} units")
         costs = [[v.costs[0] for v in vs] for vs in versions]
+        if start is not None:
+            mapped = start_versions(graph_problem(graph, start[1], estimator, build, board)[1], costs)
+            known = None if mapped is None else (list(start[0].stage_of), mapped)
     part = partition_dag(costs, tensors, board, cap, objective=objective, max_boards=max_boards, n_stages=n_stages,
                          unit_names=[u[0].name for u in units], shell=estimator.shell_cost(board),
-                         time_limit_s=time_limit_s, batch=batch)
+                         time_limit_s=time_limit_s, batch=batch, start=known)
     order = {lyr.name: i for i, lyr in enumerate(graph.layers)}
     stage_layers = [tuple(sorted((lyr.name for u in members for lyr in units[u]), key=order.__getitem__))
                     for members in part.stage_units]
