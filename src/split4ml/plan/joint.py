@@ -704,7 +704,8 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
                 if hi >= top:
                     return _INF
                 hi = min(top, 2 * hi)
-            lo = hi / 2 if hi > solver.lower_bound() else 0.0
+            # every plan pays the lower bound: met there, nothing is below it to look for
+            lo = hi / 2 if hi > solver.lower_bound() else hi
             for _ in range(200):
                 mid = (lo + hi) / 2
                 # a quarter of the tie tolerance is enough: the plan is then taken at _tie(hi), which
