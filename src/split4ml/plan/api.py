@@ -761,7 +761,7 @@ def _make_dag_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
     if part is None:
         if joint_plan is not None:
             return joint_plan
-        raise (joint_error if isinstance(joint_error, TimeLimitError) else two_step_error) from None
+        raise (joint_error if joint_error is not None else two_step_error) from None  # the joint one knows versions
     plan = proven(make(stage_layers, settings), *((joint_part, part) if joint_part is not None else (part,)))
     if isinstance(joint_error, TimeLimitError) and plan.optimality is not None:
         # the joint search ran out of time before any plan: nothing is proven over its candidates
