@@ -232,11 +232,17 @@ class ChainPrice:
     ``in_place``: per unit, whether hls4ml computes it in place (an io_stream flatten,
     :func:`~split4ml.estimate.hls_rules.relabels_stream`). A stage of such units alone is no
     computation and cannot be built: :meth:`buildable` says which stages every solver may use.
+
+    ``cut_ok``: per cut ``0 .. U``, whether a stage may start or end there (default: every cut). A
+    model with skip connections whose units run in one forced order is priced as a chain whose cuts
+    carry every tensor crossing them; a cut where tensors of two wire types cross is no link
+    (:mod:`split4ml.plan.dag`).
     """
 
     def __init__(self, board: Board, bytes_in: float, bytes_out: Sequence[float], values_in: float = 0.0,
                  values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
-                 io_type: str = "io_parallel", in_place: Sequence[bool] | None = None) -> None:
+                 io_type: str = "io_parallel", in_place: Sequence[bool] | None = None,
+                 cut_ok: Sequence[bool] | None = None) -> None:
         self.board = board
         self.batch = int(batch)
         self.io_type = io_type
@@ -261,11 +267,14 @@ class ChainPrice:
             if flags[j - 1]:
                 self.in_place_from[j] = self.in_place_from[j - 1]
         self.n_computing = n - sum(flags)
+        self.cut_ok = np.ones(n + 1, dtype=bool) if cut_ok is None else np.asarray(cut_ok, dtype=bool)
+        if self.cut_ok.shape != (n + 1,) or not (self.cut_ok[0] and self.cut_ok[-1]):
+            raise ValueError(f"cut_ok needs {n + 1} entries, the first and last True")
 
     def buildable(self, start: Any, end: Any) -> Any:
         """Whether stages ``[start, end)`` hold a unit that computes something (not only in-place
-        units), vectorised."""
-        return np.asarray(start) < self.in_place_from[end]
+        units) and start and end at cuts that may be links, vectorised."""
+        return (np.asarray(start) < self.in_place_from[end]) & self.cut_ok[start] & self.cut_ok[end]
 
     def stage(self, start: Any, end: Any, ii_cycles: Any, latency_cycles: Any, copies: int = 1,
               read: tuple[float, float] | None = None) -> tuple[Any, Any]:

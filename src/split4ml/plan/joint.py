@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ _GRID = 4096
 #: batches; both share them.
 _TABLES: OrderedDict[tuple[bytes, int, bool], tuple[float, np.ndarray, bool]] = OrderedDict()
 _TABLES_SIZE = 4096
+
+
+class Abandoned(Exception):
+    """:func:`solve_joint` gave up, as its caller asked (``exact_only``): a stage's Pareto front would
+    have to be rounded (:meth:`_Solver._coarse`), or the time given ran out."""
 
 
 @dataclass(frozen=True)
@@ -233,13 +239,17 @@ class _Solver:
     def __init__(self, costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, bytes_out: Sequence[float],
                  pool: BoardPool, cap: float, values_in: float = 0.0, values_out: Sequence[float] | None = None,
                  batch: int = DEFAULT_BATCH, io_type: str = "io_parallel",
-                 in_place: Sequence[bool] | None = None) -> None:
+                 in_place: Sequence[bool] | None = None, cut_ok: Sequence[bool] | None = None,
+                 exact_only: bool = False, give_up_at: float | None = None) -> None:
         self.n = len(costs)
+        #: raise Abandoned instead of rounding a front, or once time.monotonic() passes give_up_at
+        self.exact_only = exact_only
+        self.give_up_at = give_up_at
         self.pool = pool
         self.costs = costs
         self.stream = io_type == "io_stream"
         n_types = len(pool.types)
-        self.prices = [ChainPrice(b, bytes_in, bytes_out, values_in, values_out, batch, io_type, in_place)
+        self.prices = [ChainPrice(b, bytes_in, bytes_out, values_in, values_out, batch, io_type, in_place, cut_ok)
                        for b in pool.types]
         self.res: list[list[np.ndarray]] = []  # [t][u] (V_u, 5 or 6): resources, latency_us (, ii_us)
         self.ii: list[list[np.ndarray]] = []  # [t][u] (V_u,) ii_us
@@ -397,6 +407,8 @@ class _Solver:
         front = np.zeros((1, len(cols)))
         paths = np.zeros((1, 0), dtype=int)
         for i in range(j - 1, stop - 1, -1):
+            if self.give_up_at is not None and time.monotonic() > self.give_up_at:
+                raise Abandoned("out of time")
             if not cols:  # resources only, and none can bind: every choice fits
                 yield i, front, np.zeros((1, j - i), dtype=int)
                 continue
@@ -497,6 +509,8 @@ class _Solver:
         hit = _TABLES.get(key)
         if hit is not None and hit[0] >= bound:
             _TABLES.move_to_end(key)
+            if hit[2] and self.exact_only:
+                raise Abandoned("a stage table made with rounded fronts")
             self.rounded |= hit[2]
             return hit[1]
         was, self.rounded = self.rounded, False
@@ -546,6 +560,8 @@ class _Solver:
         because near-equal points merge. Rounding may lose the optimum, so it sets ``self.rounded``."""
         if len(cand) <= _FRONT_LIMIT or len(room) == 0:
             return cand, None
+        if self.exact_only:
+            raise Abandoned(f"a stage front of {len(cand)} points")
         self.rounded = True
         r = len(room)
         scale = np.maximum(room, 1e-9)
@@ -642,7 +658,9 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
                 pool: BoardPool, cap: float, objective: str = "throughput", max_boards: int | None = None,
                 n_stages: int | None = None, unit_names: Sequence[str] | None = None, values_in: float = 0.0,
                 values_out: Sequence[float] | None = None, batch: int = DEFAULT_BATCH,
-                io_type: str = "io_parallel", in_place: Sequence[bool] | None = None) -> JointResult:
+                io_type: str = "io_parallel", in_place: Sequence[bool] | None = None,
+                cut_ok: Sequence[bool] | None = None, exact_only: bool = False,
+                give_up_at: float | None = None) -> JointResult:
     """Cut a chain into stages on the boards of ``pool``, one version per unit, optimally.
 
     Args:
@@ -657,6 +675,10 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
         n_stages: exactly this many stages.
         unit_names: names of the units, for error messages.
         values_in / values_out, batch, io_type, in_place: as :func:`~split4ml.plan.partition.partition_chain`.
+        cut_ok: per cut ``0 .. U``, whether a stage may start or end there (:class:`ChainPrice`).
+        exact_only: raise :class:`Abandoned` as soon as a front would be rounded (the caller has
+            another way to a proven plan) instead of returning a ``rounded`` result.
+        give_up_at: with ``exact_only``, also raise it once ``time.monotonic()`` passes this.
 
     Raises:
         InfeasibleError: no choice of versions, cuts and boards fits; the message names a unit that
@@ -671,7 +693,8 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
     if any(len(vs) == 0 for vs in costs):
         raise ValueError("every unit needs at least one version")
     names = [str(x) for x in unit_names] if unit_names is not None else [f"unit {i}" for i in range(n)]
-    solver = _Solver(costs, bytes_in, bytes_out, pool, cap, values_in, values_out, batch, io_type, in_place)
+    solver = _Solver(costs, bytes_in, bytes_out, pool, cap, values_in, values_out, batch, io_type, in_place, cut_ok,
+                     exact_only, give_up_at if exact_only else None)
     st = solver.states
     allowed = st.count >= 1
     if max_boards is not None:
