@@ -710,9 +710,9 @@ def _make_dag_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
         optimal = reached and all(p.optimal for p in (part, *others))
         if capped:  # CP-SAT searched only some versions: neither optimality nor its bound holds over all
             return replace(plan, optimality=Optimality(False, None, FIRST_KEY[objective],
-                                                       f"CP-SAT (versions capped on {len(capped)} layers)",
+                                                       f"{part.solver} (versions capped on {len(capped)} layers)",
                                                        time_limit_s))
-        return replace(plan, optimality=Optimality(optimal, bound, FIRST_KEY[objective], "CP-SAT", time_limit_s))
+        return replace(plan, optimality=Optimality(optimal, bound, FIRST_KEY[objective], part.solver, time_limit_s))
 
     def make(stage_layers: Sequence[Sequence[str]], sets: Mapping[str, LayerSettings]) -> Plan:
         plan = assemble(graph, header, [StageChoice(tuple(names), board) for names in stage_layers], dict(sets), est)

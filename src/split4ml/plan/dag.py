@@ -59,6 +59,14 @@ solver may then miss a plan that fits by less than 0.001 of a LUT; it never retu
 not fit). Fractional latency cycles (with versions) are counted in thousandths too; the latency
 optimum is then exact up to half a thousandth of a cycle per unit.
 
+**Units in forced order.** When every unit reads the one before it (a residual MLP, a ResNet), links
+only going forward makes every plan's stages runs of consecutive units: the model is a chain whose
+cut ``c`` carries every tensor made before unit ``c`` and read from unit ``c`` on (or sent to the sink),
+and a cut that tensors of two wire types cross is no link (:func:`order_cuts`). The exact joint chain
+DP (:func:`split4ml.plan.joint.solve_joint`, same formulas) then decides, in a fraction of CP-SAT's
+time where stages are short (throughput); it gives up, for CP-SAT to decide, as soon as it would
+have to round a Pareto front or after :data:`ORDER_DP_SHARE` of the time limit.
+
 **Solver.** CP-SAT (OR-Tools): Booleans ``x[u, k]`` (unit ``u`` on stage ``k``), ``y[u, v]`` (unit
 ``u`` as version ``v``, exactly one per unit) and ``z[u, v, k]`` (both; ``sum_v z = x``, ``sum_k z
 = y``; stage resources sum ``z`` times the versions' integer resources), ``used[k]`` and
@@ -115,6 +123,11 @@ LATENCY_MARGIN = 1e-12
 #: Default wall-clock budget of the whole solve, in seconds.
 DEFAULT_TIME_LIMIT_S = 60.0
 _MAX_REFINE = 1000
+#: What a plan of a model in forced order says decided it (``DagPartition.solver``).
+ORDER_DP = "exact DP (units in forced order)"
+#: The share of the time limit the exact chain DP may take on a model in forced order before CP-SAT
+#: takes over (``partition_dag``).
+ORDER_DP_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,8 @@ class DagPartition:
     solve_s: float = 0.0
     n_solves: int = 0
     bound: float | None = None
+    #: what decided: ``CP-SAT``, or :data:`ORDER_DP` for units in forced order
+    solver: str = "CP-SAT"
 
     @property
     def n_stages(self) -> int:
@@ -682,6 +697,67 @@ class _Problem:
         return best, sol
 
 
+def in_forced_order(n_units: int, tensors: Sequence[Tensor]) -> bool:
+    """Whether every unit reads the one before it. Links only go forward, so every plan's stages are
+    then runs of consecutive units: a chain, whose cut ``c`` carries every tensor made before unit
+    ``c`` and read from unit ``c`` on, or sent to the sink (:func:`order_cuts`). A residual MLP or
+    ResNet is such a model."""
+    reads_previous = {v for t in tensors if t.producer >= 0 for v in t.consumers if v == t.producer + 1}
+    return all(v in reads_previous for v in range(1, n_units))
+
+
+def order_cuts(n_units: int, tensors: Sequence[Tensor]) -> tuple[list[float], list[float], list[bool]]:
+    """Per cut ``c`` in ``0 .. U`` of a model in forced order (:func:`in_forced_order`): the bytes and
+    values per sample of the tensors crossing it (made before unit ``c``; read by unit ``c`` or later, or
+    a model output: :func:`link_loads` for stages that are runs), and whether it may be a link (at most
+    one wire type crosses it)."""
+    typed = len({t.type for t in tensors if t.type}) > 1
+    n_bytes, n_values, ok = [], [], []
+    for c in range(n_units + 1):
+        crossing = [t for t in tensors if t.producer < c and (t.output or max(t.consumers, default=-1) >= c)]
+        n_bytes.append(sum(t.n_bytes for t in crossing))
+        n_values.append(sum(t.n_values for t in crossing))
+        ok.append(not typed or len({t.type for t in crossing if t.type}) <= 1 or c in (0, n_units))
+    return n_bytes, n_values, ok
+
+
+def _partition_in_order(versions: Sequence[Sequence[Cost]], tensors: Sequence[Tensor], board: Board, cap: float,
+                        shell: Cost, objective: str, max_boards: int | None, n_stages: int | None,
+                        names: Sequence[str], batch: int, started: float, budget_s: float) -> DagPartition | None:
+    """The optimal partition of a model in forced order by the exact joint chain DP
+    (:func:`split4ml.plan.joint.solve_joint`, which brute-force tests check), priced by the same
+    formulas. None as soon as that DP would have to round a Pareto front, or after ``budget_s`` seconds
+    (long stages of many versions, e.g. the fewest boards: CP-SAT is then the faster way to a proof),
+    or when it finds no plan (CP-SAT then decides, with its own messages)."""
+    from .joint import Abandoned, BoardPool, solve_joint
+
+    n = len(versions)
+    n_bytes, n_values, ok = order_cuts(n, tensors)
+    limit = n if max_boards is None else min(n, max_boards)
+    pool = BoardPool(types=(board,), counts=(limit,), shells=(shell,))
+    try:
+        res = solve_joint([[[c] for c in vs] for vs in versions], n_bytes[0], n_bytes[1:], pool, cap,
+                          objective=objective, max_boards=max_boards, n_stages=n_stages, unit_names=names,
+                          values_in=n_values[0], values_out=n_values[1:], batch=batch, cut_ok=ok, exact_only=True,
+                          give_up_at=time.monotonic() + budget_s)
+    except (InfeasibleError, Abandoned):
+        return None
+    if res.rounded:  # pragma: no cover - exact_only raises first
+        return None
+    stage_of = [k for k, (i, j) in enumerate(res.ranges) for _ in range(i, j)]
+    ver = list(res.choice)
+    costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, shell,
+                                     batch)
+    _, which = link_loads(stage_of, tensors)
+    value = {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us,
+             "boards": float(res.n_stages)}[objective]
+    return DagPartition(stage_of=tuple(stage_of), version_of=tuple(ver),
+                        stage_units=tuple(tuple(range(i, j)) for i, j in res.ranges), stage_costs=tuple(costs),
+                        link_bytes=tuple(loads), link_tensors=tuple(tuple(w) for w in which), metrics=metrics,
+                        objective=objective, optimal=True, solve_s=time.monotonic() - started, n_solves=0,
+                        bound=value, solver=ORDER_DP)
+
+
 def _check_start(start: tuple[Sequence[int], Sequence[int]] | None, versions: Sequence[Sequence[Cost]],
                  tensors: Sequence[Tensor], board: Board, cap: float, shell: Cost, n_lo: int,
                  n_hi: int) -> Sol | None:
@@ -786,12 +862,6 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     if isolate is None:
         flag = os.environ.get("SPLIT4ML_CPSAT_ISOLATE", "")
         isolate = flag == "1" or (flag != "0" and not cpsat_in_process_safe())
-    if isolate:
-        return _solve_in_child(dict(unit_costs=list(unit_costs), tensors=list(tensors), board=board, cap=cap,
-                                    objective=objective, max_boards=max_boards, n_stages=n_stages,
-                                    unit_names=None if unit_names is None else list(unit_names), shell=shell,
-                                    time_limit_s=time_limit_s, workers=workers, batch=batch,
-                                    start=None if start is None else (list(start[0]), list(start[1]))))
     started = time.monotonic()
     versions = [[c] if isinstance(c, Cost) else list(c) for c in unit_costs]
     if any(not vs for vs in versions):
@@ -815,6 +885,17 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     if n_stages is not None and n_stages > U:
         raise InfeasibleError(f"asked for exactly {n_stages} stages but the model has only {U} units (layers with "
                               f"their activations); use at most {U} boards")
+    if in_forced_order(U, tensors):  # every plan is a chain of runs: the exact chain DP decides
+        done = _partition_in_order(versions, tensors, board, cap, sh, objective, max_boards, n_stages, names,
+                                   batch, started, ORDER_DP_SHARE * time_limit_s)
+        if done is not None:
+            return done
+    if isolate:
+        return _solve_in_child(dict(unit_costs=list(unit_costs), tensors=list(tensors), board=board, cap=cap,
+                                    objective=objective, max_boards=max_boards, n_stages=n_stages,
+                                    unit_names=None if unit_names is None else list(unit_names), shell=shell,
+                                    time_limit_s=time_limit_s, workers=workers, batch=batch,
+                                    start=None if start is None else (list(start[0]), list(start[1]))))
     limit = min(U, max_boards) if max_boards is not None else U
     K = n_stages if n_stages is not None else limit
     deadline = time.monotonic() + time_limit_s
