@@ -126,12 +126,16 @@ def _assert_keys(got: tuple[float, ...], want: tuple[float, ...]) -> None:
         assert g <= _tie(w) and w <= _tie(g), (got, want)
 
 
-def _random_dag(rng: random.Random, n_units: int, float_bytes: bool = False) -> tuple[list[Cost], list[Tensor]]:
+def _random_dag(rng: random.Random, n_units: int, float_bytes: bool = False,
+                forced: bool = True) -> tuple[list[Cost], list[Tensor]]:
     """A DAG: every unit reads the one before it, some also an earlier unit or the model input (skips);
-    units nobody reads are model outputs."""
+    units nobody reads are model outputs. Not ``forced`` (and at least 3 units): unit 1 reads the model
+    input instead of unit 0, and unit 2 reads both, so the units do not run in one forced order."""
     inputs: list[list[int]] = []
     for v in range(n_units):
-        ins = [v - 1]
+        ins = [v - 1] if forced or v != 1 else [-1]
+        if not forced and v == 2:
+            ins.append(0)
         if v >= 1 and rng.random() < 0.45:
             ins.append(rng.randrange(-1, v - 1))
         inputs.append(sorted(set(ins)))
@@ -151,14 +155,9 @@ def _random_dag(rng: random.Random, n_units: int, float_bytes: bool = False) -> 
 # --------------------------------------------------------------------------- brute force comparisons
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("board", [TINY, ODD], ids=["tiny", "odd"])
-@pytest.mark.parametrize("time_scale", [dag.TIME_SCALE, 1], ids=["ps", "coarse"])
-def test_random_dags_match_brute_force(objective: str, board: Board, time_scale: int,
-                                       monkeypatch: pytest.MonkeyPatch, way: str) -> None:
-    # with a coarse proxy (whole microseconds) the bottleneck proxy is far off; the exact
+def test_random_dags_match_brute_force(objective: str, board: Board, way: str) -> None:
+    # cp-sat-coarse: with whole-microsecond proxy times the bottleneck proxy is far off; the exact
     # refinement must still reach the brute-force optimum
-    if way == "order-dp" and time_scale != dag.TIME_SCALE:
-        pytest.skip("the chain DP has no proxy")
-    monkeypatch.setattr(dag, "TIME_SCALE", time_scale)
     rng = random.Random(f"{objective}-{board.name}")
     checked = 0
     for case in range(24):
@@ -322,7 +321,8 @@ def test_resnet_sized_dag_solves_in_seconds() -> None:
 # --------------------------------------------------------------------------- child process
 def test_child_process_solve_equals_in_process() -> None:
     rng = random.Random(5)
-    units, tensors = _random_dag(rng, 7)
+    units, tensors = _random_dag(rng, 7, forced=False)  # CP-SAT, not the chain DP, decides
+    assert not dag.in_forced_order(len(units), tensors)
     here = partition_dag(units, tensors, TINY, 0.85, objective="latency", max_boards=3, isolate=False)
     child = partition_dag(units, tensors, TINY, 0.85, objective="latency", max_boards=3, isolate=True)
     assert child.stage_of == here.stage_of and child.metrics == here.metrics and child.optimal
@@ -436,7 +436,7 @@ def test_resnet_planned_on_pynq_boards_is_bit_exact(resnet) -> None:
     assert res.bit_exact and res.samples == 48 and res.n_boards == 3 and res.max_abs_diff == 0.0
 
 
-def test_latency_refinement_beats_a_misleading_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_latency_refinement_beats_a_misleading_proxy(monkeypatch: pytest.MonkeyPatch, cp_sat: None) -> None:
     # With whole-microsecond proxy times every weight is rounded (a stage's fixed 2.6 us plus frame
     # overhead, a byte's 1.4 us per sample of the batch): the proxy misjudges the trade of boards for
     # bytes on the links, and the exact refinement must still reach the brute-force optimum.
@@ -451,7 +451,7 @@ def test_latency_refinement_beats_a_misleading_proxy(monkeypatch: pytest.MonkeyP
         _assert_keys(_keys_of(part, "latency"), _best_keys(rows, "latency"))
 
 
-def test_time_limit_returns_the_best_plan_so_far() -> None:
+def test_time_limit_returns_the_best_plan_so_far(cp_sat: None) -> None:
     # 29 units and no board limit: a slot per unit; 0.5 s is too little to prove the optimum
     rng = random.Random(9)
     inputs: list[list[int]] = [[-1]]
@@ -520,7 +520,7 @@ def test_two_branch_concatenate_model_is_the_brute_force_optimum(objective: str)
     assert any("x" in st.output.tensors for st in plan.stages)
 
 
-def test_tensors_of_different_types_never_share_a_link() -> None:
+def test_tensors_of_different_types_never_share_a_link(way: str) -> None:
     """u0 feeds u1 and (skip) u2. With t0 and t1 of different types, three stages would send both over
     link 1 in one wire: infeasible. Two stages may cut only before or after the pair."""
     unit = Cost(lut=100, ff=100, latency_cycles=5, ii_cycles=1)

@@ -159,7 +159,7 @@ def test_a_plan_stopped_by_the_time_limit_says_so(graph: Graph, monkeypatch, cap
 
     monkeypatch.setattr(dag, "partition_dag", stopped)
     plan = make_plan(graph, model="res.keras", board=get_board("pynq-z2"), time_limit_s=20.0, batch=8)
-    assert len(calls) == 2 and calls[0] <= 20.0  # the joint solve, then the two-step one in what is left
+    assert len(calls) == 2 and calls[0] <= 20.0  # the two-step solve, then the joint one in what is left
     opt = plan.optimality
     assert not opt.optimal and opt.key == "bottleneck_us" and opt.time_limit_s == 20.0
     assert opt.bound <= plan.metrics.bottleneck_us and opt.bound > 0

@@ -55,13 +55,9 @@ def _keys_rows(rows):
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("board", [TINY, ODD, NARROW], ids=["tiny", "odd", "narrow"])
-@pytest.mark.parametrize("time_scale", [dag.TIME_SCALE, 1], ids=["ps", "coarse"])
-def test_random_dags_with_versions_match_brute_force(objective: str, board: Board, time_scale: int,
-                                                     monkeypatch: pytest.MonkeyPatch, way: str) -> None:
-    # with a coarse proxy (whole microseconds) the exact refinement must still reach the optimum
-    if way == "order-dp" and time_scale != dag.TIME_SCALE:
-        pytest.skip("the chain DP has no proxy")
-    monkeypatch.setattr(dag, "TIME_SCALE", time_scale)
+def test_random_dags_with_versions_match_brute_force(objective: str, board: Board, way: str) -> None:
+    # cp-sat-coarse: with a coarse proxy (whole microseconds) the exact refinement must still reach
+    # the optimum
     rng = random.Random(f"versions-{objective}-{board.name}")
     checked = joint_mattered = 0
     for case in range(12):
@@ -205,7 +201,8 @@ def test_resnet_joint_settings_reach_the_plan_and_pinned_ones_stay(resnet_graph)
 
 def test_versions_solved_in_a_child_process_give_the_same_plan() -> None:
     rng = random.Random("child")
-    base, tensors = _random_dag(rng, 5)
+    base, tensors = _random_dag(rng, 5, forced=False)  # CP-SAT, not the chain DP, decides
+    assert not dag.in_forced_order(len(base), tensors)
     versions = _versions(rng, base, [3, 2, 1, 3, 2])
     here = partition_dag(versions, tensors, TINY, 0.85, max_boards=3, isolate=False)
     there = partition_dag(versions, tensors, TINY, 0.85, max_boards=3, isolate=True)
@@ -213,11 +210,10 @@ def test_versions_solved_in_a_child_process_give_the_same_plan() -> None:
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_a_start_plan_changes_the_search_not_the_optimum(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``start`` (the two-step plan make_plan hands the joint search): every feasible plan given as
+def test_a_start_plan_changes_the_search_not_the_optimum(objective: str, cp_sat: None) -> None:
+    """``start`` (the two-step plan make_plan hands CP-SAT's joint search): every feasible plan given as
     the start, the worst included, still ends at the brute-force optimum; a start that breaks a rule
     is not used (and the optimum is still found)."""
-    monkeypatch.setattr(dag, "in_forced_order", lambda n_units, tensors: False)  # a start serves CP-SAT
     rng = random.Random(f"start-{objective}")
     checked = 0
     for case in range(10):

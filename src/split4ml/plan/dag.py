@@ -124,7 +124,7 @@ LATENCY_MARGIN = 1e-12
 DEFAULT_TIME_LIMIT_S = 60.0
 _MAX_REFINE = 1000
 #: What a plan of a model in forced order says decided it (``DagPartition.solver``).
-ORDER_DP = "exact DP (units in forced order)"
+ORDER_DP = "exact DP, units in forced order"
 #: The share of the time limit the exact chain DP may take on a model in forced order before CP-SAT
 #: takes over (``partition_dag``).
 ORDER_DP_SHARE = 0.05
