@@ -34,6 +34,23 @@ def test_user_board_file(tmp_path):
     assert get_board(str(f)).name == "tiny"  # a path in place of a name
 
 
+def test_board_names_are_read_in_any_case_unless_two_differ_only_in_case(tmp_path):
+    """As hls4ml reads its options: ``--board PYNQ-Z2`` is the catalogue's pynq-z2. A board file may
+    add a board whose name differs from another only in case; then only the exact name picks it."""
+    assert get_board("PYNQ-Z2") == get_board("pynq-z2") and get_board("Alveo-U250").name == "alveo-u250"
+    f = tmp_path / "twins.yaml"
+    f.write_text(
+        "boards:\n"
+        "  - name: Pynq-Z2\n    part: xc7z020clg400-1\n    resources: {lut: 53200, ff: 106400, dsp: 220, bram18: 280}\n"
+        "    clock_mhz: 100\n    backend: VivadoAccelerator\n    hls4ml_board: pynq-z2\n"
+        "    link: {bandwidth_mbps: 100, latency_us: 500}\n"
+    )
+    assert get_board("Pynq-Z2", [f]).link.bandwidth_mbps == 100  # the exact name
+    assert get_board("pynq-z2", [f]).link.bandwidth_mbps != 100
+    with pytest.raises(BoardError, match="differ only in case"):
+        get_board("PYNQ-Z2", [f])
+
+
 def test_board_errors_name_the_field(tmp_path):
     with pytest.raises(BoardError, match="unknown board 'nope'.*pynq-z2"):
         get_board("nope")

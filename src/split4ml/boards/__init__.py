@@ -166,14 +166,21 @@ def catalogue(board_files: list[str | Path] | tuple[str | Path, ...] = ()) -> di
 
 
 def get_board(name: str, board_files: list[str | Path] | tuple[str | Path, ...] = ()) -> Board:
-    """Look a board up by name, or load it from a YAML path given in place of the name."""
+    """Look a board up by name, in any case (``PYNQ-Z2`` is ``pynq-z2``) unless two boards' names differ
+    only in case, or load it from a YAML path given in place of the name."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         found = load_board_file(name)
         if len(found) != 1:
             raise BoardError(f"board file {name} holds {len(found)} boards; pass --board NAME --board-file {name}")
         return next(iter(found.values()))
     boards = catalogue(board_files)
-    if name not in boards:
-        raise BoardError(f"unknown board {name!r}; known boards: {', '.join(sorted(boards))}. "
-                         "Add your own with --board-file my_board.yaml")
-    return boards[name]
+    if name in boards:
+        return boards[name]
+    same = [b for b in boards if b.lower() == name.lower()]
+    if len(same) == 1:
+        return boards[same[0]]
+    if same:
+        raise BoardError(f"board {name!r} matches {', '.join(sorted(same))}, whose names differ only in case; "
+                         "give the exact name")
+    raise BoardError(f"unknown board {name!r}; known boards: {', '.join(sorted(boards))}. "
+                     "Add your own with --board-file my_board.yaml")
