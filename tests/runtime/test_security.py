@@ -14,6 +14,7 @@ from runtime_helpers import RESULT, dense_stage
 from split4ml.runtime.node import NodeOptions, serve_node
 from split4ml.runtime.security import LAUNCHER, Keys, make_keys
 from split4ml.runtime.spec import spec_from_pipeline
+from split4ml.runtime.transport import HANGUP_GRACE_S
 from split4ml.runtime.wire import SINK, Expect, decode_frame, encode_frame, encode_stop
 from split4ml.stages import linear_pipeline
 from split4ml.verify import random_inputs
@@ -177,6 +178,9 @@ def test_attacks_on_a_running_pipeline_are_rejected_counted_and_lose_nothing(mlp
             time.sleep(1.0)
         finally:
             ctx.destroy(linger=2000)
+        # the attacker's hang-up is a disconnect the node counts only once it is HANGUP_GRACE_S old
+        # (producers hang up when a run stops); on a fast machine the 80 samples can be through sooner
+        time.sleep(HANGUP_GRACE_S + 0.5)
 
     n = 80
     rep = run_pipeline(pipeline, random_inputs(whole.input_type, whole.input_shape, n, seed=5), whole,
