@@ -330,6 +330,29 @@ def test_child_process_solve_equals_in_process() -> None:
         partition_dag([Cost(lut=5000)], chain_tensors(4.0, [4.0]), TINY, 0.85, unit_names=["big"], isolate=True)
 
 
+
+def test_an_isolated_solve_tries_the_chain_dp_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the DP gives up (as on long stages); the child process must not try it again, and gets the time left
+    rng = random.Random(5)
+    units, tensors = _random_dag(rng, 7)
+    assert dag.in_forced_order(len(units), tensors)
+    tries: list[int] = []
+    sent: list[dict] = []
+
+    def gives_up(*args: object) -> None:
+        tries.append(1)
+        return None
+
+    def child(kwargs: dict) -> dag.DagPartition:  # the child process, run here so that its DP tries count
+        sent.append(kwargs)
+        return partition_dag(**kwargs, isolate=False)
+
+    monkeypatch.setattr(dag, "_partition_in_order", gives_up)
+    monkeypatch.setattr(dag, "_solve_in_child", child)
+    part = partition_dag(units, tensors, TINY, 0.85, max_boards=3, isolate=True, time_limit_s=50.0)
+    assert len(tries) == 1 and part.solver == "CP-SAT" and part.optimal
+    assert sent[0]["order_dp"] is False and sent[0]["time_limit_s"] <= 50.0
+
 # --------------------------------------------------------------------------- a ResNet-style model, planned
 @pytest.fixture(scope="module")
 def resnet():

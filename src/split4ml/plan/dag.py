@@ -749,13 +749,17 @@ def _partition_in_order(versions: Sequence[Sequence[Cost]], tensors: Sequence[Te
     costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, shell,
                                      batch)
     _, which = link_loads(stage_of, tensors)
-    value = {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us,
-             "boards": float(res.n_stages)}[objective]
+    value = _first_key(metrics, res.n_stages, objective)
     return DagPartition(stage_of=tuple(stage_of), version_of=tuple(ver),
                         stage_units=tuple(tuple(range(i, j)) for i, j in res.ranges), stage_costs=tuple(costs),
                         link_bytes=tuple(loads), link_tensors=tuple(tuple(w) for w in which), metrics=metrics,
                         objective=objective, optimal=True, solve_s=time.monotonic() - started, n_solves=0,
                         bound=value, solver=ORDER_DP)
+
+
+def _first_key(metrics: PipelineMetrics, n_stages: int, objective: str) -> float:
+    """The figure ``objective`` minimises first: the bottleneck interval, the latency (us) or the boards."""
+    return {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us, "boards": float(n_stages)}[objective]
 
 
 def _check_start(start: tuple[Sequence[int], Sequence[int]] | None, versions: Sequence[Sequence[Cost]],
@@ -827,7 +831,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
                   unit_names: Sequence[str] | None = None, shell: Cost | None = None,
                   time_limit_s: float = DEFAULT_TIME_LIMIT_S, workers: int = 1,
                   isolate: bool | None = None, batch: int = DEFAULT_BATCH,
-                  start: tuple[Sequence[int], Sequence[int]] | None = None) -> DagPartition:
+                  start: tuple[Sequence[int], Sequence[int]] | None = None,
+                  order_dp: bool = True) -> DagPartition:
     """Assign the units of a DAG to pipeline stages on ``board`` s, optimally for ``objective``.
 
     Args:
@@ -854,6 +859,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
             It changes how fast the optimum is found and proven, not the optimum. A start that breaks a
             rule (a stage over the cap, a link that goes back, two wire types on a link, the board
             limits) is not used.
+        order_dp: give units in forced order to the chain DP first (above). The child process of an
+            isolated solve is told not to: its parent has already tried.
 
     Raises:
         InfeasibleError: a unit does not fit one board alone (named, with the resources over the
@@ -885,7 +892,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     if n_stages is not None and n_stages > U:
         raise InfeasibleError(f"asked for exactly {n_stages} stages but the model has only {U} units (layers with "
                               f"their activations); use at most {U} boards")
-    if in_forced_order(U, tensors):  # every plan is a chain of runs: the exact chain DP decides
+    if order_dp and in_forced_order(U, tensors):  # every plan is a chain of runs: the exact chain DP decides
         done = _partition_in_order(versions, tensors, board, cap, sh, objective, max_boards, n_stages, names,
                                    batch, started, ORDER_DP_SHARE * time_limit_s)
         if done is not None:
@@ -894,7 +901,8 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
         return _solve_in_child(dict(unit_costs=list(unit_costs), tensors=list(tensors), board=board, cap=cap,
                                     objective=objective, max_boards=max_boards, n_stages=n_stages,
                                     unit_names=None if unit_names is None else list(unit_names), shell=shell,
-                                    time_limit_s=time_limit_s, workers=workers, batch=batch,
+                                    time_limit_s=max(time_limit_s - (time.monotonic() - started), 1e-3),
+                                    workers=workers, batch=batch, order_dp=False,
                                     start=None if start is None else (list(start[0]), list(start[1]))))
     limit = min(U, max_boards) if max_boards is not None else U
     K = n_stages if n_stages is not None else limit
@@ -965,8 +973,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     _, which = link_loads(stage_of, tensors)
     stage_units = tuple(tuple(u for u in range(U) if stage_of[u] == k) for k in range(max(stage_of) + 1))
     optimal = all(p.optimal for p in problems)
-    value = {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us,
-             "boards": float(len(stage_units))}[objective]
+    value = _first_key(metrics, len(stage_units), objective)
     goal = {"throughput": "bottleneck", "latency": "latency", "boards": "n"}[objective]
     bounds = [b for b in (p.lower_bound(goal) for p in problems) if b is not None]
     bound = value if optimal else (min(max(bounds), value) if bounds else None)
