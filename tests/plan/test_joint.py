@@ -267,18 +267,23 @@ def test_shell_of_each_type_is_charged() -> None:
     assert pool.n_boards == 2
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_pareto_front_equals_pairwise_definition(k: int) -> None:
     import numpy as np
 
-    from split4ml.plan.joint import _pareto
+    from split4ml.plan.joint import _distinct, _pareto
 
     rng = np.random.default_rng(k)
-    for n in (1, 7, 60, 1300):
-        pts = rng.integers(0, 15, size=(n, k)).astype(float)
+    for n, top in ((1, 15), (7, 15), (60, 15), (1300, 15), (3000, 400)):
+        pts = rng.integers(0, top, size=(n, k)).astype(float)
         uniq = np.unique(pts, axis=0)
         want = [r for r in uniq if not ((uniq <= r).all(axis=1) & (uniq < r).any(axis=1)).any()]
-        assert np.array_equal(np.unique(pts[_pareto(pts)], axis=0), np.array(want).reshape(-1, k))
+        got = _pareto(pts)
+        assert np.array_equal(np.unique(pts[got], axis=0), np.array(want).reshape(-1, k))
+        # one index per set of equal rows, the first of them
+        assert len(got) == len(want)
+        assert all(int(np.nonzero((pts == pts[i]).all(axis=1))[0][0]) == i for i in got)
+        assert np.array_equal(_distinct(pts), np.unique(pts, axis=0, return_index=True)[1])
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])

@@ -67,6 +67,8 @@ from .metrics import DEFAULT_BATCH, BoardLoad, Endpoint, PipelineMetrics, group_
 _INF = math.inf
 _NRES = len(RESOURCES)
 _CHUNK = 512  # Pareto pruning compares points pairwise in blocks of this many
+#: Pareto pruning first compares every point with this many of least scaled sum
+_STRONG = 64
 #: A front larger than this has its resource sums rounded up to a grid of the room (see _Solver._coarse).
 _FRONT_LIMIT = 1000
 #: More candidates than this (a front times a unit's versions) are rounded before the Pareto pruning.
@@ -160,39 +162,95 @@ class JointResult:
         return tuple(zip(self.bounds[:-1], self.bounds[1:], strict=True))
 
 
+def _dominated(front: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Mask of the rows of ``pts`` that some row of ``front`` is <= in every column (column by column:
+    a reduction over a short last axis is far slower in numpy than a few 2-D comparisons)."""
+    out = np.zeros(len(pts), dtype=bool)
+    for f0 in range(0, len(front), _CHUNK):
+        f = front[f0:f0 + _CHUNK]
+        le = f[None, :, 0] <= pts[:, None, 0]
+        for c in range(1, pts.shape[1]):
+            le &= f[None, :, c] <= pts[:, None, c]
+        out |= le.any(axis=1)
+    return out
+
+
+def _distinct(points: np.ndarray) -> np.ndarray:
+    """Indices of the first of each set of equal rows of ``points``, in lexicographic order of the rows
+    (as ``np.unique(points, axis=0, return_index=True)``, several times faster)."""
+    n, k = points.shape
+    if k == 0:
+        return np.arange(min(n, 1))
+    order = np.lexsort(points.T[::-1])  # stable: equal rows keep their order
+    if n > 1:
+        pts = points[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = (pts[1:] != pts[:-1]).any(axis=1)
+        order = order[new]
+    return order
+
+
+def _n_distinct(steps: np.ndarray, g: int, rest: np.ndarray) -> int:
+    """How many distinct rows ``[steps, rest]`` has, where ``steps`` holds whole numbers in ``[0, g]``
+    (resources rounded to a grid, :meth:`_Solver._coarse`): they are packed into one integer key
+    (``g <= _GRID`` and at most four resources fit in 64 bits), so only the key and ``rest`` are sorted."""
+    if len(steps) <= 1:
+        return len(steps)
+    key = np.zeros(len(steps), dtype=np.int64)
+    for c in range(steps.shape[1]):
+        key = key * (g + 1) + steps[:, c].astype(np.int64)
+    order = np.lexsort([*(rest[:, c] for c in range(rest.shape[1] - 1, -1, -1)), key])
+    k, r = key[order], rest[order]
+    return 1 + int(((k[1:] != k[:-1]) | (r[1:] != r[:-1]).any(axis=1)).sum())
+
+
 def _pareto(points: np.ndarray) -> np.ndarray:
     """Indices of the rows of ``points`` no other row dominates (<= everywhere, < somewhere);
-    one index per set of equal rows.
+    one index per set of equal rows (the first).
 
     Rows are sorted lexicographically first, so a row can only be dominated by an earlier one: one
-    or two columns take a linear sweep, more columns a blockwise check against the front so far.
+    or two columns take a linear sweep, more columns a blockwise check against the front so far,
+    after a cheap first pass against the few rows of least (scaled) sum, which dominate most of the
+    rest.
     """
-    pts, first = np.unique(points, axis=0, return_index=True)
+    order = _distinct(points)
+    pts = points[order]
     n, k = pts.shape
     if n <= 1 or k <= 1:
-        return first[:1]
+        return order[:1]
     if k == 2:
         ys = pts[:, 1]
         before = np.minimum.accumulate(np.concatenate([[_INF], ys[:-1]]))
-        return first[ys < before]
+        return order[ys < before]
+    if n > _STRONG:
+        low = pts.min(axis=0)
+        span = pts.max(axis=0) - low
+        strong = np.argsort(((pts - low) / np.where(span > 0, span, 1.0)).sum(axis=1), kind="stable")[:_STRONG]
+        le = pts[strong][None, :, 0] <= pts[:, None, 0]
+        for c in range(1, k):
+            le &= pts[strong][None, :, c] <= pts[:, None, c]
+        le[strong, np.arange(_STRONG)] = False  # rows are unique: only a row itself is <= and not <
+        alive = np.nonzero(~le.any(axis=1))[0]
+    else:
+        alive = np.arange(n)
     front = np.empty((0, k))
     kept: list[np.ndarray] = []
-    for a0 in range(0, n, _CHUNK):
-        blk = pts[a0:a0 + _CHUNK]
-        idx = np.arange(a0, min(a0 + _CHUNK, n))
+    for a0 in range(0, len(alive), _CHUNK):
+        idx = alive[a0:a0 + _CHUNK]
+        blk = pts[idx]
         if len(front):
-            dom = np.zeros(len(blk), dtype=bool)
-            for f0 in range(0, len(front), _CHUNK):
-                dom |= (front[None, f0:f0 + _CHUNK, :] <= blk[:, None, :]).all(axis=2).any(axis=1)
-            blk, idx = blk[~dom], idx[~dom]
+            keep = ~_dominated(front, blk)
+            blk, idx = blk[keep], idx[keep]
         if len(blk) > 1:
-            le = (blk[:, None, :] <= blk[None, :, :]).all(axis=2)  # le[a, b]: row a <= row b
+            le = blk[:, None, 0] <= blk[None, :, 0]  # le[a, b]: row a <= row b
+            for c in range(1, k):
+                le &= blk[:, None, c] <= blk[None, :, c]
             np.fill_diagonal(le, False)  # rows are unique: a != b and <= everywhere is dominance
             mine = ~le.any(axis=0)
             blk, idx = blk[mine], idx[mine]
         front = np.vstack([front, blk])
         kept.append(idx)
-    return first[np.concatenate(kept)]
+    return order[np.concatenate(kept)]
 
 
 class _States:
@@ -406,6 +464,7 @@ class _Solver:
         room = self.room[t][cols[:n_res]]
         front = np.zeros((1, len(cols)))
         paths = np.zeros((1, 0), dtype=int)
+        grid = _GRID  # of the last rounding (see _coarse)
         for i in range(j - 1, stop - 1, -1):
             if self.give_up_at is not None and time.monotonic() > self.give_up_at:
                 raise Abandoned("out of time")
@@ -424,12 +483,12 @@ class _Solver:
             if len(cand) == 0:
                 return
             if len(cand) > _CAND_LIMIT:  # too many to compare pairwise: round first
-                cand, fits = self._coarse(cand, room)
+                cand, fits, grid = self._coarse(cand, room, 2 * grid)
                 if fits is not None:
                     parent, version = parent[fits], version[fits]
             pick = _pareto(cand)
             if len(pick) > _FRONT_LIMIT:
-                cand, fits = self._coarse(cand[pick], room)
+                cand, fits, grid = self._coarse(cand[pick], room, 2 * grid)
                 parent, version = parent[pick], version[pick]
                 if fits is not None:
                     parent, version = parent[fits], version[fits]
@@ -552,26 +611,30 @@ class _Solver:
             top = max(top, lat + 2 * cut, float(pr.link_us.max()), pr.per_frame)
         return top * (1 + 1e-9) + 1e-9
 
-    def _coarse(self, cand: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(cand, None)``, or, when ``cand`` holds more than ``_FRONT_LIMIT`` points, ``cand`` with its
-        resource columns rounded *up* to a grid of ``room / g`` and the mask of the rows that still
-        fit, ``g`` halved from ``_GRID`` until the rounded points have at most ``_FRONT_LIMIT`` distinct
-        values (or ``g`` reaches 8). A stage that fits after rounding fits for real; the front shrinks
-        because near-equal points merge. Rounding may lose the optimum, so it sets ``self.rounded``."""
+    def _coarse(self, cand: np.ndarray, room: np.ndarray, grid: int = _GRID) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """``(cand, None, grid)``, or, when ``cand`` holds more than ``_FRONT_LIMIT`` points, ``cand`` with
+        its resource columns rounded *up* to a grid of ``room / g``, the mask of the rows that still
+        fit, and ``g``: ``g`` halved from ``grid`` (at most ``_GRID``) until the rounded points have at
+        most ``_FRONT_LIMIT`` distinct values (or ``g`` reaches 8). A stage that fits after rounding fits
+        for real; the front shrinks because near-equal points merge. Rounding may lose the optimum, so
+        it sets ``self.rounded``. :meth:`_fronts` starts each step from twice the grid of its last
+        rounding: a front grows step by step, so most steps then count the distinct points once or
+        twice, not nine times, and a rebuilt front (:meth:`stage_choice`) rounds the same way."""
         if len(cand) <= _FRONT_LIMIT or len(room) == 0:
-            return cand, None
+            return cand, None, grid
         if self.exact_only:
             raise Abandoned(f"a stage front of {len(cand)} points")
         self.rounded = True
         r = len(room)
         scale = np.maximum(room, 1e-9)
-        g = _GRID
+        rest = cand[:, r:]
+        g = min(grid, _GRID)
         while True:
-            out = cand.copy()
-            out[:, :r] = np.ceil(out[:, :r] / scale * g) / g * scale
+            steps = np.ceil(cand[:, :r] / scale * g)
+            out = np.column_stack([steps / g * scale, rest])
             fits = (out[:, :r] <= room).all(axis=1)
-            if g <= 8 or len(np.unique(out[fits], axis=0)) <= _FRONT_LIMIT:
-                return out[fits], fits
+            if g <= 8 or _n_distinct(steps[fits], g, rest[fits]) <= _FRONT_LIMIT:
+                return out[fits], fits, g
             g //= 2
 
     def stage_choice(self, t: int, i: int, j: int, bound: float) -> list[int]:
