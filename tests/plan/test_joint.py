@@ -347,3 +347,65 @@ def test_in_place_units_never_make_a_stage_alone(objective: str, seed: int) -> N
             continue
         assert not any(all(in_place[i:j]) for i, j in res.ranges), res.ranges
         _check(res, costs, 784.0, bytes_out, pool, 0.85, objective, in_place=in_place, **kw)
+
+
+def test_a_thinned_front_keeps_real_points_the_least_latency_of_each_cell(monkeypatch) -> None:
+    """Thinning a front (``_coarse``) keeps points as they are (real sums of versions, so what fits,
+    fits, and no error adds up over a long stage), at most ``_FRONT_LIMIT`` of them, one per cell of
+    the grid it chose, and in each cell the point of least latency."""
+    import numpy as np
+
+    import split4ml.plan.joint as joint
+
+    monkeypatch.setattr(joint, "_FRONT_LIMIT", 150)
+    costs = [[[Cost(lut=100.0, dsp=1.0, latency_cycles=10.0)]]]
+    solver = joint._Solver(costs, 8.0, [8.0], BoardPool(types=(PYNQ,), counts=(1,)), 0.85)
+    rng = np.random.default_rng(0)
+    room = np.array([1000.0, 50.0])
+    cand = np.column_stack([rng.uniform(0, 1000, 600), rng.integers(0, 51, 600).astype(float),
+                            rng.uniform(0, 5, 600)])
+    kept, mask, g = solver._coarse(cand, room)
+    assert solver.rounded and 8 <= g <= joint._GRID
+    assert np.array_equal(kept, cand[mask]) and 0 < len(kept) <= 150
+    cell = [tuple(np.ceil(row[:2] / room * g).astype(int)) for row in cand]
+    best: dict[tuple, float] = {}
+    for c, row in zip(cell, cand, strict=True):
+        best[c] = min(best.get(c, np.inf), row[2])
+    kept_cells = [cell[i] for i in np.nonzero(mask)[0]]
+    assert len(set(kept_cells)) == len(kept_cells) == len(best)  # every occupied cell, once
+    assert all(cand[i, 2] == best[cell[i]] for i in np.nonzero(mask)[0])
+    # a finer grid (twice g) would have occupied more cells than allowed
+    finer = {tuple(np.ceil(row[:2] / room * 2 * g).astype(int)) for row in cand}
+    assert g == joint._GRID or len(finer) > 150
+
+
+@pytest.mark.parametrize("objective", ["boards", "latency"])
+def test_the_bound_search_builds_each_least_latency_table_once(monkeypatch, objective: str) -> None:
+    """The fewest boards and the lowest latency build every stage's least-latency table once, at no
+    bound (a bound past every stage's slowest choice cuts nothing, so that table serves every bound
+    after): not again at each bound the search doubles through."""
+    import split4ml.plan.joint as joint
+
+    built: list[tuple[int, bool]] = []
+    fronts = joint._Solver._fronts
+
+    def count(self, t, j, stop, bound, resources_only, track=False):
+        if not track:
+            built.append((j, resources_only))
+        return fronts(self, t, j, stop, bound, resources_only, track)
+
+    monkeypatch.setattr(joint._Solver, "_fronts", count)
+    joint._TABLES.clear()
+    rng = random.Random(7)
+    n = 9
+    costs = _random_costs(rng, n, 4, [PYNQ])
+    bytes_out = [rng.choice([20, 200]) for _ in range(n)]
+    pool = BoardPool(types=(PYNQ,), counts=(n,))
+    try:
+        res = solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective)
+    finally:
+        joint._TABLES.clear()
+    want = brute_force(costs, 784.0, bytes_out, pool, 0.85, objective)
+    assert tuple(round(x, 6) for x in _keys(objective, res.metrics, res.n_stages)) == tuple(round(x, 6) for x in want)
+    latency_tables = [j for j, resources_only in built if not resources_only]
+    assert len(latency_tables) == len(set(latency_tables)), sorted(latency_tables)

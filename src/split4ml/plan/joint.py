@@ -40,10 +40,11 @@ How (exact unless a front is rounded, below):
 
 Cost: the fronts are small when few resources can bind (only those are compared). They grow with
 long stages of many-version units on a big board, where the latency column adds trade-offs. A front
-whose candidates exceed ``_FRONT_LIMIT`` has its resource sums rounded *up* to a grid of the room
-(coarser until it is small enough): conservative (what fits after rounding fits), but the optimum
-may be lost, so the result says ``rounded`` and the plan is marked not proven optimal. Feasibility
-and the final DP read the same rows, so they agree even then.
+whose candidates exceed ``_FRONT_LIMIT`` is *rounded*: thinned to one point per cell of a grid of the
+room (coarser until it is small enough), the cell's least-latency point, its sums untouched.
+Conservative (every point kept is a real choice, so what fits, fits), but the optimum may be lost, so
+the result says ``rounded`` and the plan is marked not proven optimal. Feasibility and the final DP
+read the same rows, so they agree even then.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ _NRES = len(RESOURCES)
 _CHUNK = 512  # Pareto pruning compares points pairwise in blocks of this many
 #: Pareto pruning first compares every point with this many of least scaled sum
 _STRONG = 64
-#: A front larger than this has its resource sums rounded up to a grid of the room (see _Solver._coarse).
+#: A front larger than this is thinned to one point per cell of a grid of the room (see _Solver._coarse).
 _FRONT_LIMIT = 1000
-#: More candidates than this (a front times a unit's versions) are rounded before the Pareto pruning.
+#: More candidates than this (a front times a unit's versions) are thinned before the Pareto pruning.
 _CAND_LIMIT = 4000
 _GRID = 4096
 #: Stage tables of recent problems (io_parallel), by (problem digest, stage end, resources only): the
@@ -190,18 +191,13 @@ def _distinct(points: np.ndarray) -> np.ndarray:
     return order
 
 
-def _n_distinct(steps: np.ndarray, g: int, rest: np.ndarray) -> int:
-    """How many distinct rows ``[steps, rest]`` has, where ``steps`` holds whole numbers in ``[0, g]``
-    (resources rounded to a grid, :meth:`_Solver._coarse`): they are packed into one integer key
-    (``g <= _GRID`` and at most four resources fit in 64 bits), so only the key and ``rest`` are sorted."""
-    if len(steps) <= 1:
-        return len(steps)
+def _cell_keys(steps: np.ndarray, g: int) -> np.ndarray:
+    """One integer per row of ``steps`` (whole numbers in ``[0, g]``, a point's grid cell,
+    :meth:`_Solver._coarse`): ``g <= _GRID`` and at most four resources fit in 64 bits."""
     key = np.zeros(len(steps), dtype=np.int64)
     for c in range(steps.shape[1]):
-        key = key * (g + 1) + steps[:, c].astype(np.int64)
-    order = np.lexsort([*(rest[:, c] for c in range(rest.shape[1] - 1, -1, -1)), key])
-    k, r = key[order], rest[order]
-    return 1 + int(((k[1:] != k[:-1]) | (r[1:] != r[:-1]).any(axis=1)).sum())
+        key = key * (g + 1) + np.minimum(steps[:, c], g).astype(np.int64)
+    return key
 
 
 def _pareto(points: np.ndarray) -> np.ndarray:
@@ -341,6 +337,10 @@ class _Solver:
         self._reaches: dict[tuple[int, int, int], int] = {}
         #: per type: a digest of what its stage tables depend on (see _table)
         self._digest = [self._problem_digest(t) for t in range(n_types)]
+        #: per type: a bound whose latency room (_latency_room) cuts no front: every unit's slowest version,
+        #: the shell and the widest cut twice (as the digest, it depends on neither the batch nor the links)
+        self._uncut = [(sum(float(r[:, _NRES].max()) for r in self.res[t]) + self.shell_lat[t]
+                        + 2 * float(self.cut_us[t].max())) * (1 + 1e-9) + 1e-9 for t in range(n_types)]
         self.n_types = n_types
 
     def _problem_digest(self, t: int) -> bytes:
@@ -564,6 +564,8 @@ class _Solver:
         above ``B`` too (or ``inf``): it serves every bound up to ``B``. Tables depend on the versions,
         cuts and board, not on the batch: they are kept across solvers of the same problem
         (:data:`_TABLES`), with the largest bound made and whether a front was rounded."""
+        if not resources_only:  # past this bound the latency cuts nothing: one table serves them all
+            bound = min(bound, self._uncut[t])
         key = (self._digest[t], j, resources_only)
         hit = _TABLES.get(key)
         if hit is not None and hit[0] >= bound:
@@ -612,29 +614,38 @@ class _Solver:
         return top * (1 + 1e-9) + 1e-9
 
     def _coarse(self, cand: np.ndarray, room: np.ndarray, grid: int = _GRID) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """``(cand, None, grid)``, or, when ``cand`` holds more than ``_FRONT_LIMIT`` points, ``cand`` with
-        its resource columns rounded *up* to a grid of ``room / g``, the mask of the rows that still
-        fit, and ``g``: ``g`` halved from ``grid`` (at most ``_GRID``) until the rounded points have at
-        most ``_FRONT_LIMIT`` distinct values (or ``g`` reaches 8). A stage that fits after rounding fits
-        for real; the front shrinks because near-equal points merge. Rounding may lose the optimum, so
-        it sets ``self.rounded``. :meth:`_fronts` starts each step from twice the grid of its last
-        rounding: a front grows step by step, so most steps then count the distinct points once or
-        twice, not nine times, and a rebuilt front (:meth:`stage_choice`) rounds the same way."""
+        """``(cand, None, grid)``, or, when ``cand`` holds more than ``_FRONT_LIMIT`` points, the points
+        kept, the mask of them, and ``g``: the resource space is cut into a grid of ``room / g`` cells,
+        and each cell keeps one point, its least latency (io_stream: then least II; then least
+        resources, as a sum of shares of the room). ``g`` is halved from ``grid`` (at most ``_GRID``)
+        until at most ``_FRONT_LIMIT`` cells are occupied (or ``g`` reaches 8).
+
+        The points kept are untouched: each is a real choice of versions, so a stage that fits here
+        fits for real, and the error of one step does not add up over a long stage (as rounding the
+        sums up did). A dropped point may have been the optimum's, so this sets ``self.rounded``.
+        :meth:`_fronts` starts each step from twice the grid of its last thinning: a front grows step
+        by step, so most steps count the cells once or twice, and a rebuilt front
+        (:meth:`stage_choice`) is thinned the same way."""
         if len(cand) <= _FRONT_LIMIT or len(room) == 0:
             return cand, None, grid
         if self.exact_only:
             raise Abandoned(f"a stage front of {len(cand)} points")
         self.rounded = True
         r = len(room)
-        scale = np.maximum(room, 1e-9)
+        share = cand[:, :r] / np.maximum(room, 1e-9)
         rest = cand[:, r:]
+        ties = [share.sum(axis=1), *(rest[:, c] for c in range(rest.shape[1] - 1, -1, -1))]
         g = min(grid, _GRID)
         while True:
-            steps = np.ceil(cand[:, :r] / scale * g)
-            out = np.column_stack([steps / g * scale, rest])
-            fits = (out[:, :r] <= room).all(axis=1)
-            if g <= 8 or _n_distinct(steps[fits], g, rest[fits]) <= _FRONT_LIMIT:
-                return out[fits], fits, g
+            key = _cell_keys(np.ceil(share * g), g)
+            order = np.lexsort([*ties, key])  # by cell, the cell's best point first
+            k = key[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = k[1:] != k[:-1]
+            if g <= 8 or int(first.sum()) <= _FRONT_LIMIT:
+                keep = np.zeros(len(cand), dtype=bool)
+                keep[order[first]] = True
+                return cand[keep], keep, g
             g //= 2
 
     def stage_choice(self, t: int, i: int, j: int, bound: float) -> list[int]:
@@ -776,22 +787,39 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
 
     # throughput needs no bound-free pass: a bound that admits every stage's fabric fails only when
     # nothing fits (smallest_bound then says inf)
-    inf_f = reach(_INF) if objective != "throughput" or solver.stream else None
+    if solver.stream:
+        inf_f: np.ndarray | None = reach(_INF)
+    elif objective == "throughput":
+        inf_f = None
+    else:  # io_parallel: the least-latency tables at no bound serve every bound after (see _table)
+        inf_f = finals(_INF)
     if inf_f is not None and not np.isfinite(inf_f).any():
         raise infeasible()
     cands = solver.candidates() if solver.stream else None
 
-    def smallest_bound(ok: Callable[[float], bool]) -> float:
+    def smallest_bound(ok: Callable[[float], bool], from_top: bool = False) -> float:
+        """The smallest bound ``ok`` accepts (``inf`` if none). With io_parallel, a small bound is
+        doubled until it is met (small bounds prune the fronts hardest), then bisected; with
+        ``from_top``, the bisection starts from the bound that admits every stage: for the fewest
+        boards, whose stages are long and whose bound is far above the floor, doubling would build
+        the stage tables anew at every bound on the way, while the tables made for the top serve
+        every bound below it."""
         if cands is None:  # io_parallel: stage intervals are sums of latencies; bisect the reals
-            # double a small bound until it is met (small bounds prune the fronts hardest), then bisect
             top = solver.upper_bound()
-            hi = min(top, max(solver.lower_bound(), 1e-6))
-            while not ok(hi):
-                if hi >= top:
+            floor = max(solver.lower_bound(), 1e-6)
+            if from_top:
+                if not ok(top):
                     return _INF
-                hi = min(top, 2 * hi)
-            # every plan pays the lower bound: met there, nothing is below it to look for
-            lo = hi / 2 if hi > solver.lower_bound() else hi
+                hi = top
+                lo = floor if floor < top and not ok(floor) else hi  # met at the floor: nothing below it
+            else:
+                hi = min(top, floor)
+                while not ok(hi):
+                    if hi >= top:
+                        return _INF
+                    hi = min(top, 2 * hi)
+                # every plan pays the lower bound: met there, nothing is below it to look for
+                lo = hi / 2 if hi > solver.lower_bound() else hi
             for _ in range(200):
                 mid = (lo + hi) / 2
                 # a quarter of the tie tolerance is enough: the plan is then taken at _tie(hi), which
@@ -825,7 +853,7 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
         fin = np.where(counts == k, fin, _INF)
     elif objective == "boards":
         k = int(counts[np.isfinite(inf_f)].min())
-        best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()))
+        best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()), from_top=True)
         if not math.isfinite(best):
             # the fronts with a latency column were rounded where the resource-only ones were not, and
             # lost every k-board plan: take the fewest boards those fronts reach (the result says rounded)
@@ -833,11 +861,11 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
             if not np.isfinite(lat_f).any():
                 raise infeasible()
             k = int(counts[np.isfinite(lat_f)].min())
-            best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()))
+            best = smallest_bound(lambda b: bool(np.isfinite(reach(b)[counts == k]).any()), from_top=True)
         bound = _tie(best)
         fin = np.where(counts == k, finals(bound), _INF)
     else:
-        inf_f = finals(_INF)
+        inf_f = finals(_INF) if solver.stream else inf_f
         thr = _tie(float(inf_f.min()))
         k = int(counts[inf_f <= thr].min())
         best = smallest_bound(lambda b: bool((finals(b)[counts == k] <= thr).any()))
