@@ -115,3 +115,16 @@ def test_a_plan_that_weighed_optional_splits_is_not_called_optimal():
     free = make_plan(g, model="deep.keras", board=PYNQ, objective="throughput")
     assert free.optimality.optimal and free.optimality.solver == "exact DP"
 
+
+
+def test_too_few_boards_names_the_fewest_any_reuse_factors_need():
+    """With too few boards allowed, the message gives the fewest boards over every reuse factor and
+    strategy, the number the fewest-boards plan uses: not the count at each layer's smallest reuse
+    factor that fits a board alone (it said "at least 5" where 2 do)."""
+    from split4ml.errors import InfeasibleError
+
+    g = _graph((128, 128, 128, 128), 64, 10)
+    fewest = make_plan(g, model="deep.keras", board=PYNQ, objective="boards").n_boards
+    assert fewest == 2
+    with pytest.raises(InfeasibleError, match=r"needs at least 2 pynq-z2 boards .* best reuse factors .* \(--boards 2\)"):
+        make_plan(g, model="deep.keras", board=PYNQ, objective="throughput", max_boards=1)

@@ -589,12 +589,16 @@ def _make_chain_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
     # over); with a board budget the split planner runs too, and the better plan wins.
     joint_plan: Plan | None = None
     joint_reasons: list[str] = []  # why the joint search proves nothing (see _unproven)
+    joint_error: InfeasibleError | None = None  # why every choice of versions misses the limits
     if req.joint or cluster is not None:
         from .design import plan_joint
 
-        jp = plan_joint(graph, settings, est, build, board=board, cluster=cluster, cap=cap, objective=objective,
-                        max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy,
-                        overrides=overrides, batch=batch)
+        try:
+            jp = plan_joint(graph, settings, est, build, board=board, cluster=cluster, cap=cap, objective=objective,
+                            max_boards=max_boards, n_stages=n_stages, reuse_factor=reuse_factor, strategy=strategy,
+                            overrides=overrides, batch=batch)
+        except InfeasibleError as exc:  # one board type: the split planner below may still find a plan
+            jp, joint_error = None, exc
         if jp is not None:
             jheader = replace(header, board=jp.stage_boards[0],
                               board_files=(*header.board_files, *getattr(cluster, "board_files", ())))
@@ -645,6 +649,8 @@ def _make_chain_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
         if found is None:
             if joint_plan is not None:
                 return apart(joint_plan)
+            if joint_error is not None:  # it knows every reuse factor, not only the smallest that fit
+                raise joint_error from None
             raise
         settings, part = found
     if "optional" in policy:

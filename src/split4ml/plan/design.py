@@ -46,11 +46,14 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
                batch: int = DEFAULT_BATCH) -> JointPlan | None:
     """Plan ``graph`` with per-layer versions chosen jointly with the partition (module docstring).
 
-    Returns ``None`` (one board type only) when the estimator is not additive, some unit fits no
-    board alone with any of its versions, or no plan fits the stage/board limits: the caller's
-    split planner takes over (and reports what does not fit).
+    Returns ``None`` (one board type only) when the estimator is not additive, or some unit fits no
+    board alone with any of its versions: the caller's split planner takes over (and reports what
+    does not fit).
 
     Raises:
+        InfeasibleError: one board type, and no choice of versions fits the stage/board limits (the
+            message says how many boards the best choice needs); the caller's split planner may still
+            find a plan, with more stages than units.
         PlanError: a cluster with a non-additive estimator.
         InfeasibleError: a cluster on which some unit fits no board alone.
         PlanError: a cluster with too few boards (the message names the file's ``boards`` field).
@@ -91,7 +94,7 @@ def plan_joint(graph: Graph, settings: Mapping[str, LayerSettings], est: Estimat
     except InfeasibleError as exc:
         if cluster is not None:
             raise PlanError(f"{cl.source}: boards ({cl.describe()}): {exc}") from exc
-        return None  # one board type: the split planner may still find a plan (more stages than units)
+        raise  # one board type: the caller's split planner may still find a plan (more stages than units)
     out = dict(settings)
     for u, v in enumerate(res.choice):
         out.update(versions[u][v].settings)

@@ -810,8 +810,9 @@ def solve_joint(costs: Sequence[Sequence[Sequence[Cost]]], bytes_in: float, byte
             if from_top:
                 if not ok(top):
                     return _INF
-                hi = top
-                lo = floor if floor < top and not ok(floor) else hi  # met at the floor: nothing below it
+                if floor < top and ok(floor):  # every plan pays the floor: nothing below it to look for
+                    return floor
+                lo, hi = floor, top
             else:
                 hi = min(top, floor)
                 while not ok(hi):
@@ -915,6 +916,12 @@ def _infeasible_message(solver: _Solver, names: Sequence[str], pool: BoardPool, 
         return (f"unit(s) {alone} fit no board ({kinds}) alone under cap {cap:g} with any of their reuse factors "
                 "and strategies; use lower precision, a higher --cap, a bigger board, or let the planner split the "
                 "layer (plan with one --board type)")
+    fewest = _fewest_boards(solver) if len(pool.types) == 1 and pool.order is None else None
+    if fewest is not None and n_stages is None and fewest > min(pool.n_boards, max_boards or pool.n_boards):
+        allowed = min(pool.n_boards, max_boards or pool.n_boards)
+        return (f"the model needs at least {fewest} {kinds} boards under cap {cap:g} with the best reuse factors and "
+                f"strategies, but at most {allowed} are allowed; allow {fewest} boards (--boards {fewest}), raise "
+                "the cap, lower the precision, or pick a bigger board")
     limits = []
     if max_boards is not None:
         limits.append(f"--boards {max_boards}")
@@ -924,3 +931,15 @@ def _infeasible_message(solver: _Solver, names: Sequence[str], pool: BoardPool, 
             + (f" within {' and '.join(limits)}" if limits else "")
             + f" under cap {cap:g}, with any reuse factors and strategies; add boards (or bigger ones) to the "
             "cluster, allow more boards, raise the cap, or lower the precision")
+
+
+def _fewest_boards(solver: _Solver) -> int | None:
+    """The fewest boards of the solver's one type that hold the chain, however many are on hand
+    (resources only: every stage's versions chosen to fit); None when no number does."""
+    best = np.full(solver.n + 1, _INF)
+    best[0] = 0.0
+    for j in range(1, solver.n + 1):
+        ok = np.nonzero(np.isfinite(solver.row(0, j, _INF, latency=False)))[0]
+        if len(ok):
+            best[j] = float(best[ok].min()) + 1
+    return int(best[-1]) if math.isfinite(best[-1]) else None
