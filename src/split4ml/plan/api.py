@@ -649,8 +649,8 @@ def _make_chain_plan(graph: Graph, req: PlanRequest, start: _Start) -> Plan:
         if found is None:
             if joint_plan is not None:
                 return apart(joint_plan)
-            if joint_error is not None:  # it knows every reuse factor, not only the smallest that fit
-                raise joint_error from None
+            if joint_error is not None and n_stages is None:  # it knows every reuse factor, not only the
+                raise joint_error from None  # smallest that fit (with --stages the two-step message says more)
             raise
         settings, part = found
     if "optional" in policy:
