@@ -409,3 +409,40 @@ def test_the_bound_search_builds_each_least_latency_table_once(monkeypatch, obje
     assert tuple(round(x, 6) for x in _keys(objective, res.metrics, res.n_stages)) == tuple(round(x, 6) for x in want)
     latency_tables = [j for j, resources_only in built if not resources_only]
     assert len(latency_tables) == len(set(latency_tables)), sorted(latency_tables)
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
+def test_an_exact_only_solve_keeps_fronts_whole_up_to_its_own_limit(monkeypatch, objective: str) -> None:
+    """A caller with another way to a proof (``exact_only``: the DAG planner's chain DP) never gets
+    thinned fronts: up to ``_EXACT_FRONT_LIMIT`` points it keeps them whole and its plan is the
+    brute-force optimum, where a plain solve with the same small ``_FRONT_LIMIT`` thins them; past
+    that limit it gives up."""
+    import split4ml.plan.joint as joint
+
+    monkeypatch.setattr(joint, "_FRONT_LIMIT", 2)
+    monkeypatch.setattr(joint, "_CAND_LIMIT", 3)
+    thinned = 0
+    for seed in range(8):
+        rng = random.Random(900 + seed)
+        n = rng.randint(4, 6)
+        costs = _random_costs(rng, n, 4, [PYNQ])
+        bytes_out = [rng.choice([20, 200]) for _ in range(n)]
+        pool = BoardPool(types=(PYNQ,), counts=(n,))
+        want = brute_force(costs, 784.0, bytes_out, pool, 0.85, objective)
+        joint._TABLES.clear()
+        try:
+            thinned += solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective).rounded
+        except InfeasibleError:
+            thinned += 1  # thinning lost every plan
+        joint._TABLES.clear()
+        res = solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective, exact_only=True)
+        assert not res.rounded
+        assert tuple(round(x, 6) for x in _keys(objective, res.metrics, res.n_stages)) == \
+            tuple(round(x, 6) for x in want)
+        joint._TABLES.clear()
+    assert thinned > 0  # the small limit did thin the plain solves' fronts
+    monkeypatch.setattr(joint, "_EXACT_FRONT_LIMIT", 2)
+    monkeypatch.setattr(joint, "_EXACT_CAND_LIMIT", 3)
+    with pytest.raises(joint.Abandoned):
+        solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective, exact_only=True)
+    joint._TABLES.clear()

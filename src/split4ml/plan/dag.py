@@ -64,8 +64,9 @@ only going forward makes every plan's stages runs of consecutive units: the mode
 cut ``c`` carries every tensor made before unit ``c`` and read from unit ``c`` on (or sent to the sink),
 and a cut that tensors of two wire types cross is no link (:func:`order_cuts`). The exact joint chain
 DP (:func:`split4ml.plan.joint.solve_joint`, same formulas) then decides, in a fraction of CP-SAT's
-time where stages are short (throughput); it gives up, for CP-SAT to decide, as soon as it would
-have to round a Pareto front or after :data:`ORDER_DP_SHARE` of the time limit.
+time where stages are short (throughput); it gives up, for CP-SAT to decide, as soon as a Pareto front
+grows too large to keep whole (``_EXACT_FRONT_LIMIT`` in :mod:`split4ml.plan.joint`) or after
+:data:`ORDER_DP_SHARE` of the time limit.
 
 **Solver.** CP-SAT (OR-Tools): Booleans ``x[u, k]`` (unit ``u`` on stage ``k``), ``y[u, v]`` (unit
 ``u`` as version ``v``, exactly one per unit) and ``z[u, v, k]`` (both; ``sum_v z = x``, ``sum_k z
@@ -126,8 +127,10 @@ _MAX_REFINE = 1000
 #: What a plan of a model in forced order says decided it (``DagPartition.solver``).
 ORDER_DP = "exact DP, units in forced order"
 #: The share of the time limit the exact chain DP may take on a model in forced order before CP-SAT
-#: takes over (``partition_dag``).
-ORDER_DP_SHARE = 0.05
+#: takes over (``partition_dag``). Where its fronts grow too large it gives up at once; where they stay
+#: exact but long (few boards on a 60-layer ResNet-style model) it needs seconds, and then proves a
+#: plan CP-SAT does not prove within the whole limit.
+ORDER_DP_SHARE = 0.5
 
 
 @dataclass(frozen=True)

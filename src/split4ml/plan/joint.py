@@ -74,6 +74,10 @@ _STRONG = 64
 _FRONT_LIMIT = 1000
 #: More candidates than this (a front times a unit's versions) are thinned before the Pareto pruning.
 _CAND_LIMIT = 4000
+#: With ``exact_only`` (a caller with another way to a proof) fronts are never thinned: the solve gives
+#: up past this many points (or candidates), where the Pareto pruning would take seconds a step.
+_EXACT_FRONT_LIMIT = 5000
+_EXACT_CAND_LIMIT = 50000
 _GRID = 4096
 #: Stage tables of recent problems (io_parallel), by (problem digest, stage end, resources only): the
 #: bound each was made for, the table, and whether a front was rounded. A plan is solved at two
@@ -83,8 +87,9 @@ _TABLES_SIZE = 4096
 
 
 class Abandoned(Exception):
-    """:func:`solve_joint` gave up, as its caller asked (``exact_only``): a stage's Pareto front would
-    have to be rounded (:meth:`_Solver._coarse`), or the time given ran out."""
+    """:func:`solve_joint` gave up, as its caller asked (``exact_only``): a stage's Pareto front grew past
+    ``_EXACT_FRONT_LIMIT`` points (or its candidates past ``_EXACT_CAND_LIMIT``), where it would have to
+    be rounded (:meth:`_Solver._coarse`), or the time given ran out."""
 
 
 @dataclass(frozen=True)
@@ -482,12 +487,12 @@ class _Solver:
             cand, parent, version = cand[keep], parent[keep], version[keep]
             if len(cand) == 0:
                 return
-            if len(cand) > _CAND_LIMIT:  # too many to compare pairwise: round first
+            if len(cand) > (_EXACT_CAND_LIMIT if self.exact_only else _CAND_LIMIT):  # thin first
                 cand, fits, grid = self._coarse(cand, room, 2 * grid)
                 if fits is not None:
                     parent, version = parent[fits], version[fits]
             pick = _pareto(cand)
-            if len(pick) > _FRONT_LIMIT:
+            if len(pick) > (_EXACT_FRONT_LIMIT if self.exact_only else _FRONT_LIMIT):
                 cand, fits, grid = self._coarse(cand[pick], room, 2 * grid)
                 parent, version = parent[pick], version[pick]
                 if fits is not None:
@@ -618,7 +623,9 @@ class _Solver:
         kept, the mask of them, and ``g``: the resource space is cut into a grid of ``room / g`` cells,
         and each cell keeps one point, its least latency (io_stream: then least II; then least
         resources, as a sum of shares of the room). ``g`` is halved from ``grid`` (at most ``_GRID``)
-        until at most ``_FRONT_LIMIT`` cells are occupied (or ``g`` reaches 8).
+        until at most ``_FRONT_LIMIT`` cells are occupied (or ``g`` reaches 8). With ``exact_only``
+        nothing is thinned: :meth:`_fronts` calls this past ``_EXACT_FRONT_LIMIT`` points (or
+        ``_EXACT_CAND_LIMIT`` candidates) only, and it raises :class:`Abandoned`.
 
         The points kept are untouched: each is a real choice of versions, so a stage that fits here
         fits for real, and the error of one step does not add up over a long stage (as rounding the
@@ -626,10 +633,12 @@ class _Solver:
         :meth:`_fronts` starts each step from twice the grid of its last thinning: a front grows step
         by step, so most steps count the cells once or twice, and a rebuilt front
         (:meth:`stage_choice`) is thinned the same way."""
-        if len(cand) <= _FRONT_LIMIT or len(room) == 0:
+        if len(room) == 0:  # latency (and II) only: the Pareto front is one point
             return cand, None, grid
-        if self.exact_only:
+        if self.exact_only:  # called only past the exact limits
             raise Abandoned(f"a stage front of {len(cand)} points")
+        if len(cand) <= _FRONT_LIMIT:
+            return cand, None, grid
         self.rounded = True
         r = len(room)
         share = cand[:, :r] / np.maximum(room, 1e-9)
