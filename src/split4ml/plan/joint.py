@@ -230,7 +230,7 @@ def _pareto(points: np.ndarray) -> np.ndarray:
         le = pts[strong][None, :, 0] <= pts[:, None, 0]
         for c in range(1, k):
             le &= pts[strong][None, :, c] <= pts[:, None, c]
-        le[strong, np.arange(_STRONG)] = False  # rows are unique: only a row itself is <= and not <
+        le[strong, np.arange(_STRONG)] = False  # a row is <= itself; rows are unique, so any other <= dominates
         alive = np.nonzero(~le.any(axis=1))[0]
     else:
         alive = np.arange(n)
