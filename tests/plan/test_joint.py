@@ -286,6 +286,15 @@ def test_pareto_front_equals_pairwise_definition(k: int) -> None:
         assert np.array_equal(_distinct(pts), np.unique(pts, axis=0, return_index=True)[1])
 
 
+def _small_chain(seed: int) -> tuple[list, list[int], BoardPool]:
+    """A random chain of 4-6 units of 1-4 versions on as many PYNQ-Z2 boards: costs, output bytes, pool."""
+    rng = random.Random(900 + seed)
+    n = rng.randint(4, 6)
+    costs = _random_costs(rng, n, 4, [PYNQ])
+    bytes_out = [rng.choice([20, 200]) for _ in range(n)]
+    return costs, bytes_out, BoardPool(types=(PYNQ,), counts=(n,))
+
+
 @pytest.mark.parametrize("objective", ["throughput", "latency", "boards"])
 @pytest.mark.parametrize("seed", range(12))
 def test_rounded_fronts_still_give_a_plan_that_fits(monkeypatch, objective: str, seed: int) -> None:
@@ -299,11 +308,7 @@ def test_rounded_fronts_still_give_a_plan_that_fits(monkeypatch, objective: str,
     monkeypatch.setattr(joint, "_CAND_LIMIT", 3)
     monkeypatch.setattr(joint, "_GRID", 8)
     joint._TABLES.clear()
-    rng = random.Random(900 + seed)
-    n = rng.randint(4, 6)
-    costs = _random_costs(rng, n, 4, [PYNQ])
-    bytes_out = [rng.choice([20, 200]) for _ in range(n)]
-    pool = BoardPool(types=(PYNQ,), counts=(n,))
+    costs, bytes_out, pool = _small_chain(seed)
     want = brute_force(costs, 784.0, bytes_out, pool, 0.85, objective)
     try:
         res = solve_joint(costs, 784.0, bytes_out, pool, 0.85, objective)
@@ -423,11 +428,7 @@ def test_an_exact_only_solve_keeps_fronts_whole_up_to_its_own_limit(monkeypatch,
     monkeypatch.setattr(joint, "_CAND_LIMIT", 3)
     thinned = 0
     for seed in range(8):
-        rng = random.Random(900 + seed)
-        n = rng.randint(4, 6)
-        costs = _random_costs(rng, n, 4, [PYNQ])
-        bytes_out = [rng.choice([20, 200]) for _ in range(n)]
-        pool = BoardPool(types=(PYNQ,), counts=(n,))
+        costs, bytes_out, pool = _small_chain(seed)
         want = brute_force(costs, 784.0, bytes_out, pool, 0.85, objective)
         joint._TABLES.clear()
         try:
