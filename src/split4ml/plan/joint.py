@@ -168,16 +168,20 @@ class JointResult:
         return tuple(zip(self.bounds[:-1], self.bounds[1:], strict=True))
 
 
+def _leq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``m[i, j]``: row ``a[i]`` is <= row ``b[j]`` in every column (column by column: a reduction over
+    a short last axis is far slower in numpy than a few 2-D comparisons)."""
+    m = a[:, None, 0] <= b[None, :, 0]
+    for c in range(1, a.shape[1]):
+        m &= a[:, None, c] <= b[None, :, c]
+    return m
+
+
 def _dominated(front: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Mask of the rows of ``pts`` that some row of ``front`` is <= in every column (column by column:
-    a reduction over a short last axis is far slower in numpy than a few 2-D comparisons)."""
+    """Mask of the rows of ``pts`` that some row of ``front`` is <= in every column."""
     out = np.zeros(len(pts), dtype=bool)
     for f0 in range(0, len(front), _CHUNK):
-        f = front[f0:f0 + _CHUNK]
-        le = f[None, :, 0] <= pts[:, None, 0]
-        for c in range(1, pts.shape[1]):
-            le &= f[None, :, c] <= pts[:, None, c]
-        out |= le.any(axis=1)
+        out |= _leq(front[f0:f0 + _CHUNK], pts).any(axis=0)
     return out
 
 
@@ -227,11 +231,9 @@ def _pareto(points: np.ndarray) -> np.ndarray:
         low = pts.min(axis=0)
         span = pts.max(axis=0) - low
         strong = np.argsort(((pts - low) / np.where(span > 0, span, 1.0)).sum(axis=1), kind="stable")[:_STRONG]
-        le = pts[strong][None, :, 0] <= pts[:, None, 0]
-        for c in range(1, k):
-            le &= pts[strong][None, :, c] <= pts[:, None, c]
-        le[strong, np.arange(_STRONG)] = False  # a row is <= itself; rows are unique, so any other <= dominates
-        alive = np.nonzero(~le.any(axis=1))[0]
+        le = _leq(pts[strong], pts)
+        le[np.arange(_STRONG), strong] = False  # a row is <= itself; rows are unique, so any other <= dominates
+        alive = np.nonzero(~le.any(axis=0))[0]
     else:
         alive = np.arange(n)
     front = np.empty((0, k))
@@ -243,9 +245,7 @@ def _pareto(points: np.ndarray) -> np.ndarray:
             keep = ~_dominated(front, blk)
             blk, idx = blk[keep], idx[keep]
         if len(blk) > 1:
-            le = blk[:, None, 0] <= blk[None, :, 0]  # le[a, b]: row a <= row b
-            for c in range(1, k):
-                le &= blk[:, None, c] <= blk[None, :, c]
+            le = _leq(blk, blk)  # le[a, b]: row a <= row b
             np.fill_diagonal(le, False)  # rows are unique: a != b and <= everywhere is dominance
             mine = ~le.any(axis=0)
             blk, idx = blk[mine], idx[mine]
