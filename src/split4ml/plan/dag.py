@@ -99,6 +99,7 @@ from ..estimate.base import Cost, Estimator, layers_cost
 from ..ir import Graph, Layer
 from ..settings import BuildSettings, LayerSettings
 from .chain import ABS_TOL_US, REL_TOL, _unit_overflow_message, check_options, shell_cost
+from .design import objective_key
 from .metrics import (
     DEFAULT_BATCH,
     FRAME_OVERHEAD_BYTES,
@@ -752,17 +753,12 @@ def _partition_in_order(versions: Sequence[Sequence[Cost]], tensors: Sequence[Te
     costs, loads, metrics = evaluate(stage_of, [versions[u][v] for u, v in enumerate(ver)], tensors, board, shell,
                                      batch)
     _, which = link_loads(stage_of, tensors)
-    value = _first_key(metrics, res.n_stages, objective)
+    value = objective_key(metrics, res.n_stages, objective)[0]
     return DagPartition(stage_of=tuple(stage_of), version_of=tuple(ver),
                         stage_units=tuple(tuple(range(i, j)) for i, j in res.ranges), stage_costs=tuple(costs),
                         link_bytes=tuple(loads), link_tensors=tuple(tuple(w) for w in which), metrics=metrics,
                         objective=objective, optimal=True, solve_s=time.monotonic() - started, n_solves=0,
                         bound=value, solver=ORDER_DP)
-
-
-def _first_key(metrics: PipelineMetrics, n_stages: int, objective: str) -> float:
-    """The figure ``objective`` minimises first: the bottleneck interval, the latency (us) or the boards."""
-    return {"throughput": metrics.bottleneck_us, "latency": metrics.latency_us, "boards": float(n_stages)}[objective]
 
 
 def _check_start(start: tuple[Sequence[int], Sequence[int]] | None, versions: Sequence[Sequence[Cost]],
@@ -976,7 +972,7 @@ def partition_dag(unit_costs: Sequence[Cost | Sequence[Cost]], tensors: Sequence
     _, which = link_loads(stage_of, tensors)
     stage_units = tuple(tuple(u for u in range(U) if stage_of[u] == k) for k in range(max(stage_of) + 1))
     optimal = all(p.optimal for p in problems)
-    value = _first_key(metrics, len(stage_units), objective)
+    value = objective_key(metrics, len(stage_units), objective)[0]
     goal = {"throughput": "bottleneck", "latency": "latency", "boards": "n"}[objective]
     bounds = [b for b in (p.lower_bound(goal) for p in problems) if b is not None]
     bound = value if optimal else (min(max(bounds), value) if bounds else None)
