@@ -925,9 +925,9 @@ def _infeasible_message(solver: _Solver, names: Sequence[str], pool: BoardPool, 
         return (f"unit(s) {alone} fit no board ({kinds}) alone under cap {cap:g} with any of their reuse factors "
                 "and strategies; use lower precision, a higher --cap, a bigger board, or let the planner split the "
                 "layer (plan with one --board type)")
-    fewest = _fewest_boards(solver) if len(pool.types) == 1 and pool.order is None else None
+    fewest = _fewest_boards(solver) if n_stages is None and len(pool.types) == 1 and pool.order is None else None
     allowed = min(pool.n_boards, max_boards or pool.n_boards)
-    if fewest is not None and n_stages is None and fewest > allowed:
+    if fewest is not None and fewest > allowed:
         return (f"the model needs at least {fewest} {kinds} boards under cap {cap:g} with the best reuse factors and "
                 f"strategies, but at most {allowed} are allowed; allow {fewest} boards (--boards {fewest}), raise "
                 "the cap, lower the precision, or pick a bigger board")
